@@ -1,0 +1,331 @@
+//! A bead: the per-function record the interpreter consults on every call.
+//!
+//! One cache line, laid out so the fast path touches its first word only:
+//!
+//! ```text
+//!  entry            final-tier native entry; non-null = take it (the fast path)
+//!  countdown        calls until the policy looks again (Relaxed load + store)
+//!  state            StateWord: lifecycle, installed tier, generation
+//!  warm_entry       installed code that still counts toward a higher tier
+//!  osr              OSR table of the installed code, or null
+//!  code             CodeHandle of the installed code, or 0
+//!  core             the host's opaque function pointer (update_core)
+//!  invocation_mark  calls counted = invocation_mark - countdown
+//!  backedge_countdown / backedge_mark   the same pair for loop back-edges
+//!  meta             bailouts (16 bits) | tier cap (8 bits)
+//! ```
+//!
+//! Counting uses a plain load and store, not a locked read-modify-write:
+//! racing calls may lose a count, which a heuristic counter can afford (as
+//! HotSpot's can), and the single promotion winner is chosen by a CAS on the
+//! state word when the countdown runs out. Beads live wherever the host puts
+//! them (`static`, arena, `Box`, `Arc`, a [`BeadPool`](crate::BeadPool));
+//! the broker refers to them through a [`BeadRef`].
+
+use core::ptr::{self, NonNull};
+
+use crate::osr::OsrTable;
+use crate::state::{AtomicStateWord, BeadState, Generation, Phase, StateWord};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// The per-function promotion record. See the module docs for its layout.
+#[repr(C, align(64))]
+pub struct Bead {
+    pub(crate) entry: AtomicPtr<()>,
+    pub(crate) countdown: AtomicU32,
+    pub(crate) state: AtomicStateWord,
+    pub(crate) warm_entry: AtomicPtr<()>,
+    pub(crate) osr: AtomicPtr<OsrTable<'static>>,
+    pub(crate) code: AtomicUsize,
+    core: AtomicPtr<()>,
+    invocation_mark: AtomicU32,
+    pub(crate) backedge_countdown: AtomicU32,
+    backedge_mark: AtomicU32,
+    meta: AtomicU32,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::size_of::<Bead>() <= 64);
+    assert!(core::mem::align_of::<Bead>() == 64);
+};
+
+const BAILOUT_MASK: u32 = 0xFFFF;
+const CAP_SHIFT: u32 = 16;
+
+impl Bead {
+    crate::sync::const_fn! {
+        /// A bead for the function the host knows as `core`. kiln stores
+        /// `core` and never dereferences it.
+        pub const fn new(core: *mut ()) -> Self {
+            Self {
+                entry: AtomicPtr::new(ptr::null_mut()),
+                // 1: the first call asks the policy, which arms the real countdown.
+                countdown: AtomicU32::new(1),
+                state: AtomicStateWord::new(),
+                warm_entry: AtomicPtr::new(ptr::null_mut()),
+                osr: AtomicPtr::new(ptr::null_mut()),
+                code: AtomicUsize::new(0),
+                core: AtomicPtr::new(core),
+                invocation_mark: AtomicU32::new(1),
+                backedge_countdown: AtomicU32::new(1),
+                backedge_mark: AtomicU32::new(1),
+                meta: AtomicU32::new((crate::state::MAX_TIER as u32) << CAP_SHIFT),
+            }
+        }
+    }
+
+    /// The host's current core pointer.
+    pub fn core_handle(&self) -> *mut () {
+        self.core.load(Ordering::Acquire) // pairs with the Release in `update_core`
+    }
+
+    /// Points the bead at a moved function object (a GC moved it, say).
+    pub fn update_core(&self, core: *mut ()) {
+        self.core.store(core, Ordering::Release); // pairs with `core_handle`
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> BeadState {
+        self.state.load().public()
+    }
+
+    /// The generation: bumped whenever in-flight compiles become stale.
+    pub fn generation(&self) -> Generation {
+        self.state.load().generation()
+    }
+
+    /// Tier of the installed code, if any.
+    pub fn tier(&self) -> Option<u8> {
+        self.state.load().tier()
+    }
+
+    /// Whether the bead was invalidated.
+    pub fn is_invalidated(&self) -> bool {
+        self.state.load().phase() == Phase::Invalidated
+    }
+
+    /// Whether compilation is currently refused.
+    pub fn is_blacklisted(&self) -> bool {
+        self.state.load().phase() == Phase::Blacklisted
+    }
+
+    /// The native entry to call, if code is installed: the final-tier entry,
+    /// else code that is still counting toward a higher tier.
+    pub fn compiled(&self) -> Option<NonNull<()>> {
+        // Acquire pairs with the Release stores in `install`.
+        NonNull::new(self.entry.load(Ordering::Acquire))
+            .or_else(|| NonNull::new(self.warm_entry.load(Ordering::Acquire)))
+    }
+
+    /// The OSR entry of the installed code at loop `site`: one Acquire load,
+    /// then a binary search; `None` (after one load) when there is no table.
+    #[inline]
+    pub fn osr_entry(&self, site: u64) -> Option<NonNull<()>> {
+        // Acquire pairs with the Release store of the table in `install`.
+        let table = self.osr.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer here was published by `install` from a
+        // `Compiled` whose `with_osr` contract keeps the table valid until its
+        // code is released, which happens only after it was unpublished and
+        // the host declared quiescence (the `quiesce` contract) twice.
+        unsafe { table.as_ref() }.and_then(|table| table.lookup(site))
+    }
+
+    /// Calls counted so far (approximate: racing calls may lose counts).
+    pub fn invocation_count(&self) -> u32 {
+        let mark = self.invocation_mark.load(Ordering::Relaxed);
+        mark.wrapping_sub(self.countdown.load(Ordering::Relaxed))
+    }
+
+    /// Weighted back-edges counted so far.
+    pub fn backedge_count(&self) -> u32 {
+        let mark = self.backedge_mark.load(Ordering::Relaxed);
+        mark.wrapping_sub(self.backedge_countdown.load(Ordering::Relaxed))
+    }
+
+    /// Bailouts (and failed compiles) since the last reset.
+    pub fn bailout_count(&self) -> u32 {
+        self.meta.load(Ordering::Relaxed) & BAILOUT_MASK
+    }
+
+    /// Highest tier this bead may still be compiled at.
+    pub fn tier_cap(&self) -> u8 {
+        (self.meta.load(Ordering::Relaxed) >> CAP_SHIFT) as u8
+    }
+
+    // ---- used by the broker, mostly under its lock ----
+
+    /// Arms the call countdown at `calls`, keeping the count continuous.
+    /// `consumed` extra calls were counted by the caller (the slow-path call).
+    pub(crate) fn arm(&self, calls: u32, consumed: u32) {
+        let counted = self.invocation_count().wrapping_add(consumed);
+        self.invocation_mark.store(counted.wrapping_add(calls), Ordering::Relaxed);
+        self.countdown.store(calls, Ordering::Relaxed);
+    }
+
+    /// Arms the back-edge countdown at `weight` units.
+    pub(crate) fn arm_backedges(&self, units: u32, consumed: u32) {
+        let counted = self.backedge_count().wrapping_add(consumed);
+        self.backedge_mark.store(counted.wrapping_add(units), Ordering::Relaxed);
+        self.backedge_countdown.store(units, Ordering::Relaxed);
+    }
+
+    pub(crate) fn word(&self) -> StateWord {
+        self.state.load()
+    }
+
+    /// Counts one more bailout and returns the new count.
+    pub(crate) fn add_bailout(&self) -> u32 {
+        let meta = self.meta.load(Ordering::Relaxed);
+        let bailouts = ((meta & BAILOUT_MASK) + 1).min(BAILOUT_MASK);
+        self.meta.store(meta & !BAILOUT_MASK | bailouts, Ordering::Relaxed);
+        bailouts
+    }
+
+    pub(crate) fn reset_bailouts(&self) {
+        let meta = self.meta.load(Ordering::Relaxed);
+        self.meta.store(meta & !BAILOUT_MASK, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_tier_cap(&self, cap: u8) {
+        let meta = self.meta.load(Ordering::Relaxed);
+        self.meta.store(meta & BAILOUT_MASK | u32::from(cap) << CAP_SHIFT, Ordering::Relaxed);
+    }
+
+    /// Publishes code: OSR table first, then the entry, so a reader that sees
+    /// the entry also sees everything it needs. Returns the handle it replaced.
+    pub(crate) fn install(
+        &self,
+        entry: NonNull<()>,
+        handle: usize,
+        osr: *mut OsrTable<'static>,
+        is_final: bool,
+    ) -> usize {
+        let old = self.code.swap(handle, Ordering::AcqRel);
+        // Release: pairs with the Acquire in `osr_entry`.
+        self.osr.store(osr, Ordering::Release);
+        // Release: pairs with the Acquire loads of the entries in `on_invoke`
+        // and `compiled`. Clear the slot we are not using first, so the fast
+        // path never returns code about to be retired.
+        if is_final {
+            self.warm_entry.store(ptr::null_mut(), Ordering::Release);
+            self.entry.store(entry.as_ptr(), Ordering::Release);
+        } else {
+            self.entry.store(ptr::null_mut(), Ordering::Release);
+            self.warm_entry.store(entry.as_ptr(), Ordering::Release);
+        }
+        old
+    }
+
+    /// Unpublishes code (entries first, then the table) and returns its handle.
+    pub(crate) fn uninstall(&self) -> usize {
+        self.entry.store(ptr::null_mut(), Ordering::Release);
+        self.warm_entry.store(ptr::null_mut(), Ordering::Release);
+        self.osr.store(ptr::null_mut(), Ordering::Release);
+        self.code.swap(0, Ordering::AcqRel)
+    }
+
+    /// Moves warm code to the fast path (no higher tier will come).
+    pub(crate) fn finalize(&self) {
+        let warm = self.warm_entry.load(Ordering::Acquire);
+        if !warm.is_null() {
+            self.entry.store(warm, Ordering::Release);
+            self.warm_entry.store(ptr::null_mut(), Ordering::Release);
+        }
+    }
+
+    /// Readies a pool slot for a new function. The slot's previous life was
+    /// invalidated (no code installed); its generation moves on.
+    pub(crate) fn recycle(&self, core: *mut ()) {
+        let word = self.state.load();
+        self.core.store(core, Ordering::Release);
+        self.meta.store((crate::state::MAX_TIER as u32) << CAP_SHIFT, Ordering::Relaxed);
+        self.invocation_mark.store(1, Ordering::Relaxed);
+        self.countdown.store(1, Ordering::Relaxed);
+        self.backedge_mark.store(1, Ordering::Relaxed);
+        self.backedge_countdown.store(1, Ordering::Relaxed);
+        let fresh = if word == StateWord::INITIAL {
+            word
+        } else {
+            word.next_generation().with_tier(None).with_phase(Phase::Interpreted)
+        };
+        self.state.store(fresh);
+    }
+
+    pub(crate) fn has_code(&self) -> bool {
+        self.code.load(Ordering::Acquire) != 0
+    }
+}
+
+impl core::fmt::Debug for Bead {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Bead")
+            .field("state", &self.state())
+            .field("generation", &self.generation().get())
+            .field("invocations", &self.invocation_count())
+            .field("backedges", &self.backedge_count())
+            .field("bailouts", &self.bailout_count())
+            .field("compiled", &self.compiled())
+            .finish()
+    }
+}
+
+/// How the broker holds on to a bead while its job waits in the queue:
+/// `&'a Bead` for beads in statics or arenas; the std layer uses an
+/// `Arc`-based handle. Cloned only on promotion, never per call.
+pub trait BeadRef: Clone {
+    /// The bead behind the handle.
+    fn bead(&self) -> &Bead;
+}
+
+impl BeadRef for &Bead {
+    #[inline(always)]
+    fn bead(&self) -> &Bead {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bead_is_one_cache_line() {
+        assert_eq!(core::mem::size_of::<Bead>(), 64);
+        assert_eq!(core::mem::align_of::<Bead>(), 64);
+    }
+
+    #[test]
+    fn counts_stay_continuous_across_arming() {
+        let bead = Bead::new(ptr::null_mut());
+        assert_eq!(bead.invocation_count(), 0);
+        bead.arm(10, 1);
+        assert_eq!(bead.invocation_count(), 1);
+        bead.countdown.store(4, Ordering::Relaxed);
+        assert_eq!(bead.invocation_count(), 7);
+        bead.arm(100, 1);
+        assert_eq!(bead.invocation_count(), 8);
+    }
+
+    #[test]
+    fn meta_fields_do_not_clobber_each_other() {
+        let bead = Bead::new(ptr::null_mut());
+        assert_eq!(bead.tier_cap(), crate::state::MAX_TIER);
+        assert_eq!(bead.add_bailout(), 1);
+        bead.set_tier_cap(0);
+        assert_eq!(bead.add_bailout(), 2);
+        assert_eq!(bead.tier_cap(), 0);
+        bead.reset_bailouts();
+        assert_eq!((bead.bailout_count(), bead.tier_cap()), (0, 0));
+    }
+
+    #[test]
+    fn core_handle_follows_updates() {
+        let mut a = 1u8;
+        let mut b = 2u8;
+        let bead = Bead::new(ptr::from_mut(&mut a).cast());
+        assert_eq!(bead.core_handle(), ptr::from_mut(&mut a).cast());
+        bead.update_core(ptr::from_mut(&mut b).cast());
+        assert_eq!(bead.core_handle(), ptr::from_mut(&mut b).cast());
+    }
+}

@@ -1,0 +1,767 @@
+//! The broker: counts, decides, queues, publishes and retires.
+//!
+//! Paths by cost:
+//!
+//! - **Compiled** ([`Broker::on_invoke`] on a bead at its final tier): one
+//!   Acquire load of the bead's entry and a null test. Nothing else.
+//! - **Counting**: a Relaxed load and a Relaxed store of the countdown, and
+//!   one load of the warm entry (non-null while lower-tier code runs).
+//! - **Deciding** (countdown ran out): the hotness policy; on "promote" a CAS
+//!   of the state word picks the single winner, which takes the lock once to
+//!   push the job and calls `Pump::wake` (coalesced).
+//! - **Everything else** (claim, publish, bailout, invalidate, reload, swap,
+//!   quiesce) happens under one lock per broker, never held across a call
+//!   into host code except the deopt policy, which must not call back into
+//!   the broker.
+//!
+//! Beads are referred to through `H: BeadRef` (`&Bead`, an `Arc`-based
+//! handle, ...), cloned into the queue on promotion only.
+
+use core::num::NonZeroU32;
+use core::ptr::{self, NonNull};
+
+use crate::bead::{Bead, BeadRef};
+use crate::compiler::{CodeHandle, Compiled, Compiler};
+use crate::deopt::{Bailout, BailoutReason, DeoptDecision, DeoptPolicy};
+use crate::error::{KilnError, Refused};
+use crate::job::{Job, JobKind, JobOutcome, JobOwner, Ticket};
+use crate::policy::{Decision, HotnessPolicy, HotnessStats};
+use crate::pump::{Budget, Pump, PumpReport, PumpStop};
+use crate::queue::{JobQueue, QueueEntry};
+use crate::retire::RetireRing;
+use crate::state::{MAX_TIER, Phase, StateWord};
+use crate::stats::{Counters, Events, Stats};
+use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
+
+/// Countdown while a job is queued or compiling: effectively "don't ask".
+const PENDING: u32 = u32::MAX;
+
+/// State behind the broker's lock.
+struct Shared<H, const QUEUE: usize, const RETIRE: usize> {
+    queue: JobQueue<H, QUEUE>,
+    retire: RetireRing<RETIRE>,
+    compile_ticks: u64,
+}
+
+/// Why [`Broker::claim`] returned no job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ClaimError {
+    /// Nothing is queued.
+    Empty,
+    /// The next job would replace code and the retire ring is full.
+    RetireFull,
+}
+
+/// The promotion broker. `QUEUE` bounds queued jobs, `RETIRE` bounds code
+/// waiting for quiescence; both are checked at compile time and the whole
+/// broker can be built in a `const` (a `static` on a microcontroller).
+pub struct Broker<H, P, D, W = crate::NoPump, E = crate::NoEvents, const QUEUE: usize = 64, const RETIRE: usize = 64> {
+    policy: P,
+    deopt: D,
+    pump: W,
+    events: E,
+    wake_pending: AtomicBool,
+    queue_len: AtomicUsize,
+    shared: Lock<Shared<H, QUEUE, RETIRE>>,
+    counters: Counters,
+}
+
+impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> core::fmt::Debug for Broker<H, P, D, W, E, QUEUE, RETIRE> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Broker")
+            .field("queue_len", &self.queue_len.load(Ordering::Relaxed))
+            .field("queue_capacity", &QUEUE)
+            .field("retire_capacity", &RETIRE)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE> {
+    crate::sync::const_fn! {
+        /// A broker with the given policies, wake-up hook and events.
+        pub const fn new(policy: P, deopt: D, pump: W, events: E) -> Self {
+            Self {
+                policy,
+                deopt,
+                pump,
+                events,
+                wake_pending: AtomicBool::new(false),
+                queue_len: AtomicUsize::new(0),
+                shared: Lock::new(Shared { queue: JobQueue::new(), retire: RetireRing::new(), compile_ticks: 0 }),
+                counters: Counters::new(),
+            }
+        }
+    }
+
+    /// The hotness policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The deopt policy.
+    pub fn deopt_policy(&self) -> &D {
+        &self.deopt
+    }
+
+    /// The wake-up hook.
+    pub fn pump_hook(&self) -> &W {
+        &self.pump
+    }
+
+    /// The events hook.
+    pub fn events(&self) -> &E {
+        &self.events
+    }
+
+    /// Jobs waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue_len.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.counters.snapshot();
+        self.shared.with(|shared| {
+            stats.queue_depth = shared.queue.len() as u32;
+            stats.retire_depth = shared.retire.len() as u32;
+            stats.compile_ticks = shared.compile_ticks;
+            stats.epoch = shared.retire.epoch();
+        });
+        stats
+    }
+}
+
+impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
+where
+    H: BeadRef,
+    P: HotnessPolicy,
+    D: DeoptPolicy,
+    W: Pump,
+    E: Events,
+{
+    /// Asks "is native code ready?" on a call. Returns the entry to call, or
+    /// `None` to interpret. Counts the call and may queue a compile.
+    #[inline(always)]
+    pub fn on_invoke(&self, bead: &H) -> Option<NonNull<()>> {
+        let record = bead.bead();
+        // Acquire pairs with the Release store of the entry in `Bead::install`:
+        // whoever sees the pointer sees the code behind it.
+        if let Some(entry) = NonNull::new(record.entry.load(Ordering::Acquire)) {
+            return Some(entry);
+        }
+        let left = record.countdown.load(Ordering::Relaxed);
+        if left > 1 {
+            record.countdown.store(left - 1, Ordering::Relaxed);
+            // Acquire pairs with `Bead::install`, as above.
+            return NonNull::new(record.warm_entry.load(Ordering::Acquire));
+        }
+        self.invoke_slow(bead)
+    }
+
+    /// A loop back-edge probe at `site`. Returns an OSR entry for `site` if
+    /// the installed code has one; otherwise counts the back-edge and may
+    /// queue an OSR compile.
+    #[inline]
+    pub fn on_backedge(&self, bead: &H, site: u64) -> Option<NonNull<()>> {
+        let record = bead.bead();
+        if let Some(entry) = record.osr_entry(site) {
+            return Some(entry);
+        }
+        let weight = self.policy.backedge_weight().max(1);
+        let left = record.backedge_countdown.load(Ordering::Relaxed);
+        if left > weight {
+            record.backedge_countdown.store(left - weight, Ordering::Relaxed);
+            return None;
+        }
+        self.backedge_slow(bead, site, weight)
+    }
+
+    fn hotness(&self, bead: &Bead, word: StateWord, calls: u32, backedges: u32) -> HotnessStats {
+        HotnessStats {
+            invocations: bead.invocation_count().wrapping_add(calls),
+            backedges: bead.backedge_count().wrapping_add(backedges),
+            tier: word.tier(),
+            tier_cap: bead.tier_cap().min(self.policy.max_tier()),
+            queue_len: self.queue_len(),
+            queue_capacity: QUEUE,
+        }
+    }
+
+    /// The tier at which code for `bead` is final (no further promotion).
+    fn final_tier(&self, bead: &Bead) -> u8 {
+        self.policy.max_tier().min(bead.tier_cap())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invoke_slow(&self, handle: &H) -> Option<NonNull<()>> {
+        let bead = handle.bead();
+        let word = bead.word();
+        match word.phase() {
+            Phase::Interpreted | Phase::Compiled => {
+                let stats = self.hotness(bead, word, 1, 0);
+                match self.policy.decide(&stats) {
+                    Decision::Wait(calls) => bead.arm(calls.get(), 1),
+                    Decision::Promote { tier, priority } => {
+                        // A lost race or a full queue is already handled (and counted) inside.
+                        let _ = self.promote(handle, word, tier, priority, JobKind::Invoke);
+                    }
+                }
+            }
+            Phase::Blacklisted => self.decay(bead, word),
+            Phase::Queued | Phase::Compiling | Phase::Invalidated => bead.arm(PENDING, 1),
+        }
+        bead.compiled()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn backedge_slow(&self, handle: &H, site: u64, weight: u32) -> Option<NonNull<()>> {
+        let bead = handle.bead();
+        let word = bead.word();
+        match word.phase() {
+            Phase::Interpreted | Phase::Compiled => {
+                let stats = self.hotness(bead, word, 0, weight);
+                match self.policy.decide_backedge(&stats) {
+                    Decision::Wait(units) => bead.arm_backedges(units.get(), weight),
+                    Decision::Promote { tier, priority } => {
+                        bead.arm_backedges(PENDING, weight);
+                        let _ = self.promote(handle, word, tier, priority, JobKind::Osr { site });
+                    }
+                }
+            }
+            _ => bead.arm_backedges(PENDING, weight),
+        }
+        bead.osr_entry(site)
+    }
+
+    /// Blacklisted bead whose countdown ran out: give it another chance if
+    /// the deopt policy lets blacklists decay.
+    fn decay(&self, bead: &Bead, word: StateWord) {
+        match self.deopt.blacklist_decay() {
+            Some(_) => {
+                let revived = word.with_phase(Phase::Interpreted);
+                if self.shared.with(|_| bead.state.compare_exchange(word, revived).is_ok()) {
+                    bead.reset_bailouts();
+                    debug!("kiln: blacklist decayed, generation {:?}", word.generation().get());
+                }
+                bead.arm(1, 1);
+            }
+            None => bead.arm(PENDING, 1),
+        }
+    }
+
+    /// Tries to win the promotion of `handle` from `word` and queue its job.
+    fn promote(&self, handle: &H, word: StateWord, tier: u8, priority: u32, kind: JobKind) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        let tier = tier.min(self.final_tier(bead));
+        if word.tier().is_some_and(|installed| tier <= installed) {
+            // Nothing above the installed code is allowed: it is final now.
+            self.shared.with(|_| {
+                if bead.word() == word {
+                    bead.finalize();
+                }
+            });
+            bead.arm(PENDING, 1);
+            return Ok(());
+        }
+        let queued = word.with_phase(Phase::Queued);
+        if bead.state.compare_exchange(word, queued).is_err() {
+            // Another caller won, or the bead moved on; its winner arms the countdown.
+            return Err(KilnError::AlreadyQueued);
+        }
+        bead.arm(PENDING, u32::from(kind == JobKind::Invoke));
+        let entry =
+            QueueEntry { priority, sequence: 0, generation: word.generation(), tier, kind, bead: handle.clone() };
+        let pushed = self.shared.with(|shared| {
+            let result = shared.queue.push(entry);
+            self.queue_len.store(shared.queue.len(), Ordering::Relaxed);
+            result
+        });
+        match pushed {
+            Ok(()) => {
+                self.counters.promotions.bump();
+                debug!("kiln: promoted to tier {:?} ({:?}), priority {:?}", tier, kind, priority);
+                self.events.promoted(bead, tier, kind);
+                self.wake();
+                Ok(())
+            }
+            Err(refused) => {
+                // Back to rest, unless something else moved the bead meanwhile.
+                self.shared.with(|_| {
+                    let _ = bead.state.compare_exchange(queued, queued.at_rest());
+                });
+                bead.arm(self.policy.queue_full_cooldown().get(), 0);
+                self.counters.queue_full.bump();
+                debug!("kiln: queue full, bead cools down");
+                self.events.queue_full(bead);
+                drop(refused);
+                Err(KilnError::QueueFull)
+            }
+        }
+    }
+
+    /// Queues a compile of `bead` at `tier` now, whatever its count (the
+    /// seed's `submit`). Refuses if a job is already pending, the bead is
+    /// blacklisted or invalidated, or the queue is full.
+    pub fn submit(&self, bead: &H, tier: u8, kind: JobKind) -> Result<(), KilnError> {
+        if tier > MAX_TIER {
+            return Err(KilnError::TierOutOfRange);
+        }
+        let record = bead.bead();
+        let word = record.word();
+        match word.phase() {
+            Phase::Interpreted | Phase::Compiled => {}
+            Phase::Queued | Phase::Compiling => return Err(KilnError::AlreadyQueued),
+            Phase::Blacklisted => return Err(KilnError::Blacklisted),
+            Phase::Invalidated => return Err(KilnError::Invalidated),
+        }
+        let stats = self.hotness(record, word, 0, 0);
+        self.promote(bead, word, tier, stats.hotness(), kind)
+    }
+
+    /// Calls the host's `Pump::wake` unless a wake-up is already pending.
+    fn wake(&self) {
+        // SeqCst pairs with the SeqCst clear in `pump`: either the pumper
+        // clears after this swap (and then sees the job we pushed before it,
+        // through the lock), or this swap sees the cleared flag and wakes.
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            self.pump.wake();
+        }
+    }
+
+    /// Claims the next job for any worker to run. Stale queue entries are
+    /// dropped on the way.
+    pub fn claim(&self) -> Result<Job<'_, H>, ClaimError> {
+        let mut dropped = 0;
+        self.claim_counting(&mut dropped)
+    }
+
+    fn claim_counting(&self, dropped: &mut u32) -> Result<Job<'_, H>, ClaimError> {
+        loop {
+            let claimed = self.shared.with(|shared| {
+                let entry = shared.queue.pop();
+                let result = match entry {
+                    None => Err(Err(ClaimError::Empty)),
+                    Some(entry) => {
+                        let bead = entry.bead.bead();
+                        let word = bead.word();
+                        if word.phase() != Phase::Queued || word.generation() != entry.generation {
+                            Err(Ok(entry))
+                        } else {
+                            let reserved = bead.has_code();
+                            if reserved && !shared.retire.reserve() {
+                                let _ = shared.queue.push(entry);
+                                Err(Err(ClaimError::RetireFull))
+                            } else {
+                                bead.state.store(word.with_phase(Phase::Compiling));
+                                Ok(Ticket {
+                                    bead: entry.bead,
+                                    generation: entry.generation,
+                                    tier: entry.tier,
+                                    kind: entry.kind,
+                                    reserved,
+                                })
+                            }
+                        }
+                    }
+                };
+                self.queue_len.store(shared.queue.len(), Ordering::Relaxed);
+                result
+            });
+            match claimed {
+                Ok(ticket) => return Ok(Job::new(self, ticket)),
+                Err(Err(error)) => return Err(error),
+                // Dropped outside the lock: the handle's drop may run host code.
+                Err(Ok(stale)) => {
+                    *dropped += 1;
+                    self.counters.stale_jobs.bump();
+                    drop(stale);
+                }
+            }
+        }
+    }
+
+    /// Runs queued jobs with `compiler` until the queue is empty or the
+    /// budget is spent, and reports what it did. Several threads may pump
+    /// the same broker at once.
+    pub fn pump<C: Compiler<H>>(&self, compiler: &mut C, budget: Budget<'_>) -> PumpReport {
+        // SeqCst pairs with the swap in `wake`.
+        self.wake_pending.store(false, Ordering::SeqCst);
+        let started = budget.now();
+        let mut report = PumpReport::default();
+        loop {
+            if report.ran >= budget.max_jobs {
+                report.stop = PumpStop::JobLimit;
+                break;
+            }
+            if budget.expired() {
+                report.stop = PumpStop::Deadline;
+                break;
+            }
+            match self.claim_counting(&mut report.dropped) {
+                Ok(job) => {
+                    report.ran += 1;
+                    match job.run_timed(compiler, budget.clock) {
+                        JobOutcome::Published => report.published += 1,
+                        JobOutcome::Failed => report.failed += 1,
+                        JobOutcome::Stale => report.stale += 1,
+                    }
+                }
+                Err(ClaimError::Empty) => {
+                    report.stop = PumpStop::Idle;
+                    break;
+                }
+                Err(ClaimError::RetireFull) => {
+                    report.stop = PumpStop::RetireFull;
+                    break;
+                }
+            }
+        }
+        report.remaining = self.queue_len() as u32;
+        report.ticks = budget.now().zip(started).map_or(0, |(now, started)| now.saturating_sub(started));
+        if report.remaining > 0 && matches!(report.stop, PumpStop::JobLimit | PumpStop::Deadline) {
+            // Work is left: make sure a pumping thread does not go to sleep on it.
+            self.wake();
+        }
+        report
+    }
+
+    /// Installs `compiled` as `bead`'s code at `tier` without its OSR table
+    /// (a tier-up done by the host). The old code and table are retired;
+    /// in-flight compiles for the bead become stale.
+    pub fn swap_compiled(&self, bead: &H, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
+        self.install_swap(bead, compiled, tier, false)
+    }
+
+    /// Like [`swap_compiled`](Self::swap_compiled), but publishes the OSR
+    /// table with the code, so OSR stays available across the swap.
+    pub fn swap_compiled_with_osr(&self, bead: &H, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
+        self.install_swap(bead, compiled, tier, true)
+    }
+
+    fn install_swap(&self, handle: &H, compiled: Compiled, tier: u8, with_osr: bool) -> Result<(), Refused<Compiled>> {
+        if tier > MAX_TIER {
+            return Err(Refused::new(KilnError::TierOutOfRange, compiled));
+        }
+        let bead = handle.bead();
+        let is_final = tier >= self.final_tier(bead);
+        let result = self.shared.with(|shared| {
+            let word = bead.word();
+            if word.phase() == Phase::Invalidated {
+                return Err(Refused::new(KilnError::Invalidated, compiled));
+            }
+            if bead.has_code() && shared.retire.free() == 0 {
+                return Err(Refused::new(KilnError::RetireFull, compiled));
+            }
+            let osr = if with_osr { compiled.osr.map_or(ptr::null_mut(), NonNull::as_ptr) } else { ptr::null_mut() };
+            let old = bead.install(compiled.entry, compiled.handle.get(), osr, is_final);
+            self.retire_locked(shared, old, false);
+            bead.state.store(word.next_generation().with_phase(Phase::Compiled).with_tier(Some(tier)));
+            Ok(())
+        });
+        if result.is_ok() && !is_final {
+            bead.arm(1, 0);
+        }
+        result
+    }
+
+    /// Retires `old` (a raw handle, 0 = none) into the ring. The caller has
+    /// checked there is room (or holds a reservation).
+    fn retire_locked(&self, shared: &mut Shared<H, QUEUE, RETIRE>, old: usize, reserved: bool) {
+        match CodeHandle::from_raw(old) {
+            Some(code) => {
+                let retired = shared.retire.retire(code, reserved);
+                debug_assert!(retired.is_ok(), "retire ring was checked for room");
+                self.counters.retired.bump();
+            }
+            None if reserved => shared.retire.unreserve(),
+            None => {}
+        }
+    }
+
+    /// Reports that `bead`'s compiled code bailed out. The code is retired,
+    /// the generation bumped, and the deopt policy decides what follows.
+    pub fn record_bailout(&self, handle: &H, reason: BailoutReason) -> Result<DeoptDecision, KilnError> {
+        let bead = handle.bead();
+        let decision = self.shared.with(|shared| {
+            let word = bead.word();
+            if word.phase() == Phase::Invalidated {
+                return Err(KilnError::Invalidated);
+            }
+            let Some(tier) = word.tier() else { return Err(KilnError::NotCompiled) };
+            if shared.retire.free() == 0 {
+                return Err(KilnError::RetireFull);
+            }
+            let bailouts = bead.add_bailout();
+            let bailout = Bailout { reason, bailouts, tier, invocations: bead.invocation_count() };
+            let decision = self.deopt.on_bailout(&bailout);
+            let old = bead.uninstall();
+            self.retire_locked(shared, old, false);
+            let word = word.next_generation().with_tier(None);
+            self.apply_decision(bead, word, decision, 1);
+            Ok(decision)
+        })?;
+        self.counters.bailouts.bump();
+        debug!("kiln: bailout, decision {:?}", decision);
+        self.events.deoptimized(bead, decision);
+        Ok(decision)
+    }
+
+    /// Moves `bead` (whose code, if any, is already settled) to the state
+    /// `decision` asks for. `retry` is the countdown for "recompile".
+    fn apply_decision(&self, bead: &Bead, word: StateWord, decision: DeoptDecision, retry: u32) {
+        let rest = word.at_rest();
+        match decision {
+            DeoptDecision::Recompile => {
+                bead.state.store(rest);
+                bead.arm(retry, 0);
+            }
+            DeoptDecision::PauseRecompile { calls } => {
+                bead.state.store(rest);
+                bead.arm(calls.get().max(retry), 0);
+            }
+            DeoptDecision::RevertToTier(cap) => {
+                bead.set_tier_cap(cap.min(MAX_TIER));
+                if word.tier().is_some_and(|installed| installed >= cap) {
+                    bead.finalize();
+                    bead.state.store(rest);
+                    bead.arm(PENDING, 0);
+                } else {
+                    bead.state.store(rest);
+                    bead.arm(retry, 0);
+                }
+            }
+            DeoptDecision::Blacklist => {
+                if let Some(installed) = word.tier() {
+                    // Keep the working lower-tier code, but never go higher.
+                    bead.set_tier_cap(installed);
+                    bead.finalize();
+                    bead.state.store(rest);
+                    bead.arm(PENDING, 0);
+                } else {
+                    bead.state.store(word.with_phase(Phase::Blacklisted));
+                    bead.arm(self.deopt.blacklist_decay().map_or(PENDING, NonZeroU32::get), 0);
+                }
+            }
+        }
+    }
+
+    /// The function behind `bead` is gone: its code is retired, any job in
+    /// flight becomes stale, and `Events::invalidated` runs (exactly once).
+    pub fn invalidate(&self, handle: &H) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        self.shared.with(|shared| {
+            let word = bead.word();
+            if word.phase() == Phase::Invalidated {
+                return Err(KilnError::AlreadyInvalidated);
+            }
+            if bead.has_code() && shared.retire.free() == 0 {
+                return Err(KilnError::RetireFull);
+            }
+            let old = bead.uninstall();
+            self.retire_locked(shared, old, false);
+            bead.state.store(word.next_generation().with_tier(None).with_phase(Phase::Invalidated));
+            bead.arm(PENDING, 0);
+            bead.arm_backedges(PENDING, 0);
+            Ok(())
+        })?;
+        self.counters.invalidations.bump();
+        debug!("kiln: invalidated");
+        self.events.invalidated(bead);
+        Ok(())
+    }
+
+    /// Forces recompilation (hot reload): the code is retired, in-flight
+    /// compiles become stale, bailouts and the tier cap are reset, and the
+    /// next call asks the policy again — so a bead that is still hot is
+    /// promoted at once.
+    pub fn reload(&self, handle: &H) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        self.shared.with(|shared| {
+            let word = bead.word();
+            if word.phase() == Phase::Invalidated {
+                return Err(KilnError::Invalidated);
+            }
+            if bead.has_code() && shared.retire.free() == 0 {
+                return Err(KilnError::RetireFull);
+            }
+            let old = bead.uninstall();
+            self.retire_locked(shared, old, false);
+            bead.reset_bailouts();
+            bead.set_tier_cap(MAX_TIER);
+            bead.state.store(word.next_generation().with_tier(None).with_phase(Phase::Interpreted));
+            bead.arm(1, 0);
+            bead.arm_backedges(1, 0);
+            Ok(())
+        })
+    }
+
+    /// Declares quiescence: every thread that may run kiln-published code
+    /// has passed a point where it holds no entry, table or code pointer
+    /// obtained from kiln, since the previous `quiesce`. Code retired two
+    /// quiesces ago is released through `compiler`. Returns how many.
+    pub fn quiesce<C: Compiler<H>>(&self, compiler: &mut C) -> usize {
+        let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
+        self.shared.with(|shared| shared.retire.quiesce(&mut releasable));
+        self.release_all(compiler, &releasable)
+    }
+
+    fn release_all<C: Compiler<H>>(&self, compiler: &mut C, handles: &[CodeHandle]) -> usize {
+        for &code in handles {
+            compiler.release(code);
+            self.events.released(code);
+        }
+        self.counters.released.add(handles.len() as u32);
+        handles.len()
+    }
+
+    /// Cancels every queued job (shutdown): their beads return to rest with
+    /// a cooldown; nothing is compiled. Returns how many were cancelled.
+    pub fn cancel_queued(&self) -> usize {
+        let mut cancelled = 0;
+        loop {
+            let popped = self.shared.with(|shared| {
+                let entry = shared.queue.pop()?;
+                self.queue_len.store(shared.queue.len(), Ordering::Relaxed);
+                let bead = entry.bead.bead();
+                let word = bead.word();
+                if word.phase() == Phase::Queued && word.generation() == entry.generation {
+                    bead.state.store(word.at_rest());
+                    bead.arm(self.policy.queue_full_cooldown().get(), 0);
+                }
+                Some(entry)
+            });
+            match popped {
+                Some(entry) => {
+                    cancelled += 1;
+                    drop(entry);
+                }
+                None => return cancelled,
+            }
+        }
+    }
+
+    /// Releases every retired handle now, whatever its epoch (shutdown).
+    ///
+    /// # Safety
+    ///
+    /// 1. No thread is running, or will run, code or OSR entries it obtained
+    ///    from this broker before the call, other than code still installed
+    ///    in a bead.
+    pub unsafe fn release_retired_now<C: Compiler<H>>(&self, compiler: &mut C) -> usize {
+        let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
+        self.shared.with(|shared| {
+            shared.retire.quiesce(&mut releasable);
+            shared.retire.quiesce(&mut releasable);
+        });
+        self.release_all(compiler, &releasable)
+    }
+}
+
+impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> JobOwner<H> for Broker<H, P, D, W, E, QUEUE, RETIRE>
+where
+    H: BeadRef,
+    P: HotnessPolicy,
+    D: DeoptPolicy,
+    W: Pump,
+    E: Events,
+{
+    fn finish_published(&self, ticket: &Ticket<H>, compiled: Compiled, ticks: Option<u64>) -> Result<(), Compiled> {
+        let bead = ticket.bead.bead();
+        let is_final = ticket.tier >= self.final_tier(bead);
+        let published = self.shared.with(|shared| {
+            let word = bead.word();
+            let current = word.phase() == Phase::Compiling && word.generation() == ticket.generation;
+            if !current {
+                if ticket.reserved {
+                    shared.retire.unreserve();
+                }
+                return Err(compiled);
+            }
+            let osr = compiled.osr.map_or(ptr::null_mut(), NonNull::as_ptr);
+            let old = bead.install(compiled.entry, compiled.handle.get(), osr, is_final);
+            self.retire_locked(shared, old, ticket.reserved);
+            bead.state.store(word.with_phase(Phase::Compiled).with_tier(Some(ticket.tier)));
+            shared.compile_ticks = shared.compile_ticks.saturating_add(ticks.unwrap_or(0));
+            Ok(word)
+        });
+        match published {
+            Ok(word) => {
+                if !is_final {
+                    // Keep counting toward the next tier from where we are.
+                    let stats = self.hotness(bead, word.with_tier(Some(ticket.tier)), 0, 0);
+                    match self.policy.decide(&stats) {
+                        Decision::Wait(calls) => bead.arm(calls.get(), 0),
+                        Decision::Promote { .. } => bead.arm(1, 0),
+                    }
+                }
+                self.counters.compiles.bump();
+                debug!("kiln: published tier {:?} in {:?} ticks", ticket.tier, ticks);
+                self.events.compiled(bead, ticket.tier, ticks);
+                Ok(())
+            }
+            Err(compiled) => {
+                self.counters.stale_results.bump();
+                debug!("kiln: stale compile result released");
+                Err(compiled)
+            }
+        }
+    }
+
+    fn finish_failed(&self, ticket: &Ticket<H>) -> bool {
+        let bead = ticket.bead.bead();
+        let cooldown = self.policy.queue_full_cooldown().get();
+        let decision = self.shared.with(|shared| {
+            if ticket.reserved {
+                shared.retire.unreserve();
+            }
+            let word = bead.word();
+            if word.phase() != Phase::Compiling || word.generation() != ticket.generation {
+                return None;
+            }
+            let bailouts = bead.add_bailout();
+            let bailout = Bailout {
+                reason: BailoutReason::CompileFailed,
+                bailouts,
+                tier: ticket.tier,
+                invocations: bead.invocation_count(),
+            };
+            let decision = self.deopt.on_bailout(&bailout);
+            // A failed compile leaves any installed code running; "recompile"
+            // waits a cooldown so a failing compiler is not hammered.
+            self.apply_decision(bead, word, decision, cooldown);
+            Some(decision)
+        });
+        match decision {
+            Some(decision) => {
+                self.counters.failures.bump();
+                debug!("kiln: compile failed at tier {:?}, decision {:?}", ticket.tier, decision);
+                self.events.compile_failed(bead, ticket.tier);
+                true
+            }
+            None => {
+                self.counters.stale_results.bump();
+                false
+            }
+        }
+    }
+
+    fn abandon(&self, ticket: &Ticket<H>) {
+        let bead = ticket.bead.bead();
+        let cooldown = self.policy.queue_full_cooldown().get();
+        self.shared.with(|shared| {
+            if ticket.reserved {
+                shared.retire.unreserve();
+            }
+            let word = bead.word();
+            if word.phase() == Phase::Compiling && word.generation() == ticket.generation {
+                bead.state.store(word.at_rest());
+                bead.arm(cooldown, 0);
+            }
+        });
+        self.counters.abandoned.bump();
+        debug!("kiln: job abandoned, bead back at rest");
+    }
+}

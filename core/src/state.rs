@@ -1,0 +1,220 @@
+//! The bead's state word: lifecycle state, installed tier and generation in
+//! one `u32`, so a single compare-and-swap moves all three together.
+//!
+//! ```text
+//!  bits 0..4   state      (BeadState discriminant)
+//!  bits 4..8   tier       (installed code's tier, 15 = no code)
+//!  bits 8..32  generation (24 bits, wraps)
+//! ```
+//!
+//! The lifecycle, with the function that takes each arrow:
+//!
+//! ```text
+//!                 (1) Broker::on_invoke / on_backedge: policy says promote (CAS)
+//!   Interpreted ───────────────────────────────► Queued
+//!     ▲   ▲  ▲                                     │ (2) Broker::claim (under the lock)
+//!     │   │  │ (4) Job dropped / compile failed    ▼
+//!     │   │  └───────────────────────────────── Compiling
+//!     │   │                                         │ (3) Job::publish (generation checked)
+//!     │   │ (5) record_bailout / reload             ▼
+//!     │   └──────────────────────────────────── Compiled(tier) ──(1) next tier──► Queued
+//!     │ (7) blacklist decay                        │
+//!     │                                            │ (6) record_bailout: policy blacklists
+//!   Blacklisted ◄──────────────────────────────────┘
+//!
+//!   any state ──(8) Broker::invalidate──► Invalidated   (terminal; code retired)
+//! ```
+//!
+//! Every arrow except (1) is taken under the broker's lock, so the other
+//! fields of the bead never change half-way through a transition. Arrow (1)
+//! is a CAS on this word: exactly one racing caller wins it. Arrows (4), (5),
+//! (6) and (8) bump the generation, which turns any job still in flight for
+//! the old generation into a stale one whose result is released, never
+//! installed. Replaced code goes to the retire ring (see `retire`).
+
+use crate::sync::{AtomicU32, Ordering};
+
+/// Where a bead is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum BeadState {
+    /// Running in the interpreter and counting calls.
+    Interpreted,
+    /// A compile job is waiting in the queue.
+    Queued,
+    /// A pumper is compiling it.
+    Compiling,
+    /// Native code of the given tier is installed.
+    Compiled(u8),
+    /// Compilation is refused (too many bailouts) until the blacklist decays.
+    Blacklisted,
+    /// The function is gone; the bead never compiles again.
+    Invalidated,
+}
+
+/// A bead's generation: bumped by every transition that makes in-flight
+/// compiles stale (invalidate, reload, bailout, swap). 24 bits, wrapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Generation(pub(crate) u32);
+
+impl Generation {
+    /// The generation as a number (0 ..= 2^24 - 1).
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// Highest tier number a bead can carry (tiers are `0 ..= MAX_TIER`).
+pub const MAX_TIER: u8 = 14;
+
+const STATE_MASK: u32 = 0xF;
+const TIER_SHIFT: u32 = 4;
+const TIER_MASK: u32 = 0xF << TIER_SHIFT;
+const NO_TIER: u32 = 0xF;
+const GENERATION_SHIFT: u32 = 8;
+const GENERATION_MASK: u32 = (1 << 24) - 1;
+
+/// The raw lifecycle state (tier lives in its own field of the word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    Interpreted = 0,
+    Queued = 1,
+    Compiling = 2,
+    Compiled = 3,
+    Blacklisted = 4,
+    Invalidated = 5,
+}
+
+/// A decoded copy of the state word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StateWord(u32);
+
+impl StateWord {
+    pub(crate) const INITIAL: StateWord = StateWord(Phase::Interpreted as u32 | NO_TIER << TIER_SHIFT);
+
+    pub(crate) fn phase(self) -> Phase {
+        match self.0 & STATE_MASK {
+            0 => Phase::Interpreted,
+            1 => Phase::Queued,
+            2 => Phase::Compiling,
+            3 => Phase::Compiled,
+            4 => Phase::Blacklisted,
+            _ => Phase::Invalidated,
+        }
+    }
+
+    /// Tier of the installed code, if any.
+    pub(crate) fn tier(self) -> Option<u8> {
+        let tier = (self.0 & TIER_MASK) >> TIER_SHIFT;
+        (tier != NO_TIER).then_some(tier as u8)
+    }
+
+    pub(crate) fn generation(self) -> Generation {
+        Generation(self.0 >> GENERATION_SHIFT)
+    }
+
+    pub(crate) fn with_phase(self, phase: Phase) -> Self {
+        StateWord(self.0 & !STATE_MASK | phase as u32)
+    }
+
+    pub(crate) fn with_tier(self, tier: Option<u8>) -> Self {
+        let tier = match tier {
+            Some(t) => {
+                debug_assert!(t <= MAX_TIER);
+                u32::from(t.min(MAX_TIER))
+            }
+            None => NO_TIER,
+        };
+        StateWord(self.0 & !TIER_MASK | tier << TIER_SHIFT)
+    }
+
+    pub(crate) fn next_generation(self) -> Self {
+        let next = (self.generation().0 + 1) & GENERATION_MASK;
+        StateWord(self.0 & (STATE_MASK | TIER_MASK) | next << GENERATION_SHIFT)
+    }
+
+    /// The state a bead rests in when no job is in flight for it.
+    pub(crate) fn at_rest(self) -> Self {
+        match self.tier() {
+            Some(_) => self.with_phase(Phase::Compiled),
+            None => self.with_phase(Phase::Interpreted),
+        }
+    }
+
+    pub(crate) fn public(self) -> BeadState {
+        match self.phase() {
+            Phase::Interpreted => BeadState::Interpreted,
+            Phase::Queued => BeadState::Queued,
+            Phase::Compiling => BeadState::Compiling,
+            Phase::Compiled => BeadState::Compiled(self.tier().unwrap_or(0)),
+            Phase::Blacklisted => BeadState::Blacklisted,
+            Phase::Invalidated => BeadState::Invalidated,
+        }
+    }
+}
+
+/// The atomic cell holding a [`StateWord`].
+pub(crate) struct AtomicStateWord(AtomicU32);
+
+impl AtomicStateWord {
+    crate::sync::const_fn! {
+        pub(crate) const fn new() -> Self {
+            AtomicStateWord(AtomicU32::new(StateWord::INITIAL.0))
+        }
+    }
+
+    /// Acquire pairs with the Release of [`store`](Self::store) and
+    /// [`compare_exchange`](Self::compare_exchange), so the fields written
+    /// before a transition are visible after reading its state.
+    pub(crate) fn load(&self) -> StateWord {
+        StateWord(self.0.load(Ordering::Acquire))
+    }
+
+    /// Release: publishes the fields written before the transition.
+    pub(crate) fn store(&self, word: StateWord) {
+        self.0.store(word.0, Ordering::Release);
+    }
+
+    /// AcqRel on success (pairs with `load` and other transitions), Acquire
+    /// on failure so the caller sees the state that beat it.
+    pub(crate) fn compare_exchange(&self, current: StateWord, new: StateWord) -> Result<StateWord, StateWord> {
+        self.0.compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire).map(StateWord).map_err(StateWord)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_independent() {
+        let word = StateWord::INITIAL.with_phase(Phase::Compiling).with_tier(Some(3));
+        assert_eq!(word.phase(), Phase::Compiling);
+        assert_eq!(word.tier(), Some(3));
+        assert_eq!(word.generation(), Generation(0));
+        let next = word.next_generation();
+        assert_eq!(next.phase(), Phase::Compiling);
+        assert_eq!(next.tier(), Some(3));
+        assert_eq!(next.generation(), Generation(1));
+        assert_eq!(next.with_tier(None).tier(), None);
+    }
+
+    #[test]
+    fn generation_wraps_at_24_bits() {
+        let mut word = StateWord(GENERATION_MASK << GENERATION_SHIFT | Phase::Queued as u32);
+        assert_eq!(word.generation(), Generation(GENERATION_MASK));
+        word = word.next_generation();
+        assert_eq!(word.generation(), Generation(0));
+        assert_eq!(word.phase(), Phase::Queued);
+    }
+
+    #[test]
+    fn rest_state_follows_installed_code() {
+        let queued = StateWord::INITIAL.with_phase(Phase::Queued);
+        assert_eq!(queued.at_rest().public(), BeadState::Interpreted);
+        assert_eq!(queued.with_tier(Some(1)).at_rest().public(), BeadState::Compiled(1));
+    }
+}

@@ -144,7 +144,7 @@ impl<'b, H> Job<'b, H> {
                 }
             },
             Err(error) => {
-                warn!("kiln: compile failed: {:?}", error);
+                warn!("kiln: compile failed: {:?}", crate::fmt::Dbg(&error));
                 let owner = self.owner;
                 let ticket = self.take();
                 if owner.finish_failed(&ticket) { JobOutcome::Failed } else { JobOutcome::Stale }

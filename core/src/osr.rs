@@ -114,7 +114,7 @@ mod tests {
     use super::*;
 
     fn entry(site: u64, code: usize) -> OsrEntry {
-        OsrEntry { site, code: code as *mut () }
+        OsrEntry { site, code: core::ptr::without_provenance_mut(code) }
     }
 
     #[test]

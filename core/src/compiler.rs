@@ -126,3 +126,20 @@ pub trait Compiler<H> {
     /// Frees code that kiln no longer publishes and no thread can run.
     fn release(&mut self, code: CodeHandle);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_entries_and_zero_handles_are_refused() {
+        assert_eq!(CodeHandle::from_raw(0), None);
+        let handle = CodeHandle::from_raw(7).unwrap();
+        assert_eq!(handle.get(), 7);
+        assert_eq!(Compiled::new(core::ptr::null_mut(), handle).unwrap_err(), NullEntry);
+        let code = Compiled::new(core::ptr::without_provenance_mut(0x40), handle).unwrap();
+        assert!(!code.has_osr());
+        assert_eq!(code.entry().as_ptr() as usize, 0x40);
+        assert_eq!(code.into_handle(), handle);
+    }
+}

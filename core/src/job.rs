@@ -73,6 +73,27 @@ pub(crate) trait JobOwner<H> {
 }
 
 /// A claimed compile job. See the module docs for how it must end.
+///
+/// A job borrows its broker, so it cannot outlive it:
+///
+/// ```compile_fail
+/// use kiln_core::*;
+/// let job = {
+///     let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy> =
+///         Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+///     broker.claim().unwrap()
+/// };
+/// ```
+///
+/// and publishing consumes it, so a job cannot publish twice:
+///
+/// ```compile_fail
+/// use kiln_core::*;
+/// fn twice(job: Job<'_, &Bead>, a: Compiled, b: Compiled) {
+///     let _ = job.publish(a, None);
+///     let _ = job.publish(b, None);
+/// }
+/// ```
 #[must_use = "a dropped job is abandoned and its bead cools down"]
 pub struct Job<'b, H> {
     owner: &'b dyn JobOwner<H>,

@@ -108,3 +108,55 @@ impl<const N: usize> Default for BeadPool<N> {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BeadState;
+
+    fn invalidate_directly(bead: &Bead) -> Result<(), KilnError> {
+        let word = bead.word();
+        bead.state.store(word.next_generation().with_phase(crate::state::Phase::Invalidated));
+        Ok(())
+    }
+
+    #[test]
+    fn register_until_full_then_recycle_after_prune() {
+        let pool = BeadPool::<2>::new();
+        let a = pool.register(core::ptr::null_mut()).unwrap();
+        let b = pool.register(core::ptr::null_mut()).unwrap();
+        assert!(!core::ptr::eq(a, b));
+        assert_eq!(pool.register(core::ptr::null_mut()).unwrap_err(), KilnError::CapacityFull);
+        assert_eq!(pool.in_use(), 2);
+
+        let old_generation = a.generation();
+        pool.invalidate(a, invalidate_directly).unwrap();
+        assert_eq!(pool.register(core::ptr::null_mut()).unwrap_err(), KilnError::CapacityFull, "not before prune");
+        assert_eq!(pool.prune(), 1);
+        assert_eq!(pool.in_use(), 1);
+
+        let mut marker = 0u8;
+        let again = pool.register(core::ptr::from_mut(&mut marker).cast()).unwrap();
+        assert!(core::ptr::eq(again, a), "the pruned slot is reused");
+        assert_eq!(again.state(), BeadState::Interpreted);
+        assert_eq!(again.invocation_count(), 0);
+        assert_eq!(again.core_handle(), core::ptr::from_mut(&mut marker).cast());
+        assert!(again.generation() > old_generation, "generations keep counting across lives");
+    }
+
+    #[test]
+    fn foreign_beads_are_refused() {
+        let pool = BeadPool::<1>::new();
+        let outsider = Bead::new(core::ptr::null_mut());
+        assert_eq!(pool.invalidate(&outsider, invalidate_directly), Err(KilnError::Invalidated));
+        assert_eq!(outsider.state(), BeadState::Interpreted, "nothing was done to it");
+    }
+
+    #[test]
+    fn a_failed_invalidate_files_nothing() {
+        let pool = BeadPool::<1>::new();
+        let bead = pool.register(core::ptr::null_mut()).unwrap();
+        assert_eq!(pool.invalidate(bead, |_| Err(KilnError::RetireFull)), Err(KilnError::RetireFull));
+        assert_eq!(pool.prune(), 0);
+    }
+}

@@ -176,3 +176,29 @@ mod std_clock {
 
 #[cfg(feature = "std")]
 pub use std_clock::StdClock;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::cell::Cell;
+
+    struct FakeClock(Cell<u64>);
+    impl Clock for FakeClock {
+        fn now(&self) -> u64 {
+            self.0.get()
+        }
+    }
+
+    #[test]
+    fn deadline_expires_only_with_a_clock() {
+        let clock = FakeClock(Cell::new(10));
+        let budget = Budget::jobs(3).until(&clock, 15);
+        assert!(!budget.expired());
+        clock.0.set(15);
+        assert!(budget.expired());
+        assert_eq!(budget.now(), Some(15));
+        assert!(!Budget::unlimited().expired());
+        assert_eq!(Budget::jobs(2).now(), None);
+        assert_eq!(Budget::jobs(2).timed(&clock).now(), Some(15));
+    }
+}

@@ -144,6 +144,18 @@ where
     /// `None` to interpret. Counts the call and may queue a compile.
     #[inline(always)]
     pub fn on_invoke(&self, bead: &H) -> Option<NonNull<()>> {
+        self.on_invoke_with(bead, |_, _| {})
+    }
+
+    /// [`on_invoke`](Self::on_invoke), calling `on_promote(tier, kind)` if and
+    /// only if this call wins a promotion, after the win and before the job is
+    /// queued — so a layer above can attach what the compile needs (a closure,
+    /// a definition) to the bead before any pumper can claim it. `on_promote`
+    /// runs on the calling thread without the broker's lock. If the queue
+    /// then turns out to be full, the promotion is undone (`QueueFull`, the
+    /// bead cools down) after the hook ran; the next winner's hook runs again.
+    #[inline(always)]
+    pub fn on_invoke_with(&self, bead: &H, on_promote: impl FnOnce(u8, JobKind)) -> Option<NonNull<()>> {
         let record = bead.bead();
         // Acquire pairs with the Release store of the entry in `Bead::install`:
         // whoever sees the pointer sees the code behind it.
@@ -156,7 +168,7 @@ where
             // Acquire pairs with `Bead::install`, as above.
             return NonNull::new(record.warm_entry.load(Ordering::Acquire));
         }
-        self.invoke_slow(bead)
+        self.invoke_slow(bead, on_promote)
     }
 
     /// A loop back-edge probe at `site`. Returns an OSR entry for `site` if
@@ -164,6 +176,13 @@ where
     /// queue an OSR compile.
     #[inline]
     pub fn on_backedge(&self, bead: &H, site: u64) -> Option<NonNull<()>> {
+        self.on_backedge_with(bead, site, |_, _| {})
+    }
+
+    /// [`on_backedge`](Self::on_backedge) with a promotion hook, as in
+    /// [`on_invoke_with`](Self::on_invoke_with).
+    #[inline]
+    pub fn on_backedge_with(&self, bead: &H, site: u64, on_promote: impl FnOnce(u8, JobKind)) -> Option<NonNull<()>> {
         let record = bead.bead();
         if let Some(entry) = record.osr_entry(site) {
             return Some(entry);
@@ -174,7 +193,7 @@ where
             record.backedge_countdown.store(left - weight, Ordering::Relaxed);
             return None;
         }
-        self.backedge_slow(bead, site, weight)
+        self.backedge_slow(bead, site, weight, on_promote)
     }
 
     fn hotness(&self, bead: &Bead, word: StateWord, calls: u32, backedges: u32) -> HotnessStats {
@@ -195,7 +214,7 @@ where
 
     #[cold]
     #[inline(never)]
-    fn invoke_slow(&self, handle: &H) -> Option<NonNull<()>> {
+    fn invoke_slow(&self, handle: &H, on_promote: impl FnOnce(u8, JobKind)) -> Option<NonNull<()>> {
         let bead = handle.bead();
         let word = bead.word();
         match word.phase() {
@@ -205,7 +224,7 @@ where
                     Decision::Wait(calls) => bead.arm(calls.get(), 1),
                     Decision::Promote { tier, priority } => {
                         // A lost race or a full queue is already handled (and counted) inside.
-                        let _ = self.promote(handle, word, tier, priority, JobKind::Invoke);
+                        let _ = self.promote(handle, word, tier, priority, JobKind::Invoke, on_promote);
                     }
                 }
             }
@@ -217,7 +236,13 @@ where
 
     #[cold]
     #[inline(never)]
-    fn backedge_slow(&self, handle: &H, site: u64, weight: u32) -> Option<NonNull<()>> {
+    fn backedge_slow(
+        &self,
+        handle: &H,
+        site: u64,
+        weight: u32,
+        on_promote: impl FnOnce(u8, JobKind),
+    ) -> Option<NonNull<()>> {
         let bead = handle.bead();
         let word = bead.word();
         match word.phase() {
@@ -227,7 +252,7 @@ where
                     Decision::Wait(units) => bead.arm_backedges(units.get(), weight),
                     Decision::Promote { tier, priority } => {
                         bead.arm_backedges(PENDING, weight);
-                        let _ = self.promote(handle, word, tier, priority, JobKind::Osr { site });
+                        let _ = self.promote(handle, word, tier, priority, JobKind::Osr { site }, on_promote);
                     }
                 }
             }
@@ -253,7 +278,15 @@ where
     }
 
     /// Tries to win the promotion of `handle` from `word` and queue its job.
-    fn promote(&self, handle: &H, word: StateWord, tier: u8, priority: u32, kind: JobKind) -> Result<(), KilnError> {
+    fn promote(
+        &self,
+        handle: &H,
+        word: StateWord,
+        tier: u8,
+        priority: u32,
+        kind: JobKind,
+        on_promote: impl FnOnce(u8, JobKind),
+    ) -> Result<(), KilnError> {
         let bead = handle.bead();
         let tier = tier.min(self.final_tier(bead));
         if word.tier().is_some_and(|installed| tier <= installed) {
@@ -306,6 +339,18 @@ where
     /// seed's `submit`). Refuses if a job is already pending, the bead is
     /// blacklisted or invalidated, or the queue is full.
     pub fn submit(&self, bead: &H, tier: u8, kind: JobKind) -> Result<(), KilnError> {
+        self.submit_with(bead, tier, kind, |_, _| {})
+    }
+
+    /// [`submit`](Self::submit) with a promotion hook, called only if the job
+    /// is about to be queued (see [`on_invoke_with`](Self::on_invoke_with)).
+    pub fn submit_with(
+        &self,
+        bead: &H,
+        tier: u8,
+        kind: JobKind,
+        on_promote: impl FnOnce(u8, JobKind),
+    ) -> Result<(), KilnError> {
         if tier > MAX_TIER {
             return Err(KilnError::TierOutOfRange);
         }
@@ -318,7 +363,7 @@ where
             Phase::Invalidated => return Err(KilnError::Invalidated),
         }
         let stats = self.hotness(record, word, 0, 0);
-        self.promote(bead, word, tier, stats.hotness(), kind)
+        self.promote(bead, word, tier, stats.hotness(), kind, on_promote)
     }
 
     /// Calls the host's `Pump::wake` unless a wake-up is already pending.
@@ -1022,6 +1067,22 @@ mod tests {
         assert_eq!((report.ran, report.remaining, report.stop), (2, 1, PumpStop::JobLimit));
         let report = broker.pump(&mut jit, Budget::jobs(2));
         assert_eq!((report.ran, report.remaining, report.stop), (1, 0, PumpStop::Idle));
+    }
+
+    #[test]
+    fn promotion_hook_runs_once_for_the_winner_only() {
+        let bead = Bead::new(ptr::null_mut());
+        let broker = broker(ThresholdPolicy::new(3), AlwaysRecompilePolicy);
+        let mut hooks = Vec::new();
+        for _ in 0..10 {
+            broker.on_invoke_with(&&bead, |tier, kind| hooks.push((tier, kind)));
+        }
+        assert_eq!(hooks, [(0, JobKind::Invoke)]);
+        assert_eq!(broker.queue_len(), 1);
+        assert_eq!(
+            broker.submit_with(&&bead, 0, JobKind::Invoke, |_, _| panic!("not the winner")),
+            Err(KilnError::AlreadyQueued)
+        );
     }
 
     #[test]

@@ -305,6 +305,7 @@ where
             return Err(KilnError::AlreadyQueued);
         }
         bead.arm(PENDING, u32::from(kind == JobKind::Invoke));
+        on_promote(tier, kind);
         let entry =
             QueueEntry { priority, sequence: 0, generation: word.generation(), tier, kind, bead: handle.clone() };
         let pushed = self.shared.with(|shared| {

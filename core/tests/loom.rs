@@ -656,7 +656,7 @@ fn claim_and_drop_vs_invalidate_leaves_consistent_state() {
 /// of `u32::MAX` calls by a racing `on_invoke` that saw the bead still
 /// Queued or Compiling.
 #[test]
-#[ignore = "BUG: a racing on_invoke overwrites abandon's cooldown re-arm with ~u32::MAX (broker.rs:153-155, 213)"]
+#[ignore = "BUG: racing on_invoke overwrites abandon's cooldown re-arm with ~u32::MAX (broker.rs on_invoke_with countdown store, invoke_slow arm(PENDING))"]
 fn abandoned_bead_is_promoted_again() {
     explore(|| {
         let broker = broker(QuickRetry(ThresholdPolicy::new(1)), NoPump);

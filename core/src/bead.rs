@@ -51,6 +51,11 @@ const _: () = {
 };
 
 const BAILOUT_MASK: u32 = 0xFFFF;
+
+/// The longest countdown ever armed. Policies may ask for longer waits; the
+/// slow path then simply asks again. Bounding it bounds the damage of a
+/// re-arm lost to a racing counting call (see `broker::PENDING`).
+pub(crate) const MAX_COUNTDOWN: u32 = 1 << 16;
 const CAP_SHIFT: u32 = 16;
 
 impl Bead {
@@ -158,13 +163,15 @@ impl Bead {
     /// Arms the call countdown at `calls`, keeping the count continuous.
     /// `consumed` extra calls were counted by the caller (the slow-path call).
     pub(crate) fn arm(&self, calls: u32, consumed: u32) {
+        let calls = calls.min(MAX_COUNTDOWN);
         let counted = self.invocation_count().wrapping_add(consumed);
         self.invocation_mark.store(counted.wrapping_add(calls), Ordering::Relaxed);
         self.countdown.store(calls, Ordering::Relaxed);
     }
 
-    /// Arms the back-edge countdown at `weight` units.
+    /// Arms the back-edge countdown at `units` (weighted back-edges).
     pub(crate) fn arm_backedges(&self, units: u32, consumed: u32) {
+        let units = units.min(MAX_COUNTDOWN);
         let counted = self.backedge_count().wrapping_add(consumed);
         self.backedge_mark.store(counted.wrapping_add(units), Ordering::Relaxed);
         self.backedge_countdown.store(units, Ordering::Relaxed);

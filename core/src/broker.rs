@@ -33,8 +33,17 @@ use crate::state::{MAX_TIER, Phase, StateWord};
 use crate::stats::{Counters, Events, Stats};
 use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
 
-/// Countdown while a job is queued or compiling: effectively "don't ask".
-const PENDING: u32 = u32::MAX;
+/// Countdown while a job is queued or compiling: the slow path re-checks the
+/// state this often. Small, because a transition's re-arm of the countdown
+/// can be overwritten by a counting call that loaded the countdown just
+/// before it (a plain store, not a read-modify-write, by design), and the
+/// damage of such a lost re-arm is bounded by the value that call loaded.
+const PENDING: u32 = 64;
+
+/// Countdown for beads that expect no transition from counting (blacklisted
+/// without decay, invalidated, final code installed). Bounded for the same
+/// reason as [`PENDING`], and as large as that allows.
+const IDLE: u32 = crate::bead::MAX_COUNTDOWN;
 
 /// State behind the broker's lock.
 struct Shared<H, const QUEUE: usize, const RETIRE: usize> {
@@ -216,7 +225,7 @@ where
     #[inline(never)]
     fn invoke_slow(&self, handle: &H, on_promote: impl FnOnce(u8, JobKind)) -> Option<NonNull<()>> {
         let bead = handle.bead();
-        let word = bead.word();
+        let word = self.settled_word(bead);
         match word.phase() {
             Phase::Interpreted | Phase::Compiled => {
                 let stats = self.hotness(bead, word, 1, 0);
@@ -229,7 +238,8 @@ where
                 }
             }
             Phase::Blacklisted => self.decay(bead, word),
-            Phase::Queued | Phase::Compiling | Phase::Invalidated => bead.arm(PENDING, 1),
+            Phase::Queued | Phase::Compiling => bead.arm(PENDING, 1),
+            Phase::Invalidated => bead.arm(IDLE, 1),
         }
         bead.compiled()
     }
@@ -244,7 +254,7 @@ where
         on_promote: impl FnOnce(u8, JobKind),
     ) -> Option<NonNull<()>> {
         let bead = handle.bead();
-        let word = bead.word();
+        let word = self.settled_word(bead);
         match word.phase() {
             Phase::Interpreted | Phase::Compiled => {
                 let stats = self.hotness(bead, word, 0, weight);
@@ -256,9 +266,23 @@ where
                     }
                 }
             }
-            _ => bead.arm_backedges(PENDING, weight),
+            Phase::Queued | Phase::Compiling => bead.arm_backedges(PENDING, weight),
+            Phase::Blacklisted | Phase::Invalidated => bead.arm_backedges(IDLE, weight),
         }
         bead.osr_entry(site)
+    }
+
+    /// The state word as the slow path must see it. The Relaxed countdown
+    /// load that led here orders nothing, so a Queued/Compiling word may be
+    /// stale: the job may have ended (abandoned, failed) and re-armed the
+    /// countdown. Re-reading under the lock, which every such transition
+    /// holds, sees its result.
+    fn settled_word(&self, bead: &Bead) -> StateWord {
+        let word = bead.word();
+        match word.phase() {
+            Phase::Queued | Phase::Compiling => self.shared.with(|_| bead.word()),
+            _ => word,
+        }
     }
 
     /// Blacklisted bead whose countdown ran out: give it another chance if
@@ -267,13 +291,19 @@ where
         match self.deopt.blacklist_decay() {
             Some(_) => {
                 let revived = word.with_phase(Phase::Interpreted);
-                if self.shared.with(|_| bead.state.compare_exchange(word, revived).is_ok()) {
-                    bead.reset_bailouts();
+                let won = self.shared.with(|_| {
+                    let won = bead.state.compare_exchange(word, revived).is_ok();
+                    if won {
+                        bead.reset_bailouts();
+                    }
+                    won
+                });
+                if won {
                     debug!("kiln: blacklist decayed, generation {:?}", word.generation().get());
                 }
                 bead.arm(1, 1);
             }
-            None => bead.arm(PENDING, 1),
+            None => bead.arm(IDLE, 1),
         }
     }
 
@@ -296,7 +326,7 @@ where
                     bead.finalize();
                 }
             });
-            bead.arm(PENDING, 1);
+            bead.arm(IDLE, 1);
             return Ok(());
         }
         let queued = word.with_phase(Phase::Queued);
@@ -573,7 +603,7 @@ where
                 if word.tier().is_some_and(|installed| installed >= cap) {
                     bead.finalize();
                     bead.state.store(rest);
-                    bead.arm(PENDING, 0);
+                    bead.arm(IDLE, 0);
                 } else {
                     bead.state.store(rest);
                     bead.arm(retry, 0);
@@ -585,10 +615,10 @@ where
                     bead.set_tier_cap(installed);
                     bead.finalize();
                     bead.state.store(rest);
-                    bead.arm(PENDING, 0);
+                    bead.arm(IDLE, 0);
                 } else {
                     bead.state.store(word.with_phase(Phase::Blacklisted));
-                    bead.arm(self.deopt.blacklist_decay().map_or(PENDING, NonZeroU32::get), 0);
+                    bead.arm(self.deopt.blacklist_decay().map_or(IDLE, NonZeroU32::get), 0);
                 }
             }
         }
@@ -609,8 +639,8 @@ where
             let old = bead.uninstall();
             self.retire_locked(shared, old, false);
             bead.state.store(word.next_generation().with_tier(None).with_phase(Phase::Invalidated));
-            bead.arm(PENDING, 0);
-            bead.arm_backedges(PENDING, 0);
+            bead.arm(IDLE, 0);
+            bead.arm_backedges(IDLE, 0);
             Ok(())
         })?;
         self.counters.invalidations.bump();

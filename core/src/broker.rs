@@ -11,8 +11,7 @@
 //!   push the job and calls `Pump::wake` (coalesced).
 //! - **Everything else** (claim, publish, bailout, invalidate, reload, swap,
 //!   quiesce) happens under one lock per broker, never held across a call
-//!   into host code except the deopt policy, which must not call back into
-//!   the broker.
+//!   into host code (policies, compiler, events, pump, handle drops).
 //!
 //! Beads are referred to through `H: BeadRef` (`&Bead`, an `Arc`-based
 //! handle, ...), cloned into the queue on promotion only.
@@ -560,29 +559,72 @@ where
     /// Reports that `bead`'s compiled code bailed out. The code is retired,
     /// the generation bumped, and the deopt policy decides what follows.
     pub fn record_bailout(&self, handle: &H, reason: BailoutReason) -> Result<DeoptDecision, KilnError> {
+        self.record_bailout_with(handle, reason, |bailout| self.deopt.on_bailout(bailout))
+    }
+
+    /// [`record_bailout`](Self::record_bailout) with the decision made by
+    /// `decide` instead of the broker's deopt policy (a layer above with its
+    /// own policy object). `decide` runs without the broker's lock; if the
+    /// bead moved on meanwhile (its code already gone), nothing is applied
+    /// and the result is `NotCompiled`.
+    pub fn record_bailout_with(
+        &self,
+        handle: &H,
+        reason: BailoutReason,
+        decide: impl FnOnce(&Bailout) -> DeoptDecision,
+    ) -> Result<DeoptDecision, KilnError> {
         let bead = handle.bead();
-        let decision = self.shared.with(|shared| {
+        let seen = bead.word();
+        if seen.phase() == Phase::Invalidated {
+            return Err(KilnError::Invalidated);
+        }
+        let Some(tier) = seen.tier() else { return Err(KilnError::NotCompiled) };
+        let bailout =
+            Bailout { reason, bailouts: bead.bailout_count() + 1, tier, invocations: bead.invocation_count() };
+        let decision = decide(&bailout);
+        self.shared.with(|shared| {
             let word = bead.word();
-            if word.phase() == Phase::Invalidated {
-                return Err(KilnError::Invalidated);
+            if word.generation() != seen.generation() || word.tier().is_none() {
+                return Err(if word.phase() == Phase::Invalidated {
+                    KilnError::Invalidated
+                } else {
+                    KilnError::NotCompiled
+                });
             }
-            let Some(tier) = word.tier() else { return Err(KilnError::NotCompiled) };
             if shared.retire.free() == 0 {
                 return Err(KilnError::RetireFull);
             }
-            let bailouts = bead.add_bailout();
-            let bailout = Bailout { reason, bailouts, tier, invocations: bead.invocation_count() };
-            let decision = self.deopt.on_bailout(&bailout);
+            bead.add_bailout();
             let old = bead.uninstall();
             self.retire_locked(shared, old, false);
-            let word = word.next_generation().with_tier(None);
-            self.apply_decision(bead, word, decision, 1);
-            Ok(decision)
+            self.apply_decision(bead, word.next_generation().with_tier(None), decision, 1);
+            Ok(())
         })?;
         self.counters.bailouts.bump();
         debug!("kiln: bailout, decision {:?}", decision);
         self.events.deoptimized(bead, decision);
         Ok(decision)
+    }
+
+    /// Stops compiling `bead`: its code (if any) is retired and it stays
+    /// interpreted until the deopt policy's blacklist decay, if any.
+    pub fn blacklist(&self, handle: &H) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        self.shared.with(|shared| {
+            let word = bead.word();
+            if word.phase() == Phase::Invalidated {
+                return Err(KilnError::Invalidated);
+            }
+            if bead.has_code() && shared.retire.free() == 0 {
+                return Err(KilnError::RetireFull);
+            }
+            let old = bead.uninstall();
+            self.retire_locked(shared, old, false);
+            self.apply_decision(bead, word.next_generation().with_tier(None), DeoptDecision::Blacklist, 1);
+            Ok(())
+        })?;
+        self.events.deoptimized(bead, DeoptDecision::Blacklist);
+        Ok(())
     }
 
     /// Moves `bead` (whose code, if any, is already settled) to the state
@@ -789,28 +831,31 @@ where
     fn finish_failed(&self, ticket: &Ticket<H>) -> bool {
         let bead = ticket.bead.bead();
         let cooldown = self.policy.queue_full_cooldown().get();
-        let decision = self.shared.with(|shared| {
+        let current = |word: StateWord| word.phase() == Phase::Compiling && word.generation() == ticket.generation;
+        // The policy runs without the lock; only the job's owner moves a
+        // Compiling bead of its generation, so the decision cannot go stale
+        // except by invalidate/reload/swap, which the re-check below catches.
+        let decision = current(bead.word()).then(|| {
+            self.deopt.on_bailout(&Bailout {
+                reason: BailoutReason::CompileFailed,
+                bailouts: bead.bailout_count() + 1,
+                tier: ticket.tier,
+                invocations: bead.invocation_count(),
+            })
+        });
+        let applied = self.shared.with(|shared| {
             if ticket.reserved {
                 shared.retire.unreserve();
             }
             let word = bead.word();
-            if word.phase() != Phase::Compiling || word.generation() != ticket.generation {
-                return None;
-            }
-            let bailouts = bead.add_bailout();
-            let bailout = Bailout {
-                reason: BailoutReason::CompileFailed,
-                bailouts,
-                tier: ticket.tier,
-                invocations: bead.invocation_count(),
-            };
-            let decision = self.deopt.on_bailout(&bailout);
+            let decision = decision.filter(|_| current(word))?;
+            bead.add_bailout();
             // A failed compile leaves any installed code running; "recompile"
             // waits a cooldown so a failing compiler is not hammered.
             self.apply_decision(bead, word, decision, cooldown);
             Some(decision)
         });
-        match decision {
+        match applied {
             Some(decision) => {
                 self.counters.failures.bump();
                 debug!("kiln: compile failed at tier {:?}, decision {:?}", ticket.tier, decision);

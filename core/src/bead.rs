@@ -115,6 +115,14 @@ impl Bead {
         self.state.load().phase() == Phase::Blacklisted
     }
 
+    /// The final-tier entry, if installed: the one Acquire load of the fast
+    /// path, for layers that check it before reaching their broker.
+    #[inline(always)]
+    pub fn fast_entry(&self) -> Option<NonNull<()>> {
+        // Acquire pairs with the Release stores in `install`.
+        NonNull::new(self.entry.load(Ordering::Acquire))
+    }
+
     /// The native entry to call, if code is installed: the final-tier entry,
     /// else code that is still counting toward a higher tier.
     pub fn compiled(&self) -> Option<NonNull<()>> {

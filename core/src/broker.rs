@@ -71,6 +71,7 @@ pub struct Broker<H, P, D, W = crate::NoPump, E = crate::NoEvents, const QUEUE: 
     events: E,
     wake_pending: AtomicBool,
     queue_len: AtomicUsize,
+    queue_limit: AtomicUsize,
     shared: Lock<Shared<H, QUEUE, RETIRE>>,
     counters: Counters,
 }
@@ -96,6 +97,7 @@ impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, 
                 events,
                 wake_pending: AtomicBool::new(false),
                 queue_len: AtomicUsize::new(0),
+                queue_limit: AtomicUsize::new(QUEUE),
                 shared: Lock::new(Shared { queue: JobQueue::new(), retire: RetireRing::new(), compile_ticks: 0 }),
                 counters: Counters::new(),
             }
@@ -120,6 +122,17 @@ impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, 
     /// The events hook.
     pub fn events(&self) -> &E {
         &self.events
+    }
+
+    /// Lowers the queue's capacity to `limit` (at most `QUEUE`, at least 1),
+    /// for layers whose capacity is a runtime setting.
+    pub fn set_queue_limit(&self, limit: usize) {
+        self.queue_limit.store(limit.clamp(1, QUEUE), Ordering::Relaxed);
+    }
+
+    /// The queue's capacity now.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_limit.load(Ordering::Relaxed)
     }
 
     /// Jobs waiting in the queue.
@@ -211,7 +224,7 @@ where
             tier: word.tier(),
             tier_cap: bead.tier_cap().min(self.policy.max_tier()),
             queue_len: self.queue_len(),
-            queue_capacity: QUEUE,
+            queue_capacity: self.queue_capacity(),
         }
     }
 
@@ -337,8 +350,9 @@ where
         on_promote(tier, kind);
         let entry =
             QueueEntry { priority, sequence: 0, generation: word.generation(), tier, kind, bead: handle.clone() };
+        let limit = self.queue_capacity();
         let pushed = self.shared.with(|shared| {
-            let result = shared.queue.push(entry);
+            let result = if shared.queue.len() >= limit { Err(entry) } else { shared.queue.push(entry) };
             self.queue_len.store(shared.queue.len(), Ordering::Relaxed);
             result
         });

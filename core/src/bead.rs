@@ -144,6 +144,17 @@ impl Bead {
         unsafe { table.as_ref() }.and_then(|table| table.lookup(site))
     }
 
+    /// Counts one call without ever deciding anything (the seed's `tick`):
+    /// the countdown is left for the next `on_invoke` when it is due.
+    /// Returns the calls counted so far.
+    pub fn tick(&self) -> u32 {
+        let left = self.countdown.load(Ordering::Relaxed);
+        if left > 1 {
+            self.countdown.store(left - 1, Ordering::Relaxed);
+        }
+        self.invocation_count()
+    }
+
     /// Calls counted so far (approximate: racing calls may lose counts).
     pub fn invocation_count(&self) -> u32 {
         let mark = self.invocation_mark.load(Ordering::Relaxed);
@@ -164,6 +175,14 @@ impl Bead {
     /// Highest tier this bead may still be compiled at.
     pub fn tier_cap(&self) -> u8 {
         (self.meta.load(Ordering::Relaxed) >> CAP_SHIFT) as u8
+    }
+
+    /// Takes the installed code out of a bead nobody else can reach (it is
+    /// being dropped), unpublishing it. The caller must still retire the
+    /// handle ([`Broker::retire`](crate::Broker::retire)): a thread may be
+    /// running the code.
+    pub fn take_code(&mut self) -> Option<crate::CodeHandle> {
+        crate::CodeHandle::from_raw(self.uninstall())
     }
 
     // ---- used by the broker, mostly under its lock ----

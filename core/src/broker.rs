@@ -520,17 +520,28 @@ where
     /// Installs `compiled` as `bead`'s code at `tier` without its OSR table
     /// (a tier-up done by the host). The old code and table are retired;
     /// in-flight compiles for the bead become stale.
-    pub fn swap_compiled(&self, bead: &H, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
+    pub fn swap_compiled(&self, bead: &impl BeadRef, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
         self.install_swap(bead, compiled, tier, false)
     }
 
     /// Like [`swap_compiled`](Self::swap_compiled), but publishes the OSR
     /// table with the code, so OSR stays available across the swap.
-    pub fn swap_compiled_with_osr(&self, bead: &H, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
+    pub fn swap_compiled_with_osr(
+        &self,
+        bead: &impl BeadRef,
+        compiled: Compiled,
+        tier: u8,
+    ) -> Result<(), Refused<Compiled>> {
         self.install_swap(bead, compiled, tier, true)
     }
 
-    fn install_swap(&self, handle: &H, compiled: Compiled, tier: u8, with_osr: bool) -> Result<(), Refused<Compiled>> {
+    fn install_swap(
+        &self,
+        handle: &impl BeadRef,
+        compiled: Compiled,
+        tier: u8,
+        with_osr: bool,
+    ) -> Result<(), Refused<Compiled>> {
         if tier > MAX_TIER {
             return Err(Refused::new(KilnError::TierOutOfRange, compiled));
         }
@@ -572,7 +583,7 @@ where
 
     /// Reports that `bead`'s compiled code bailed out. The code is retired,
     /// the generation bumped, and the deopt policy decides what follows.
-    pub fn record_bailout(&self, handle: &H, reason: BailoutReason) -> Result<DeoptDecision, KilnError> {
+    pub fn record_bailout(&self, handle: &impl BeadRef, reason: BailoutReason) -> Result<DeoptDecision, KilnError> {
         self.record_bailout_with(handle, reason, |bailout| self.deopt.on_bailout(bailout))
     }
 
@@ -583,7 +594,7 @@ where
     /// and the result is `NotCompiled`.
     pub fn record_bailout_with(
         &self,
-        handle: &H,
+        handle: &impl BeadRef,
         reason: BailoutReason,
         decide: impl FnOnce(&Bailout) -> DeoptDecision,
     ) -> Result<DeoptDecision, KilnError> {
@@ -622,7 +633,7 @@ where
 
     /// Stops compiling `bead`: its code (if any) is retired and it stays
     /// interpreted until the deopt policy's blacklist decay, if any.
-    pub fn blacklist(&self, handle: &H) -> Result<(), KilnError> {
+    pub fn blacklist(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
         let bead = handle.bead();
         self.shared.with(|shared| {
             let word = bead.word();
@@ -682,7 +693,7 @@ where
 
     /// The function behind `bead` is gone: its code is retired, any job in
     /// flight becomes stale, and `Events::invalidated` runs (exactly once).
-    pub fn invalidate(&self, handle: &H) -> Result<(), KilnError> {
+    pub fn invalidate(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
         let bead = handle.bead();
         self.shared.with(|shared| {
             let word = bead.word();
@@ -709,7 +720,7 @@ where
     /// compiles become stale, bailouts and the tier cap are reset, and the
     /// next call asks the policy again — so a bead that is still hot is
     /// promoted at once.
-    pub fn reload(&self, handle: &H) -> Result<(), KilnError> {
+    pub fn reload(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
         let bead = handle.bead();
         self.shared.with(|shared| {
             let word = bead.word();
@@ -728,6 +739,16 @@ where
             bead.arm_backedges(1, 0);
             Ok(())
         })
+    }
+
+    /// Retires `code` taken out of a bead by hand ([`Bead::take_code`]); it is
+    /// released after two quiesces like any other. A full ring hands it back.
+    pub fn retire(&self, code: CodeHandle) -> Result<(), Refused<CodeHandle>> {
+        self.shared
+            .with(|shared| shared.retire.retire(code, false))
+            .map_err(|code| Refused::new(KilnError::RetireFull, code))?;
+        self.counters.retired.bump();
+        Ok(())
     }
 
     /// Declares quiescence: every thread that may run kiln-published code

@@ -1,0 +1,378 @@
+//! kiln-std's bead: a kiln-core bead (first, so the fast path reads it
+//! straight through the `Arc`) plus what std adds — the domain it belongs
+//! to, the compile work attached at promotion, and the invalidation hook.
+//! Its methods are beadie's, so `Arc<Bead>` works as in beadie.
+
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use kiln_core::{BeadRef, KilnError};
+
+use crate::OsrEntry;
+use crate::code::{Built, CodeObject, CompileFailure};
+use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, seed_to_core};
+use crate::domain::Domain;
+
+/// The host's opaque pointer to its function object.
+pub type CoreHandle = *mut ();
+
+/// The compile attached to a bead by the call that won its promotion.
+pub(crate) type CompileWork = Box<dyn FnOnce(&Arc<Bead>, u8) -> Result<Built, CompileFailure> + Send>;
+
+/// A bead's lifecycle state, in beadie's five states.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeadState {
+    /// Interpreted (also: blacklisted).
+    Interpreted = 0,
+    /// A compile job is queued.
+    Queued = 1,
+    /// A compile is running.
+    Compiling = 2,
+    /// Native code is installed.
+    Compiled = 3,
+    /// Invalidated: the function is gone.
+    Deopt = 4,
+}
+
+impl TryFrom<u8> for BeadState {
+    type Error = ();
+    fn try_from(value: u8) -> Result<Self, ()> {
+        Ok(match value {
+            0 => Self::Interpreted,
+            1 => Self::Queued,
+            2 => Self::Compiling,
+            3 => Self::Compiled,
+            4 => Self::Deopt,
+            _ => return Err(()),
+        })
+    }
+}
+
+impl From<kiln_core::BeadState> for BeadState {
+    fn from(state: kiln_core::BeadState) -> Self {
+        match state {
+            kiln_core::BeadState::Queued => Self::Queued,
+            kiln_core::BeadState::Compiling => Self::Compiling,
+            kiln_core::BeadState::Compiled(_) => Self::Compiled,
+            kiln_core::BeadState::Invalidated => Self::Deopt,
+            _ => Self::Interpreted,
+        }
+    }
+}
+
+/// What `swap_compiled` replaced.
+#[derive(Debug)]
+pub struct SwapResult {
+    /// The entry that was installed before (now retired).
+    pub old_code: *mut (),
+    /// The bead's generation after the swap.
+    pub new_generation: u64,
+}
+
+// SAFETY: plain addresses and a number; kiln never dereferences `old_code`.
+unsafe impl Send for SwapResult {}
+// SAFETY: as above, nothing to share but immutable values.
+unsafe impl Sync for SwapResult {}
+
+/// What `reload` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Was interpreted and hot enough: will be promoted again on the next call.
+    WillRecompile,
+    /// A compile was in flight: its result is discarded and the bead re-promotes.
+    PendingCurrentCompile,
+    /// Compiled code was dropped; the bead re-promotes when hot.
+    Reverted,
+    /// Was interpreted; nothing to do.
+    AlreadyInterpreting,
+    /// The bead was invalidated.
+    Dead,
+}
+
+impl ReloadOutcome {
+    /// Whether the bead will be compiled again.
+    pub fn will_recompile(self) -> bool {
+        matches!(self, Self::WillRecompile | Self::PendingCurrentCompile | Self::Reverted)
+    }
+}
+
+/// One function's promotion record. See the module docs.
+#[repr(C)]
+pub struct Bead {
+    pub(crate) core: kiln_core::Bead,
+    pub(crate) domain: Arc<Domain>,
+    work: Mutex<Option<CompileWork>>,
+    on_invalidate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Bead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+impl Bead {
+    /// A bead outside any `Beadie` (it never promotes by itself; code comes
+    /// through `eager_install` / `swap_compiled`).
+    pub fn new(core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Self> {
+        Self::in_domain(Domain::detached(), core, on_invalidate)
+    }
+
+    pub(crate) fn in_domain(
+        domain: Arc<Domain>,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            core: kiln_core::Bead::new(core),
+            domain,
+            work: Mutex::new(None),
+            on_invalidate: Mutex::new(on_invalidate),
+        })
+    }
+
+    /// The kiln-core bead inside.
+    pub fn core(&self) -> &kiln_core::Bead {
+        &self.core
+    }
+
+    pub(crate) fn set_work(&self, work: CompileWork) {
+        *self.work.lock().unwrap_or_else(|e| e.into_inner()) = Some(work);
+    }
+
+    pub(crate) fn take_work(&self) -> Option<CompileWork> {
+        self.work.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Counts one call and returns (calls so far, state). Never promotes.
+    pub fn tick(&self) -> (u32, BeadState) {
+        (self.core.tick(), self.state())
+    }
+
+    /// The native entry, if compiled.
+    #[inline]
+    pub fn compiled(&self) -> Option<*mut ()> {
+        self.core.compiled().map(NonNull::as_ptr)
+    }
+
+    /// The OSR entry at loop `site`, if the installed code has one. Lock-free.
+    #[inline]
+    pub fn osr_entry(&self, site: u64) -> Option<*mut ()> {
+        self.core.osr_entry(site).map(NonNull::as_ptr)
+    }
+
+    /// Replaces compiled code (a tier-up done by the runtime). Returns `None`
+    /// if the bead is not compiled or `new_code` is null. The OSR table is
+    /// retired with the old code; the old code is freed after quiescence.
+    pub fn swap_compiled(&self, new_code: *mut ()) -> Option<SwapResult> {
+        self.swap(new_code, Vec::new(), false)
+    }
+
+    /// Replaces compiled code and its OSR table together.
+    pub fn swap_compiled_with_osr(&self, new_code: *mut (), osr: Vec<OsrEntry>) -> Option<SwapResult> {
+        self.swap(new_code, osr, false)
+    }
+
+    /// Installs `code` whatever the state (ahead-of-time compilation).
+    /// Returns false for a null pointer or an invalidated bead.
+    pub fn eager_install(&self, code: *mut ()) -> bool {
+        self.swap(code, Vec::new(), true).is_some()
+    }
+
+    fn swap(&self, new_code: *mut (), osr: Vec<OsrEntry>, eager: bool) -> Option<SwapResult> {
+        let tier = match self.core.state() {
+            kiln_core::BeadState::Compiled(tier) => tier,
+            kiln_core::BeadState::Invalidated => return None,
+            _ if eager => 0,
+            _ => return None,
+        };
+        let old_code = self.compiled().unwrap_or(std::ptr::null_mut());
+        let built = Built { entry: new_code, osr, release: None };
+        let compiled = match CodeObject::publishable(built, Arc::clone(&self.domain.ledger)) {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                log::warn!(target: "kiln", "swap refused: {error}");
+                return None;
+            }
+        };
+        let broker = &self.domain.broker;
+        let mut result = broker.swap_compiled_with_osr(&&self.core, compiled, tier);
+        if let Err(refused) = &result {
+            if refused.error == KilnError::RetireFull {
+                // Backpressure: free what can be freed and try once more.
+                self.domain.reclaim_step();
+                result = broker.swap_compiled_with_osr(&&self.core, result.err()?.into_value(), tier);
+            }
+        }
+        match result {
+            Ok(()) => Some(SwapResult { old_code, new_generation: self.generation() }),
+            Err(refused) => {
+                log::warn!(target: "kiln", "swap refused: {}", refused.error);
+                // SAFETY: (1) never published, so released exactly once, here;
+                // (2) no thread ever saw it.
+                unsafe { CodeObject::release(refused.into_value().into_handle()) };
+                None
+            }
+        }
+    }
+
+    /// Forces recompilation (hot reload): code is dropped, an in-flight
+    /// compile is discarded, and the bead re-promotes when hot.
+    pub fn reload(&self) -> ReloadOutcome {
+        let before = self.core.state();
+        match self.domain.broker.reload(&&self.core) {
+            Err(_) => ReloadOutcome::Dead,
+            Ok(()) => match before {
+                kiln_core::BeadState::Compiled(_) => ReloadOutcome::Reverted,
+                kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling => ReloadOutcome::PendingCurrentCompile,
+                _ if self.core.invocation_count() > 0 => ReloadOutcome::WillRecompile,
+                _ => ReloadOutcome::AlreadyInterpreting,
+            },
+        }
+    }
+
+    /// Points the bead at a moved function object.
+    pub fn update_core(&self, new_ptr: CoreHandle) {
+        self.core.update_core(new_ptr);
+        log::trace!(target: "kiln", "bead {:p}: core moved to {new_ptr:p}", self);
+    }
+
+    /// The function is gone: code retired, in-flight compiles discarded, the
+    /// `on_invalidate` hook run — exactly once, however often this is called.
+    pub fn invalidate(&self) {
+        let mut result = self.domain.broker.invalidate(&&self.core);
+        if result == Err(KilnError::RetireFull) {
+            self.domain.reclaim_step();
+            result = self.domain.broker.invalidate(&&self.core);
+        }
+        match result {
+            Ok(()) => {
+                let hook = self.on_invalidate.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }
+            Err(KilnError::AlreadyInvalidated) => {}
+            Err(error) => log::warn!(target: "kiln", "invalidate of {:p} refused: {error}", self),
+        }
+    }
+
+    /// Reports a bailout of this bead's compiled code and applies `policy`'s
+    /// decision: the code is retired, and the bead recompiles, pauses,
+    /// reverts to tier 1 or is blacklisted.
+    pub fn on_bailout(&self, info: BailoutInfo, policy: &dyn DeoptPolicy) -> DeoptDecision {
+        let reason = kiln_core::BailoutReason::Guard { guard_id: info.guard_id, pc_offset: info.pc_offset };
+        let mut seed_decision = None;
+        let result = self.domain.broker.record_bailout_with(&&self.core, reason, |bailout| {
+            let decision = policy.on_bailout(self, &info, bailout.bailouts);
+            let core = seed_to_core(&decision, bailout.invocations);
+            seed_decision = Some(decision);
+            core
+        });
+        match (result, seed_decision) {
+            (Ok(_), Some(decision)) => decision,
+            // No code to retire: still honour a blacklist, as beadie does.
+            (_, decision) => {
+                let decision = decision
+                    .unwrap_or_else(|| policy.on_bailout(self, &info, self.core.bailout_count().saturating_add(1)));
+                if decision == DeoptDecision::Blacklist {
+                    self.blacklist();
+                }
+                decision
+            }
+        }
+    }
+
+    /// Stops compiling this bead (its code is retired).
+    pub fn blacklist(&self) {
+        if let Err(error) = self.domain.broker.blacklist(&&self.core) {
+            log::warn!(target: "kiln", "blacklist of {:p} refused: {error}", self);
+        }
+    }
+
+    /// The host's current core pointer.
+    pub fn core_handle(&self) -> CoreHandle {
+        self.core.core_handle()
+    }
+
+    /// The state, in beadie's terms.
+    pub fn state(&self) -> BeadState {
+        self.core.state().into()
+    }
+
+    /// Whether the bead was not invalidated.
+    pub fn is_valid(&self) -> bool {
+        !self.core.is_invalidated()
+    }
+
+    /// Whether compilation is refused.
+    pub fn is_blacklisted(&self) -> bool {
+        self.core.is_blacklisted()
+    }
+
+    /// Calls counted so far.
+    pub fn invocation_count(&self) -> u32 {
+        self.core.invocation_count()
+    }
+
+    /// Bailouts so far.
+    pub fn bailout_count(&self) -> u32 {
+        self.core.bailout_count()
+    }
+
+    /// The generation: bumped by swaps, reloads, bailouts and invalidation.
+    pub fn generation(&self) -> u64 {
+        u64::from(self.core.generation().get())
+    }
+
+    /// Always false: kiln applies a reload at once, even during a compile
+    /// (whose result is then discarded).
+    pub fn reload_pending(&self) -> bool {
+        false
+    }
+
+    /// Calls left before the bead asks its policy again.
+    pub fn recompile_after(&self) -> u32 {
+        self.core.invocation_count()
+    }
+}
+
+impl Drop for Bead {
+    fn drop(&mut self) {
+        // Last reference gone: nobody can call this bead again, but a thread
+        // may still run its code, so the code is retired, not freed.
+        if let Some(code) = self.core.take_code() {
+            if let Err(refused) = self.domain.broker.retire(code) {
+                self.domain.park(refused.into_value());
+            }
+        }
+    }
+}
+
+/// The handle kiln-core's queue holds: an `Arc<Bead>`, cloned only when a
+/// call wins a promotion.
+#[repr(transparent)]
+#[derive(Clone, Debug)]
+pub(crate) struct BeadHandle(Arc<Bead>);
+
+impl BeadHandle {
+    /// Views `&Arc<Bead>` as `&BeadHandle` without touching the refcount.
+    #[inline(always)]
+    pub(crate) fn from_arc(arc: &Arc<Bead>) -> &BeadHandle {
+        // SAFETY: `BeadHandle` is `repr(transparent)` over `Arc<Bead>`, so
+        // both references point to the same bytes with the same layout.
+        unsafe { &*(arc as *const Arc<Bead>).cast::<BeadHandle>() }
+    }
+
+    pub(crate) fn arc(&self) -> &Arc<Bead> {
+        &self.0
+    }
+}
+
+impl BeadRef for BeadHandle {
+    #[inline(always)]
+    fn bead(&self) -> &kiln_core::Bead {
+        &self.0.core
+    }
+}

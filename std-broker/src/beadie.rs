@@ -1,0 +1,438 @@
+//! `Beadie`: the orchestrator — a domain, its registered beads (the chain)
+//! and its worker threads — with beadie's API.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_core::{JobKind, KilnError, Stats};
+
+use crate::OsrEntry;
+use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle, SwapResult};
+use crate::code::Built;
+use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
+use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
+use crate::worker::Workers;
+
+/// An OSR-aware compile's output: the normal entry plus one entry per hot
+/// loop header.
+#[derive(Debug)]
+pub struct OsrCompileResult {
+    /// The function's normal entry.
+    pub entry: *mut (),
+    /// OSR entries (any order; sorted by kiln).
+    pub osr: Vec<OsrEntry>,
+}
+
+// SAFETY: addresses only; kiln never dereferences them.
+unsafe impl Send for OsrCompileResult {}
+
+/// The outcome of `submit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitResult {
+    /// Queued.
+    Accepted,
+    /// A job for this bead is already queued or running (or it is
+    /// blacklisted or invalidated).
+    AlreadyQueued,
+    /// The queue is full; the bead cools down before it tries again.
+    QueueFull,
+    /// The broker was shut down.
+    BrokerShutDown,
+}
+
+impl SubmitResult {
+    /// Whether the job was queued.
+    pub fn is_accepted(self) -> bool {
+        self == Self::Accepted
+    }
+}
+
+/// Settings beyond beadie's constructors.
+#[derive(Debug, Clone)]
+pub struct BeadieConfig {
+    /// Worker threads pumping the queue (default 1: beadie's broker thread).
+    pub workers: usize,
+    /// Queue capacity, at most 4,096 (default 256, as beadie).
+    pub queue_capacity: usize,
+    /// How long dropping the `Beadie` waits for a running compile (default 2 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for BeadieConfig {
+    fn default() -> Self {
+        Self { workers: 1, queue_capacity: 256, shutdown_timeout: Duration::from_secs(2) }
+    }
+}
+
+/// A list of registered beads, pruned of invalidated ones on demand.
+/// Dropping it never recurses, however many beads it holds.
+#[derive(Debug)]
+pub struct Chain {
+    domain: Arc<Domain>,
+    beads: Mutex<Vec<Arc<Bead>>>,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chain {
+    /// An empty chain of detached beads.
+    pub fn new() -> Self {
+        Self::in_domain(Domain::detached())
+    }
+
+    fn in_domain(domain: Arc<Domain>) -> Self {
+        Self { domain, beads: Mutex::default() }
+    }
+
+    fn beads(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Bead>>> {
+        self.beads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new bead.
+    pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
+        let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
+        self.beads().push(Arc::clone(&bead));
+        bead
+    }
+
+    /// Drops invalidated beads from the chain.
+    pub fn prune(&self) {
+        self.beads().retain(|bead| bead.is_valid());
+    }
+
+    /// Calls `f` on every bead (on a snapshot, so `f` may use the chain).
+    pub fn walk(&self, mut f: impl FnMut(&Arc<Bead>)) {
+        let snapshot: Vec<Arc<Bead>> = self.beads().clone();
+        snapshot.iter().for_each(&mut f);
+    }
+
+    /// Registered beads.
+    pub fn len(&self) -> usize {
+        self.beads().len()
+    }
+
+    /// Whether no bead is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The background compile worker(s) of a domain. `Beadie` owns one; it is
+/// public for beadie compatibility.
+#[derive(Debug)]
+pub struct Broker {
+    domain: Arc<Domain>,
+    workers: Mutex<Workers>,
+    shutdown_timeout: Duration,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::with_capacity(256)
+    }
+}
+
+impl Broker {
+    /// A broker thread for detached beads (`Bead::new`), with a queue of
+    /// `capacity`.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let domain = Domain::detached();
+        domain.broker.set_queue_limit(capacity);
+        Self::on(domain, &BeadieConfig { queue_capacity: capacity, ..BeadieConfig::default() }, "broker")
+    }
+
+    fn on(domain: Arc<Domain>, config: &BeadieConfig, name: &str) -> Self {
+        let workers = Workers::start(&domain, config.workers.max(1), name);
+        Self { domain, workers: Mutex::new(workers), shutdown_timeout: config.shutdown_timeout }
+    }
+
+    /// Queues `compile` for `bead` (which must not be queued already).
+    pub fn submit(
+        &self,
+        bead: Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
+    ) -> SubmitResult {
+        submit_work(&bead, entry_work(compile))
+    }
+
+    /// Queues an OSR-aware `compile` for `bead`.
+    pub fn submit_osr(
+        &self,
+        bead: Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
+    ) -> SubmitResult {
+        submit_work(&bead, osr_work(compile))
+    }
+
+    /// Worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let workers = self.workers.get_mut().unwrap_or_else(|e| e.into_inner());
+        workers.shutdown(&self.domain, self.shutdown_timeout);
+    }
+}
+
+/// Wraps a seed compile closure as compile work.
+pub(crate) fn entry_work(compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static) -> CompileWork {
+    Box::new(move |bead, _tier| Ok(Built { entry: compile(bead), osr: Vec::new(), release: None }))
+}
+
+/// Wraps a seed OSR compile closure as compile work.
+pub(crate) fn osr_work(compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static) -> CompileWork {
+    Box::new(move |bead, _tier| {
+        let OsrCompileResult { entry, osr } = compile(bead);
+        Ok(Built { entry, osr, release: None })
+    })
+}
+
+/// Submits `work` for `bead` now, at tier 0 (or the next tier up).
+pub(crate) fn submit_work(bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
+    let handle = BeadHandle::from_arc(bead);
+    let tier = bead.core.tier().map_or(0, |tier| tier.saturating_add(1));
+    let mut work = Some(work);
+    let result = bead.domain.broker.submit_with(handle, tier, JobKind::Invoke, |_, _| {
+        if let Some(work) = work.take() {
+            bead.set_work(work);
+        }
+    });
+    match result {
+        Ok(()) => SubmitResult::Accepted,
+        Err(KilnError::QueueFull) => SubmitResult::QueueFull,
+        Err(_) => SubmitResult::AlreadyQueued,
+    }
+}
+
+/// A registered thread's quiescence reporter (see
+/// [`Beadie::register_thread`]). Dropping it unregisters the thread.
+#[derive(Debug)]
+pub struct QuiescentThread {
+    domain: Arc<Domain>,
+    slot: Arc<ThreadSlot>,
+}
+
+impl QuiescentThread {
+    /// Declares that this thread holds no code, entry or OSR pointer it got
+    /// from kiln right now (between interpreter calls, at a frame end).
+    #[inline]
+    pub fn quiescent(&self) {
+        self.domain.report_quiescent(&self.slot);
+    }
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domain").field("broker", &self.broker).finish_non_exhaustive()
+    }
+}
+
+/// The orchestrator: registers beads, counts calls, promotes hot functions
+/// to a background broker thread, and publishes their code.
+#[derive(Debug)]
+pub struct Beadie<P: HotnessPolicy = ThresholdPolicy> {
+    chain: Arc<Chain>,
+    broker: Broker,
+    _policy: PhantomData<fn() -> P>,
+}
+
+impl Beadie {
+    /// Promotes after 1,000 calls, on one background broker thread.
+    pub fn new() -> Self {
+        Self::with_policy(ThresholdPolicy::default())
+    }
+}
+
+impl Default for Beadie {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: HotnessPolicy> Beadie<P> {
+    /// A `Beadie` promoting by `policy`.
+    pub fn with_policy(policy: P) -> Self {
+        Self::with_config(policy, BeadieConfig::default())
+    }
+
+    /// A `Beadie` promoting by `policy` with a queue of `capacity` jobs.
+    pub fn with_policy_and_capacity(policy: P, capacity: usize) -> Self {
+        Self::with_config(policy, BeadieConfig { queue_capacity: capacity, ..BeadieConfig::default() })
+    }
+
+    /// A `Beadie` with kiln's settings (worker count, shutdown timeout).
+    pub fn with_config(policy: P, config: BeadieConfig) -> Self {
+        Self::with_ladder(PolicyLadder::single(Box::new(policy)), &config, "broker")
+    }
+
+    pub(crate) fn with_ladder(ladder: PolicyLadder, config: &BeadieConfig, name: &str) -> Self {
+        let deopt = DynDeopt(Box::new(kiln_core::ExponentialBackoffPolicy::default()));
+        let domain = Domain::new(ladder, deopt, config.queue_capacity.clamp(1, QUEUE));
+        Self {
+            chain: Arc::new(Chain::in_domain(Arc::clone(&domain))),
+            broker: Broker::on(domain, config, name),
+            _policy: PhantomData,
+        }
+    }
+
+    /// Registers a function: `core` is the host's pointer to it (stored,
+    /// never dereferenced); `on_invalidate` runs once when it is invalidated.
+    pub fn register(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
+        self.chain.push(core, on_invalidate)
+    }
+
+    /// On every call: the native entry if compiled, else `None` (interpret).
+    /// Counts the call; the call that makes the function hot hands `compile`
+    /// to the broker thread. `compile` is boxed only then — never on a call
+    /// that does not win a promotion.
+    #[inline]
+    pub fn on_invoke<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
+    {
+        if let Some(entry) = bead.core.fast_entry() {
+            return Some(entry.as_ptr());
+        }
+        invoke_with(bead, || entry_work(compile))
+    }
+
+    /// [`on_invoke`](Self::on_invoke) for compiles that also produce OSR entries.
+    #[inline]
+    pub fn on_invoke_osr<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
+    {
+        if let Some(entry) = bead.core.fast_entry() {
+            return Some(entry.as_ptr());
+        }
+        invoke_with(bead, || osr_work(compile))
+    }
+
+    /// Drops invalidated beads from the chain.
+    pub fn prune(&self) {
+        self.chain.prune();
+    }
+
+    /// Calls `f` on every registered bead.
+    pub fn walk(&self, f: impl FnMut(&Arc<Bead>)) {
+        self.chain.walk(f);
+    }
+
+    /// Registered beads.
+    pub fn chain_len(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// The chain of registered beads.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    /// Reloads every bead (hot reload); returns how many will recompile.
+    pub fn reload_all(&self) -> usize {
+        self.reload_matching(|_| true)
+    }
+
+    /// Reloads the beads `predicate` selects; returns how many will recompile.
+    pub fn reload_matching(&self, predicate: impl Fn(&Arc<Bead>) -> bool) -> usize {
+        let mut count = 0;
+        self.chain.walk(|bead| {
+            if predicate(bead) && bead.reload().will_recompile() {
+                count += 1;
+            }
+        });
+        count
+    }
+
+    /// Swaps in `new_code_for(bead)` for every compiled bead it returns a
+    /// non-null pointer for.
+    pub fn swap_matching(&self, new_code_for: impl Fn(&Arc<Bead>) -> *mut ()) -> Vec<SwapResult> {
+        let mut results = Vec::new();
+        self.chain.walk(|bead| {
+            let code = new_code_for(bead);
+            if !code.is_null() {
+                results.extend(bead.swap_compiled(code));
+            }
+        });
+        results
+    }
+
+    /// Queues `compile` for `bead` now, whatever its count.
+    pub fn submit(
+        &self,
+        bead: &Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
+    ) -> SubmitResult {
+        submit_work(bead, entry_work(compile))
+    }
+
+    /// Queues an OSR-aware `compile` for `bead` now.
+    pub fn submit_osr(
+        &self,
+        bead: &Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
+    ) -> SubmitResult {
+        submit_work(bead, osr_work(compile))
+    }
+
+    /// kiln's counters (promotions, compiles, failures, queue depth, ...).
+    pub fn stats(&self) -> Stats {
+        self.chain.domain.broker.stats()
+    }
+
+    /// Wake-ups sent to the worker threads so far (coalesced: at most one
+    /// per burst of promotions while the workers are busy or asleep).
+    pub fn wakeups(&self) -> u64 {
+        self.chain.domain.broker.pump_hook().wakes()
+    }
+
+    /// Code objects compiled and released so far (compiled − released =
+    /// live or waiting for quiescence).
+    pub fn code_counts(&self) -> (u64, u64) {
+        self.chain.domain.ledger.counts()
+    }
+
+    /// Declares that no thread holds code, entry or OSR pointers from this
+    /// `Beadie` obtained before the previous `quiesce` (a frame end, say).
+    /// Code retired two quiesces ago is released through its backend.
+    pub fn quiesce(&self) -> usize {
+        self.chain.domain.quiesce_now()
+    }
+
+    /// Registers the calling thread for automatic reclamation: once every
+    /// registered thread reported [`QuiescentThread::quiescent`] since the
+    /// last round, the workers release retired code (see `domain`'s docs).
+    pub fn register_thread(&self) -> QuiescentThread {
+        let domain = Arc::clone(&self.chain.domain);
+        let slot = domain.register_thread();
+        QuiescentThread { domain, slot }
+    }
+}
+
+/// The slow half of `on_invoke`: core's counting path, boxing the work only
+/// if this call wins the promotion.
+#[inline]
+fn invoke_with(bead: &Arc<Bead>, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
+    let handle = BeadHandle::from_arc(bead);
+    bead.domain.broker.on_invoke_with(handle, |_, _| bead.set_work(work())).map(NonNull::as_ptr)
+}
+
+impl<P: HotnessPolicy> Drop for Beadie<P> {
+    fn drop(&mut self) {
+        // Cancels queued jobs and waits (bounded) for the workers; the
+        // broker's own drop then finds nothing left to do.
+        let workers = self.broker.workers.get_mut().unwrap_or_else(|e| e.into_inner());
+        workers.shutdown(&self.broker.domain, self.broker.shutdown_timeout);
+        // Release the chain's references without recursion (a Vec drop).
+        std::mem::take(&mut *self.chain.beads());
+    }
+}

@@ -1,0 +1,45 @@
+//! # kiln-std
+//!
+//! kiln on std: a background broker thread (or a pool), compile jobs as
+//! closures, `Arc` beads, panic isolation, `log` tracing, and beadie's API —
+//! a beadie user moves by changing the dependency and the import path.
+//!
+//! ```
+//! use kiln_std::{Beadie, ThresholdPolicy};
+//!
+//! extern "C" fn native_double(x: i64) -> i64 { x * 2 }
+//!
+//! let beadie = Beadie::with_policy(ThresholdPolicy::new(100));
+//! let bead = beadie.register(std::ptr::null_mut(), None);
+//! let mut native_calls = 0;
+//! for call in 0..100_000 {
+//!     let code = beadie.on_invoke(&bead, |_bead| native_double as extern "C" fn(i64) -> i64 as *mut ());
+//!     if let Some(code) = code {
+//!         // SAFETY (example): the only code compiled for this bead is `native_double`.
+//!         let f: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(code) };
+//!         assert_eq!(f(call), call * 2);
+//!         native_calls += 1;
+//!     }
+//! #   if native_calls == 0 && call % 1000 == 999 { std::thread::sleep(std::time::Duration::from_millis(1)); }
+//! }
+//! assert!(native_calls > 0);
+//! ```
+
+mod bead;
+mod beadie;
+mod code;
+pub mod compat;
+mod deopt;
+mod domain;
+mod policy;
+mod worker;
+
+pub use bead::{Bead, BeadState, CoreHandle, ReloadOutcome, SwapResult};
+pub use beadie::{Beadie, BeadieConfig, Broker, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
+pub use code::CompileFailure;
+pub use deopt::{
+    AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
+    TieredDeoptPolicy,
+};
+pub use kiln_core::{OsrEntry, Stats};
+pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};

@@ -1,0 +1,198 @@
+//! Hotness policies with beadie's shape: `should_promote(invocations)`.
+//!
+//! A policy that also reports its threshold (`promotion_threshold`, as the
+//! built-in ones do) lets kiln count down to it with a plain load and store;
+//! one that does not is asked on every interpreted call, as beadie asks.
+
+use kiln_core::{Decision, HotnessStats};
+
+/// Decides when a bead's invocation count warrants promotion.
+pub trait HotnessPolicy: Send + Sync + 'static {
+    /// `true` once `invocations` crossed the promotion threshold.
+    fn should_promote(&self, invocations: u32) -> bool;
+
+    /// The call count at which `should_promote` starts returning `true`, if
+    /// the policy is a plain threshold. Lets kiln skip asking until then.
+    fn promotion_threshold(&self) -> Option<u32> {
+        None
+    }
+}
+
+impl<P: HotnessPolicy + ?Sized> HotnessPolicy for Box<P> {
+    fn should_promote(&self, invocations: u32) -> bool {
+        (**self).should_promote(invocations)
+    }
+    fn promotion_threshold(&self) -> Option<u32> {
+        (**self).promotion_threshold()
+    }
+}
+
+/// Promote when the invocation count reaches a fixed threshold (default
+/// 1,000). `queue_ahead` submits the job that many calls early.
+#[derive(Debug)]
+pub struct ThresholdPolicy {
+    /// Calls at which the function counts as hot.
+    pub threshold: u32,
+    queue_ahead_offset: u32,
+}
+
+impl ThresholdPolicy {
+    /// Promote after `threshold` calls.
+    pub fn new(threshold: u32) -> Self {
+        Self { threshold, queue_ahead_offset: 0 }
+    }
+
+    /// Submit the compile job `offset` invocations before the threshold.
+    pub fn queue_ahead(mut self, offset: u32) -> Self {
+        self.queue_ahead_offset = offset;
+        self
+    }
+
+    /// The invocation count at which the job is submitted.
+    pub fn queue_at(&self) -> u32 {
+        self.threshold.saturating_sub(self.queue_ahead_offset)
+    }
+}
+
+impl Default for ThresholdPolicy {
+    fn default() -> Self {
+        Self::new(1_000)
+    }
+}
+
+impl HotnessPolicy for ThresholdPolicy {
+    fn should_promote(&self, invocations: u32) -> bool {
+        invocations >= self.queue_at()
+    }
+    fn promotion_threshold(&self) -> Option<u32> {
+        Some(self.queue_at())
+    }
+}
+
+/// Two thresholds: baseline at `tier1_threshold` (default 500), optimising
+/// at `tier2_threshold` (default 10,000). As a `Beadie` policy it promotes at
+/// tier 1; [`TieredPolicy::tier`] tells the compile closure how hard to try.
+#[derive(Debug)]
+pub struct TieredPolicy {
+    /// Calls before the baseline compile.
+    pub tier1_threshold: u32,
+    /// Calls before the optimising compile.
+    pub tier2_threshold: u32,
+}
+
+impl Default for TieredPolicy {
+    fn default() -> Self {
+        Self { tier1_threshold: 500, tier2_threshold: 10_000 }
+    }
+}
+
+impl TieredPolicy {
+    /// The tier for `invocations`: `None` below tier 1, else `Some(1)` or `Some(2)`.
+    pub fn tier(&self, invocations: u32) -> Option<u8> {
+        if invocations >= self.tier2_threshold {
+            Some(2)
+        } else if invocations >= self.tier1_threshold {
+            Some(1)
+        } else {
+            None
+        }
+    }
+}
+
+impl HotnessPolicy for TieredPolicy {
+    fn should_promote(&self, invocations: u32) -> bool {
+        invocations >= self.tier1_threshold
+    }
+    fn promotion_threshold(&self) -> Option<u32> {
+        Some(self.tier1_threshold)
+    }
+}
+
+/// How long to wait before asking `policy` again at `invocations`.
+fn wait_for(policy: &dyn HotnessPolicy, invocations: u32) -> Decision {
+    match policy.promotion_threshold() {
+        Some(threshold) if threshold > invocations => Decision::wait(threshold - invocations),
+        _ => Decision::wait(1),
+    }
+}
+
+/// A ladder of seed policies as one kiln-core policy: tier `i` is reached
+/// when `tiers[i].should_promote(invocations)`.
+pub(crate) struct PolicyLadder {
+    tiers: Vec<Box<dyn HotnessPolicy>>,
+}
+
+impl PolicyLadder {
+    pub(crate) fn new(tiers: Vec<Box<dyn HotnessPolicy>>) -> Self {
+        assert!(!tiers.is_empty(), "at least one tier");
+        assert!(tiers.len() <= usize::from(kiln_core::MAX_TIER) + 1, "at most 15 tiers");
+        Self { tiers }
+    }
+
+    pub(crate) fn single(policy: Box<dyn HotnessPolicy>) -> Self {
+        Self::new(vec![policy])
+    }
+}
+
+impl kiln_core::HotnessPolicy for PolicyLadder {
+    fn decide(&self, stats: &HotnessStats) -> Decision {
+        let top = (self.tiers.len() - 1).min(usize::from(stats.tier_cap));
+        let next = stats.tier.map_or(0, |tier| usize::from(tier) + 1);
+        if next > top {
+            return Decision::NEVER;
+        }
+        let reached = (next..=top).rev().find(|&tier| self.tiers[tier].should_promote(stats.invocations));
+        match reached {
+            Some(tier) => Decision::Promote { tier: tier as u8, priority: stats.hotness() },
+            None => wait_for(&*self.tiers[next], stats.invocations),
+        }
+    }
+
+    fn max_tier(&self) -> u8 {
+        (self.tiers.len() - 1) as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::HotnessPolicy as _;
+
+    fn stats(invocations: u32, tier: Option<u8>) -> HotnessStats {
+        HotnessStats { invocations, backedges: 0, tier, tier_cap: 14, queue_len: 0, queue_capacity: 8 }
+    }
+
+    #[test]
+    fn known_thresholds_count_down_unknown_ones_ask_each_call() {
+        struct Even;
+        impl HotnessPolicy for Even {
+            fn should_promote(&self, invocations: u32) -> bool {
+                invocations % 2 == 0
+            }
+        }
+        let known = PolicyLadder::single(Box::new(ThresholdPolicy::new(100).queue_ahead(40)));
+        assert_eq!(known.decide(&stats(10, None)), Decision::wait(50));
+        assert_eq!(known.decide(&stats(60, None)), Decision::Promote { tier: 0, priority: 60 });
+        let unknown = PolicyLadder::single(Box::new(Even));
+        assert_eq!(unknown.decide(&stats(3, None)), Decision::wait(1));
+        assert!(matches!(unknown.decide(&stats(4, None)), Decision::Promote { .. }));
+        assert_eq!(unknown.decide(&stats(4, Some(0))), Decision::NEVER);
+    }
+
+    #[test]
+    fn ladder_climbs_per_tier_policy() {
+        let ladder = PolicyLadder::new(vec![Box::new(ThresholdPolicy::new(10)), Box::new(ThresholdPolicy::new(100))]);
+        assert_eq!(ladder.decide(&stats(50, Some(0))), Decision::wait(50));
+        assert_eq!(ladder.decide(&stats(100, Some(0))), Decision::Promote { tier: 1, priority: 100 });
+        assert_eq!(ladder.decide(&stats(500, None)), Decision::Promote { tier: 1, priority: 500 });
+        assert_eq!(kiln_core::HotnessPolicy::max_tier(&ladder), 1);
+    }
+
+    #[test]
+    fn seed_defaults() {
+        assert_eq!(ThresholdPolicy::default().threshold, 1_000);
+        let tiered = TieredPolicy::default();
+        assert_eq!((tiered.tier1_threshold, tiered.tier2_threshold), (500, 10_000));
+        assert_eq!((tiered.tier(499), tiered.tier(500), tiered.tier(10_000)), (None, Some(1), Some(2)));
+    }
+}

@@ -1,0 +1,118 @@
+//! Worker threads: each parks until kiln-core's coalesced wake-up unparks
+//! it, pumps the domain's queue, and runs a reclamation step.
+//!
+//! Shutdown is bounded: the owner raises `stop`, cancels queued jobs (they
+//! are not run), unparks the workers and waits at most `timeout` for them.
+//! A worker stuck in a compile that never returns is left behind, detached;
+//! its bead stays Compiling until that compile ends, which is consistent,
+//! and the result is then published or released as usual.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kiln_core::{Budget, StdClock};
+
+use crate::domain::Domain;
+
+/// How often an idle worker wakes to run a reclamation step.
+const IDLE_TICK: Duration = Duration::from_millis(20);
+
+/// Counts live workers so shutdown can wait for them with a timeout.
+#[derive(Debug, Default)]
+struct Liveness {
+    alive: Mutex<usize>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+pub(crate) struct Workers {
+    stop: Arc<AtomicBool>,
+    liveness: Arc<Liveness>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` workers named `kiln-<name>-<i>` on `domain`.
+    pub(crate) fn start(domain: &Arc<Domain>, count: usize, name: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let liveness = Arc::new(Liveness::default());
+        *liveness.alive.lock().unwrap_or_else(|e| e.into_inner()) = count;
+        let handles: Vec<JoinHandle<()>> = (0..count)
+            .map(|index| {
+                let (domain, stop, liveness) = (Arc::clone(domain), Arc::clone(&stop), Arc::clone(&liveness));
+                std::thread::Builder::new()
+                    .name(format!("kiln-{name}-{index}"))
+                    .spawn(move || {
+                        run(&domain, &stop);
+                        drop(domain);
+                        let mut alive = liveness.alive.lock().unwrap_or_else(|e| e.into_inner());
+                        *alive -= 1;
+                        liveness.changed.notify_all();
+                    })
+                    .expect("spawning a kiln worker thread")
+            })
+            .collect();
+        domain.broker.pump_hook().attach(handles.iter().map(|h| h.thread().clone()).collect());
+        // Work may have been queued before the threads existed.
+        for handle in &handles {
+            handle.thread().unpark();
+        }
+        Self { stop, liveness, handles }
+    }
+
+    /// Stops the workers, waiting at most `timeout`. Returns how many are
+    /// still running (stuck in a compile) when it gives up.
+    pub(crate) fn shutdown(&mut self, domain: &Domain, timeout: Duration) -> usize {
+        self.stop.store(true, Ordering::Release);
+        let cancelled = domain.broker.cancel_queued();
+        if cancelled > 0 {
+            log::debug!(target: "kiln", "shutdown: cancelled {cancelled} queued jobs");
+        }
+        for handle in &self.handles {
+            handle.thread().unpark();
+        }
+        let deadline = Instant::now() + timeout;
+        let mut alive = self.liveness.alive.lock().unwrap_or_else(|e| e.into_inner());
+        while *alive > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!(target: "kiln", "shutdown: {} worker(s) still compiling after {timeout:?}; detached", *alive);
+                break;
+            }
+            alive = self.liveness.changed.wait_timeout(alive, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let stuck = *alive;
+        drop(alive);
+        for handle in self.handles.drain(..) {
+            if stuck == 0 {
+                let _ = handle.join();
+            }
+            // Otherwise dropping the handle detaches the thread.
+        }
+        stuck
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.handles.len()
+    }
+}
+
+fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
+    let clock = StdClock::new();
+    let mut compiler = domain.compiler();
+    while !stop.load(Ordering::Acquire) {
+        let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
+        domain.reclaim_step();
+        if report.ran > 0 || report.dropped > 0 {
+            log::trace!(target: "kiln", "pump: {report:?}");
+        }
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        // Park until woken; the token left by an `unpark` during the pump
+        // makes this return at once, so no wake-up is lost.
+        std::thread::park_timeout(IDLE_TICK);
+    }
+}

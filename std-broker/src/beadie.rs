@@ -54,7 +54,7 @@ impl SubmitResult {
 pub struct BeadieConfig {
     /// Worker threads pumping the queue (default 1: beadie's broker thread).
     pub workers: usize,
-    /// Queue capacity, at most 4,096 (default 256, as beadie).
+    /// Queue capacity, at most 1,024 (default 256, as beadie).
     pub queue_capacity: usize,
     /// How long dropping the `Beadie` waits for a running compile (default 2 s).
     pub shutdown_timeout: Duration,

@@ -32,10 +32,12 @@ use crate::bead::BeadHandle;
 use crate::code::{CodeObject, CompileFailure};
 use crate::policy::PolicyLadder;
 
-/// Jobs the queue can hold at most (`Beadie::with_policy_and_capacity` may lower it).
-pub(crate) const QUEUE: usize = 4096;
+/// Jobs the queue can hold at most (`Beadie::with_policy_and_capacity` may
+/// lower it). Inline in the broker, so kept moderate: debug builds copy the
+/// broker a few times on the stack while constructing it.
+pub(crate) const QUEUE: usize = 1024;
 /// Retired code objects waiting for quiescence.
-pub(crate) const RETIRE: usize = 4096;
+pub(crate) const RETIRE: usize = 1024;
 
 pub(crate) type CoreBroker = kiln_core::Broker<BeadHandle, PolicyLadder, DynDeopt, Waker, LogEvents, QUEUE, RETIRE>;
 

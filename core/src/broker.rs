@@ -245,7 +245,7 @@ where
                     Decision::Wait(calls) => bead.arm(calls.get(), 1),
                     Decision::Promote { tier, priority } => {
                         // A lost race or a full queue is already handled (and counted) inside.
-                        let _ = self.promote(handle, word, tier, priority, JobKind::Invoke, on_promote);
+                        let _ = self.promote(handle, word, tier, priority, JobKind::Invoke, 1, on_promote);
                     }
                 }
             }
@@ -274,7 +274,7 @@ where
                     Decision::Wait(units) => bead.arm_backedges(units.get(), weight),
                     Decision::Promote { tier, priority } => {
                         bead.arm_backedges(PENDING, weight);
-                        let _ = self.promote(handle, word, tier, priority, JobKind::Osr { site }, on_promote);
+                        let _ = self.promote(handle, word, tier, priority, JobKind::Osr { site }, 0, on_promote);
                     }
                 }
             }
@@ -327,6 +327,7 @@ where
         tier: u8,
         priority: u32,
         kind: JobKind,
+        calls: u32,
         on_promote: impl FnOnce(u8, JobKind),
     ) -> Result<(), KilnError> {
         let bead = handle.bead();
@@ -338,7 +339,7 @@ where
                     bead.finalize();
                 }
             });
-            bead.arm(IDLE, 1);
+            bead.arm(IDLE, calls);
             return Ok(());
         }
         let queued = word.with_phase(Phase::Queued);
@@ -346,7 +347,7 @@ where
             // Another caller won, or the bead moved on; its winner arms the countdown.
             return Err(KilnError::AlreadyQueued);
         }
-        bead.arm(PENDING, u32::from(kind == JobKind::Invoke));
+        bead.arm(PENDING, calls);
         on_promote(tier, kind);
         let entry =
             QueueEntry { priority, sequence: 0, generation: word.generation(), tier, kind, bead: handle.clone() };
@@ -407,7 +408,7 @@ where
             Phase::Invalidated => return Err(KilnError::Invalidated),
         }
         let stats = self.hotness(record, word, 0, 0);
-        self.promote(bead, word, tier, stats.hotness(), kind, on_promote)
+        self.promote(bead, word, tier, stats.hotness(), kind, 0, on_promote)
     }
 
     /// Calls the host's `Pump::wake` unless a wake-up is already pending.
@@ -423,6 +424,9 @@ where
     /// Claims the next job for any worker to run. Stale queue entries are
     /// dropped on the way.
     pub fn claim(&self) -> Result<Job<'_, H>, ClaimError> {
+        // A claiming host drains like a pumping one: clear the flag first so
+        // the next promotion wakes it (SeqCst pairs with the swap in `wake`).
+        self.wake_pending.store(false, Ordering::SeqCst);
         let mut dropped = 0;
         self.claim_counting(&mut dropped)
     }
@@ -604,6 +608,12 @@ where
             return Err(KilnError::Invalidated);
         }
         let Some(tier) = seen.tier() else { return Err(KilnError::NotCompiled) };
+        // Refuse before deciding, so a refused bailout is not decided (the
+        // check is repeated under the lock; losing that race is the one case
+        // where a decision is made and then refused).
+        if self.shared.with(|shared| shared.retire.free()) == 0 {
+            return Err(KilnError::RetireFull);
+        }
         let bailout =
             Bailout { reason, bailouts: bead.bailout_count() + 1, tier, invocations: bead.invocation_count() };
         let decision = decide(&bailout);

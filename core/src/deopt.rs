@@ -60,7 +60,9 @@ pub enum DeoptDecision {
 
 /// Decides what a bailout does to a bead.
 pub trait DeoptPolicy {
-    /// Called once per bailout or failed compile.
+    /// Called once per bailout or failed compile, without the broker's lock
+    /// held. (A bailout refused with `RetireFull` in a race with another
+    /// retirement may have been decided without being applied.)
     fn on_bailout(&self, bailout: &Bailout) -> DeoptDecision;
 
     /// Calls after which a blacklisted bead gets another chance (`None`: never).

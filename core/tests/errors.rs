@@ -414,7 +414,6 @@ fn a_full_retire_ring_refuses_swaps_until_two_quiesces() {
 /// compile". A bailout refused for lack of retire room changes nothing and
 /// is retried by the host after quiescing: the policy must see it once.
 #[test]
-#[ignore = "BUG: record_bailout_with asks the deopt policy before its RetireFull check, so a refused and retried bailout is decided twice"]
 fn a_bailout_refused_for_a_full_retire_ring_is_decided_once() {
     let bead = new_bead();
     let broker: Plain<'_, _, _, 4, 1> = plain(ThresholdPolicy::new(1_000), RecordingDeopt::new(AlwaysRecompilePolicy));
@@ -734,7 +733,6 @@ fn queue_full_and_failed_compiles_are_traced() {
 
 /// `HotnessStats::invocations` is "calls counted so far"; `submit` is not a call.
 #[test]
-#[ignore = "BUG: promote() arms with consumed = 1 for every Invoke job, so each submit(.., JobKind::Invoke) adds a phantom call"]
 fn submit_does_not_count_as_a_call() {
     let bead = new_bead();
     let broker: Plain<'_, _, _, 4, 4> = plain(ThresholdPolicy::new(1_000), AlwaysRecompilePolicy);
@@ -748,7 +746,6 @@ fn submit_does_not_count_as_a_call() {
 /// on any worker". A host whose `wake` spawns a worker that claims is never
 /// told about work queued after its first job.
 #[test]
-#[ignore = "BUG: Broker::claim never clears wake_pending (only pump does), so a claim-driven host is woken once, ever"]
 fn a_host_that_drains_with_claim_is_woken_for_later_work() {
     use Call::*;
     let beads: [Bead; 2] = std::array::from_fn(|_| new_bead());

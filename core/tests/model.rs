@@ -963,7 +963,11 @@ impl<'b, const QUEUE: usize, const RETIRE: usize> Harness<'b, QUEUE, RETIRE> {
                 assert_eq!(report, expected, "pump report");
                 assert!(log.is_empty(), "unexpected policy calls: {log:?}");
             }
-            Op::Claim => match (self.broker.claim(), self.model.claim().0) {
+            Op::Claim => match (self.broker.claim(), {
+                // A claiming host drains like a pumping one: the claim clears the wake flag.
+                self.model.wake_pending = false;
+                self.model.claim().0
+            }) {
                 (Ok(job), Ok(ticket)) => {
                     let request = job.request();
                     let seen = Request {

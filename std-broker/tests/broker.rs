@@ -112,9 +112,12 @@ fn invalidate_while_compiling_releases_the_result_and_runs_the_hook_once() {
     let hook_runs = Arc::new(AtomicUsize::new(0));
     let beadie = beadie(2);
     let runs = Arc::clone(&hook_runs);
-    let bead = beadie.register(std::ptr::null_mut(), Some(Box::new(move || {
-        runs.fetch_add(1, Ordering::SeqCst);
-    })));
+    let bead = beadie.register(
+        std::ptr::null_mut(),
+        Some(Box::new(move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
     let compile = Arc::new(move |_: &Arc<Bead>| {
         gate.lock().unwrap().recv().unwrap();
         one()

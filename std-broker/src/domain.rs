@@ -22,7 +22,7 @@
 //!   it (the code object, its OSR table) is freed when the last bead of the
 //!   domain is gone, and nothing can reach it any more.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::Thread;
 
@@ -53,12 +53,15 @@ impl kiln_core::DeoptPolicy for DynDeopt {
     }
 }
 
-/// Unparks the worker threads. Coalescing happens in kiln-core; `unpark` of
-/// a running thread is an atomic swap, not a syscall.
+/// Wakes the worker threads. Coalescing happens in kiln-core (at most one
+/// `wake` per burst); here a wake costs a syscall only if a worker is in
+/// deep sleep — recently active workers poll (see `worker`), so the call
+/// that crosses a threshold usually just sets kiln-core's flag.
 #[derive(Default)]
 pub(crate) struct Waker {
     workers: OnceLock<Box<[Thread]>>,
     wakes: AtomicU64,
+    deep_sleepers: AtomicUsize,
 }
 
 impl Waker {
@@ -69,13 +72,27 @@ impl Waker {
     pub(crate) fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::Relaxed)
     }
+
+    /// SeqCst pairs with the load in `wake`: either the waker sees the
+    /// sleeper, or the sleeper's queue check (under the broker's lock) sees
+    /// the job. A miss costs at most the deep sleep's timeout.
+    pub(crate) fn enter_deep_sleep(&self) {
+        self.deep_sleepers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn leave_deep_sleep(&self) {
+        self.deep_sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl kiln_core::Pump for Waker {
     fn wake(&self) {
         self.wakes.fetch_add(1, Ordering::Relaxed);
-        for worker in self.workers.get().into_iter().flatten() {
-            worker.unpark();
+        // SeqCst pairs with `enter_deep_sleep`.
+        if self.deep_sleepers.load(Ordering::SeqCst) > 0 {
+            for worker in self.workers.get().into_iter().flatten() {
+                worker.unpark();
+            }
         }
     }
 }

@@ -16,8 +16,16 @@ use kiln_core::{Budget, StdClock};
 
 use crate::domain::Domain;
 
-/// How often an idle worker wakes to run a reclamation step.
-const IDLE_TICK: Duration = Duration::from_millis(20);
+/// Spin-then-park: how often an idle worker looks at the queue by itself,
+/// by how long it has been idle. While it polls, a promotion only sets
+/// kiln-core's wake flag — no syscall on the interpreter thread; only a
+/// worker that has been idle for long sleeps deeply and must be unparked.
+const POLL_PHASES: [(Duration, Duration); 2] =
+    [(Duration::from_millis(10), Duration::from_micros(20)), (Duration::from_millis(200), Duration::from_micros(200))];
+/// A deep sleeper wakes on its own this often (a lost unpark costs this much).
+const DEEP_SLEEP: Duration = Duration::from_millis(5);
+/// How often a worker runs a reclamation step.
+const RECLAIM_EVERY: Duration = Duration::from_millis(1);
 
 /// Counts live workers so shutdown can wait for them with a timeout.
 #[derive(Debug, Default)]
@@ -102,17 +110,34 @@ impl Workers {
 fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
     let clock = StdClock::new();
     let mut compiler = domain.compiler();
+    let mut idle_since = Instant::now();
+    let mut reclaimed = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
-        domain.reclaim_step();
         if report.ran > 0 || report.dropped > 0 {
             log::trace!(target: "kiln", "pump: {report:?}");
+            idle_since = Instant::now();
+        }
+        if report.ran > 0 || reclaimed.elapsed() >= RECLAIM_EVERY {
+            domain.reclaim_step();
+            reclaimed = Instant::now();
         }
         if stop.load(Ordering::Acquire) {
             break;
         }
-        // Park until woken; the token left by an `unpark` during the pump
-        // makes this return at once, so no wake-up is lost.
-        std::thread::park_timeout(IDLE_TICK);
+        let idle = idle_since.elapsed();
+        match POLL_PHASES.iter().find(|(until, _)| idle < *until) {
+            Some(&(_, poll)) => std::thread::park_timeout(poll),
+            None => {
+                let waker = domain.broker.pump_hook();
+                waker.enter_deep_sleep();
+                // Re-check after announcing the sleep: a job queued before the
+                // announcement is seen here, one queued after it unparks us.
+                if domain.broker.stats().queue_depth == 0 {
+                    std::thread::park_timeout(DEEP_SLEEP);
+                }
+                waker.leave_deep_sleep();
+            }
+        }
     }
 }

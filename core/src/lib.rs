@@ -92,8 +92,3 @@ pub use pump::StdClock;
 pub use pump::{Budget, Clock, NoPump, Pump, PumpReport, PumpStop};
 pub use state::{BeadState, Generation, MAX_TIER};
 pub use stats::{Events, NoEvents, Stats};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

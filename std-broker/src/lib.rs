@@ -43,3 +43,9 @@ pub use deopt::{
 };
 pub use kiln_core::{OsrEntry, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
+
+/// The workspace README's examples (kiln-core's and kiln-std's), compiled
+/// and run as doctests here, where both crates are in reach.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

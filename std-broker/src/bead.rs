@@ -75,16 +75,17 @@ unsafe impl Send for SwapResult {}
 // SAFETY: as above, nothing to share but immutable values.
 unsafe impl Sync for SwapResult {}
 
-/// What `reload` did.
+/// What `reload` did (beadie's outcomes, by the state the bead was in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadOutcome {
-    /// Was interpreted and hot enough: will be promoted again on the next call.
+    /// Code was installed: it was dropped, and the bead, still hot,
+    /// re-promotes on its next call.
     WillRecompile,
-    /// A compile was in flight: its result is discarded and the bead re-promotes.
+    /// A compile was running: its result is discarded and the bead re-promotes.
     PendingCurrentCompile,
-    /// Compiled code was dropped; the bead re-promotes when hot.
+    /// A compile was queued: the job is dropped and the bead re-promotes.
     Reverted,
-    /// Was interpreted; nothing to do.
+    /// Was interpreted (or blacklisted, which stays): nothing to do.
     AlreadyInterpreting,
     /// The bead was invalidated.
     Dead,
@@ -181,14 +182,26 @@ impl Bead {
     }
 
     fn swap(&self, new_code: *mut (), osr: Vec<OsrEntry>, eager: bool) -> Option<SwapResult> {
-        let tier = match self.core.state() {
-            kiln_core::BeadState::Compiled(tier) => tier,
-            kiln_core::BeadState::Invalidated => return None,
-            _ if eager => 0,
-            _ => return None,
+        self.install_built(Built { entry: new_code, osr, release: None }, eager)
+    }
+
+    /// Publishes `built` as this bead's code at the installed tier (tier 0
+    /// if `eager` and nothing is installed). Code that is not published is
+    /// handed to its release hook at once: no thread ever saw it.
+    pub(crate) fn install_built(&self, built: Built, eager: bool) -> Option<SwapResult> {
+        let tier = match (self.core.state(), self.core.tier()) {
+            (kiln_core::BeadState::Invalidated, _) => None,
+            (_, Some(tier)) => Some(tier),
+            _ if eager => Some(0),
+            _ => None,
+        };
+        let Some(tier) = tier else {
+            if let (false, Some(release)) = (built.entry.is_null(), built.release) {
+                release(built.entry);
+            }
+            return None;
         };
         let old_code = self.compiled().unwrap_or(std::ptr::null_mut());
-        let built = Built { entry: new_code, osr, release: None };
         let compiled = match CodeObject::publishable(built, Arc::clone(&self.domain.ledger)) {
             Ok(compiled) => compiled,
             Err(error) => {
@@ -198,12 +211,12 @@ impl Bead {
         };
         let broker = &self.domain.broker;
         let mut result = broker.swap_compiled_with_osr(&&self.core, compiled, tier);
-        if let Err(refused) = &result {
-            if refused.error == KilnError::RetireFull {
-                // Backpressure: free what can be freed and try once more.
-                self.domain.reclaim_step();
-                result = broker.swap_compiled_with_osr(&&self.core, result.err()?.into_value(), tier);
-            }
+        if let Err(refused) = &result
+            && refused.error == KilnError::RetireFull
+        {
+            // Backpressure: free what can be freed and try once more.
+            self.domain.reclaim_step();
+            result = broker.swap_compiled_with_osr(&&self.core, result.err()?.into_value(), tier);
         }
         match result {
             Ok(()) => Some(SwapResult { old_code, new_generation: self.generation() }),
@@ -221,14 +234,27 @@ impl Bead {
     /// compile is discarded, and the bead re-promotes when hot.
     pub fn reload(&self) -> ReloadOutcome {
         let before = self.core.state();
-        match self.domain.broker.reload(&&self.core) {
-            Err(_) => ReloadOutcome::Dead,
-            Ok(()) => match before {
-                kiln_core::BeadState::Compiled(_) => ReloadOutcome::Reverted,
-                kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling => ReloadOutcome::PendingCurrentCompile,
-                _ if self.core.invocation_count() > 0 => ReloadOutcome::WillRecompile,
-                _ => ReloadOutcome::AlreadyInterpreting,
-            },
+        let outcome = match before {
+            kiln_core::BeadState::Invalidated => return ReloadOutcome::Dead,
+            // beadie keeps a blacklist across a reload.
+            kiln_core::BeadState::Blacklisted => return ReloadOutcome::AlreadyInterpreting,
+            _ if self.core.tier().is_some() => ReloadOutcome::WillRecompile,
+            kiln_core::BeadState::Queued => ReloadOutcome::Reverted,
+            kiln_core::BeadState::Compiling => ReloadOutcome::PendingCurrentCompile,
+            _ => ReloadOutcome::AlreadyInterpreting,
+        };
+        let mut result = self.domain.broker.reload(&&self.core);
+        if result == Err(KilnError::RetireFull) {
+            self.domain.reclaim_step();
+            result = self.domain.broker.reload(&&self.core);
+        }
+        match result {
+            Ok(()) => outcome,
+            Err(KilnError::Invalidated) => ReloadOutcome::Dead,
+            Err(error) => {
+                log::warn!(target: "kiln", "reload of {:p} refused: {error}", self);
+                ReloadOutcome::AlreadyInterpreting
+            }
         }
     }
 
@@ -297,8 +323,16 @@ impl Bead {
     }
 
     /// The state, in beadie's terms.
+    ///
+    /// Code that keeps running while a higher tier compiles counts as
+    /// `Compiled`, as in beadie's tiered adapter.
     pub fn state(&self) -> BeadState {
-        self.core.state().into()
+        match self.core.state() {
+            kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling if self.core.compiled().is_some() => {
+                BeadState::Compiled
+            }
+            state => state.into(),
+        }
     }
 
     /// Whether the bead was not invalidated.
@@ -342,10 +376,10 @@ impl Drop for Bead {
     fn drop(&mut self) {
         // Last reference gone: nobody can call this bead again, but a thread
         // may still run its code, so the code is retired, not freed.
-        if let Some(code) = self.core.take_code() {
-            if let Err(refused) = self.domain.broker.retire(code) {
-                self.domain.park(refused.into_value());
-            }
+        if let Some(code) = self.core.take_code()
+            && let Err(refused) = self.domain.broker.retire(code)
+        {
+            self.domain.park(refused.into_value());
         }
     }
 }

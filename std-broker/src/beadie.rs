@@ -198,8 +198,14 @@ pub(crate) fn osr_work(compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Se
 
 /// Submits `work` for `bead` now, at tier 0 (or the next tier up).
 pub(crate) fn submit_work(bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
-    let handle = BeadHandle::from_arc(bead);
     let tier = bead.core.tier().map_or(0, |tier| tier.saturating_add(1));
+    submit_work_at(bead, tier, work)
+}
+
+/// Submits `work` for `bead` at `tier`. A bead whose installed code is
+/// already final queues nothing: that is `AlreadyQueued` ("or beyond").
+pub(crate) fn submit_work_at(bead: &Arc<Bead>, tier: u8, work: CompileWork) -> SubmitResult {
+    let handle = BeadHandle::from_arc(bead);
     let mut work = Some(work);
     let result = bead.domain.broker.submit_with(handle, tier, JobKind::Invoke, |_, _| {
         if let Some(work) = work.take() {
@@ -207,9 +213,9 @@ pub(crate) fn submit_work(bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
         }
     });
     match result {
-        Ok(()) => SubmitResult::Accepted,
+        Ok(()) if work.is_none() => SubmitResult::Accepted,
         Err(KilnError::QueueFull) => SubmitResult::QueueFull,
-        Err(_) => SubmitResult::AlreadyQueued,
+        _ => SubmitResult::AlreadyQueued,
     }
 }
 
@@ -421,7 +427,7 @@ impl<P: HotnessPolicy> Beadie<P> {
 /// The slow half of `on_invoke`: core's counting path, boxing the work only
 /// if this call wins the promotion.
 #[inline]
-fn invoke_with(bead: &Arc<Bead>, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
+pub(crate) fn invoke_with(bead: &Arc<Bead>, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
     let handle = BeadHandle::from_arc(bead);
     bead.domain.broker.on_invoke_with(handle, |_, _| bead.set_work(work())).map(NonNull::as_ptr)
 }

@@ -77,7 +77,16 @@ impl CodeObject {
             // moves nor changes until the `CodeObject` drops, and the table is
             // dropped before it (field order); the table never leaves the object.
             let entries: &'static [OsrEntry] = unsafe { &*std::ptr::from_ref(&*object.entries) };
-            object.table = Some(OsrTable::new(entries).map_err(CompileFailure::BadOsrTable)?);
+            match OsrTable::new(entries) {
+                Ok(table) => object.table = Some(table),
+                Err(error) => {
+                    // Never published: the backend may free the code now.
+                    if let Some(release) = object.release.take() {
+                        release(object.entry);
+                    }
+                    return Err(CompileFailure::BadOsrTable(error));
+                }
+            }
         }
         object.ledger.compiled();
         let raw = Box::into_raw(object);

@@ -4,9 +4,10 @@
 //! signatures, public fields and variants.
 
 pub use crate::{
-    AlwaysRecompilePolicy, BailoutInfo, Bead, BeadState, Beadie, Broker, Chain, CoreHandle, DeoptDecision, DeoptPolicy,
-    ExponentialBackoffPolicy, HotnessPolicy, OsrCompileResult, OsrEntry, ReloadOutcome, SubmitResult, SwapResult,
-    ThresholdDeoptPolicy, ThresholdPolicy, TieredDeoptPolicy, TieredPolicy,
+    AlwaysRecompilePolicy, BackendAdapter, BailoutInfo, Bead, BeadState, Beadie, BoundBead, Broker, Chain,
+    CompileError, CoreHandle, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, HotnessPolicy, JitBackend,
+    OsrBuild, OsrCompileResult, OsrEntry, ReloadOutcome, SubmitResult, SwapResult, ThresholdDeoptPolicy,
+    ThresholdPolicy, TieredAdapter, TieredBound, TieredDeoptPolicy, TieredPolicy,
 };
 
 /// beadie's `deopt` module.

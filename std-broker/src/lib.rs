@@ -25,6 +25,7 @@
 //! assert!(native_calls > 0);
 //! ```
 
+mod backend;
 mod bead;
 mod beadie;
 mod code;
@@ -32,8 +33,10 @@ pub mod compat;
 mod deopt;
 mod domain;
 mod policy;
+mod tiered;
 mod worker;
 
+pub use backend::{BackendAdapter, BoundBead, CompileError, JitBackend, OsrBuild};
 pub use bead::{Bead, BeadState, CoreHandle, ReloadOutcome, SwapResult};
 pub use beadie::{Beadie, BeadieConfig, Broker, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
 pub use code::CompileFailure;
@@ -43,6 +46,7 @@ pub use deopt::{
 };
 pub use kiln_core::{OsrEntry, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
+pub use tiered::{TieredAdapter, TieredBound};
 
 /// The workspace README's examples (kiln-core's and kiln-std's), compiled
 /// and run as doctests here, where both crates are in reach.

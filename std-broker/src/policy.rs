@@ -167,7 +167,7 @@ mod tests {
         struct Even;
         impl HotnessPolicy for Even {
             fn should_promote(&self, invocations: u32) -> bool {
-                invocations % 2 == 0
+                invocations.is_multiple_of(2)
             }
         }
         let known = PolicyLadder::single(Box::new(ThresholdPolicy::new(100).queue_ahead(40)));

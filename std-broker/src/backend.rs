@@ -1,0 +1,394 @@
+//! The backend layer: a typed JIT backend ([`JitBackend`]) plugged into a
+//! [`Beadie`] by a [`BackendAdapter`], with beadie 0.3's names.
+//!
+//! The adapter turns "build a definition, hand it to the backend" into
+//! kiln-std compile work. It is boxed only on the call that wins a
+//! promotion; every other call is the plain `Beadie` path (one load when
+//! compiled, a countdown otherwise). Two things differ from a raw `Beadie`
+//! compile closure:
+//!
+//! - a backend `Err` is a failed compile (`CompileFailure::Backend`), so the
+//!   bead follows kiln's failure policy instead of being given a null entry;
+//! - each piece of code the backend produced carries a release hook holding
+//!   an `Arc` of the backend, so [`JitBackend::release`] frees it once kiln
+//!   retired it and quiescence was declared (see `domain`'s "Reclamation").
+//!   Without quiescence (a plain beadie user) the hook is never run and the
+//!   backend stays alive, as the code it made may still be running.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::OsrEntry;
+use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
+use crate::beadie::{Beadie, invoke_with};
+use crate::code::{Built, CompileFailure, ReleaseHook};
+use crate::policy::{HotnessPolicy, ThresholdPolicy};
+
+/// A backend's failure, as a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl CompileError {
+    /// An error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+
+    /// An error carrying `error`'s message.
+    pub fn from_err<E: std::error::Error>(error: E) -> Self {
+        Self { message: error.to_string() }
+    }
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// A JIT compiler kiln can drive: it turns a `FunctionDef` (its own IR,
+/// built by the host) into native code.
+pub trait JitBackend: Send + Sync + 'static {
+    /// The backend's input: whatever the host builds for one function.
+    type FunctionDef: Send + 'static;
+    /// Why a compile failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Compiles `def` for `bead` and returns the native entry. An `Err` is
+    /// a failed compile: the bead keeps interpreting (or running its
+    /// current code) and kiln's failure policy decides when to try again.
+    fn compile(&self, bead: &Arc<Bead>, def: Self::FunctionDef) -> Result<*mut (), Self::Error>;
+
+    /// Frees `code`, an entry this backend returned from
+    /// [`compile`](Self::compile). kiln calls it exactly once per compiled
+    /// entry, after it retired the code and quiescence was declared (no
+    /// thread can run it any more). Never called for code kiln cannot prove
+    /// idle. The default keeps the code (beadie's behaviour).
+    fn release(&self, code: *mut ()) {
+        let _ = code;
+    }
+}
+
+/// What an OSR-aware factory returns: the backend's definition plus one
+/// entry per loop header the compiled code will expose.
+pub struct OsrBuild<D> {
+    /// The definition the backend compiles to the function's entry.
+    pub def: D,
+    /// OSR entries published with that code (any order).
+    pub osr: Vec<OsrEntry>,
+}
+
+impl<D> std::fmt::Debug for OsrBuild<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OsrBuild").field("osr", &self.osr).finish_non_exhaustive()
+    }
+}
+
+/// A bead registered through a [`BackendAdapter`], with its backend.
+pub struct BoundBead<B: JitBackend> {
+    bead: Arc<Bead>,
+    backend: Arc<B>,
+}
+
+// Written out rather than derived: a derive would ask `B: Clone`, and the
+// two `Arc`s clone whatever `B` is.
+impl<B: JitBackend> Clone for BoundBead<B> {
+    fn clone(&self) -> Self {
+        Self { bead: Arc::clone(&self.bead), backend: Arc::clone(&self.backend) }
+    }
+}
+
+impl<B: JitBackend> std::fmt::Debug for BoundBead<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundBead").field("bead", &self.bead).finish_non_exhaustive()
+    }
+}
+
+impl<B: JitBackend> BoundBead<B> {
+    /// The bead.
+    pub fn bead(&self) -> &Arc<Bead> {
+        &self.bead
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// Compiles `def` now, on this thread, and installs the result
+    /// (ahead-of-time compilation, no broker involved). Returns the bead.
+    /// Code the bead refuses (it was invalidated) goes straight back to
+    /// [`JitBackend::release`].
+    pub fn compile(&self, def: B::FunctionDef) -> Result<Arc<Bead>, B::Error> {
+        let entry = self.backend.compile(&self.bead, def)?;
+        let built = Built { entry, osr: Vec::new(), release: Some(release_hook(&self.backend)) };
+        if self.bead.install_built(built, true).is_none() {
+            log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
+        }
+        Ok(Arc::clone(&self.bead))
+    }
+
+    /// Forces recompilation; see [`Bead::reload`].
+    pub fn reload(&self) -> ReloadOutcome {
+        self.bead.reload()
+    }
+
+    /// Replaces the compiled code; see [`Bead::swap_compiled`].
+    pub fn swap_compiled(&self, new_code: *mut ()) -> Option<SwapResult> {
+        self.bead.swap_compiled(new_code)
+    }
+
+    /// Replaces the compiled code and its OSR table together; see
+    /// [`Bead::swap_compiled_with_osr`].
+    pub fn swap_compiled_with_osr(&self, new_code: *mut (), osr: Vec<OsrEntry>) -> Option<SwapResult> {
+        self.bead.swap_compiled_with_osr(new_code, osr)
+    }
+}
+
+/// A [`Beadie`] wired to one backend: hot functions are compiled by `B`
+/// on the broker thread.
+pub struct BackendAdapter<B: JitBackend, P: HotnessPolicy = ThresholdPolicy> {
+    beadie: Beadie<P>,
+    backend: Arc<B>,
+}
+
+impl<B: JitBackend, P: HotnessPolicy> std::fmt::Debug for BackendAdapter<B, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendAdapter").field("chain_len", &self.beadie.chain_len()).finish_non_exhaustive()
+    }
+}
+
+impl<B: JitBackend> BackendAdapter<B> {
+    /// An adapter promoting after 1,000 calls.
+    pub fn new(backend: B) -> Self {
+        Self::with_policy(backend, ThresholdPolicy::default())
+    }
+}
+
+impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
+    /// An adapter promoting by `policy`.
+    pub fn with_policy(backend: B, policy: P) -> Self {
+        Self { beadie: Beadie::with_policy(policy), backend: Arc::new(backend) }
+    }
+
+    /// Registers a function (see [`Beadie::register`]).
+    pub fn register(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> BoundBead<B> {
+        BoundBead { bead: self.beadie.register(core, on_invalidate), backend: Arc::clone(&self.backend) }
+    }
+
+    /// On every call: the native entry if compiled, else `None`. The call
+    /// that makes the function hot hands `factory` to the broker thread,
+    /// which builds the definition and compiles it with the backend.
+    #[inline]
+    pub fn on_invoke<F>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
+    {
+        if let Some(entry) = bound.bead.core.fast_entry() {
+            return Some(entry.as_ptr());
+        }
+        invoke_with(&bound.bead, || {
+            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+        })
+    }
+
+    /// [`on_invoke`](Self::on_invoke) for definitions that come with OSR
+    /// entries: the entry and the table are published together.
+    #[inline]
+    pub fn on_invoke_osr<F>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
+    {
+        if let Some(entry) = bound.bead.core.fast_entry() {
+            return Some(entry.as_ptr());
+        }
+        invoke_with(&bound.bead, || backend_work(&bound.backend, factory))
+    }
+
+    /// Drops invalidated beads from the chain.
+    pub fn prune(&self) {
+        self.beadie.prune();
+    }
+
+    /// Reloads every bead; returns how many will recompile.
+    pub fn reload_all(&self) -> usize {
+        self.beadie.reload_all()
+    }
+
+    /// Reloads the beads `predicate` selects; returns how many will recompile.
+    pub fn reload_matching(&self, predicate: impl Fn(&Arc<Bead>) -> bool) -> usize {
+        self.beadie.reload_matching(predicate)
+    }
+
+    /// Registered beads.
+    pub fn chain_len(&self) -> usize {
+        self.beadie.chain_len()
+    }
+
+    /// The `Beadie` underneath (stats, quiescence, `walk`, ...).
+    pub fn beadie(&self) -> &Beadie<P> {
+        &self.beadie
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+}
+
+/// The hook that hands `code` back to `backend` once kiln is done with it.
+fn release_hook<B: JitBackend>(backend: &Arc<B>) -> ReleaseHook {
+    let backend = Arc::clone(backend);
+    Box::new(move |code| backend.release(code))
+}
+
+/// Compile work: build the definition, compile it, attach the release hook.
+/// Called only by the promotion winner, so the `Arc` clone and the box
+/// happen once per promotion.
+fn backend_work<B: JitBackend>(
+    backend: &Arc<B>,
+    factory: impl FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
+) -> CompileWork {
+    let backend = Arc::clone(backend);
+    Box::new(move |bead, _tier| {
+        let OsrBuild { def, osr } = factory(bead);
+        let entry = backend.compile(bead, def).map_err(|error| CompileFailure::Backend(error.to_string()))?;
+        // A null entry is refused later (`NullEntry`) without running the hook.
+        let release = NonNull::new(entry).map(|_| release_hook(&backend));
+        Ok(Built { entry, osr, release })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::BeadState;
+
+    extern "C" fn forty_two() -> i64 {
+        42
+    }
+
+    extern "C" fn loop_head() -> i64 {
+        7
+    }
+
+    fn code(f: extern "C" fn() -> i64) -> *mut () {
+        f as *mut ()
+    }
+
+    /// Compiles `Some(f)` to `f`, refuses `None`; records releases.
+    #[derive(Default)]
+    struct FnBackend {
+        compiles: AtomicUsize,
+        released: Mutex<Vec<usize>>,
+    }
+
+    impl JitBackend for FnBackend {
+        type FunctionDef = Option<extern "C" fn() -> i64>;
+        type Error = CompileError;
+
+        fn compile(&self, _bead: &Arc<Bead>, def: Self::FunctionDef) -> Result<*mut (), CompileError> {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+            def.map(code).ok_or_else(|| CompileError::new("no code for this function"))
+        }
+
+        fn release(&self, code: *mut ()) {
+            self.released.lock().unwrap().push(code as usize);
+        }
+    }
+
+    fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn backend_compiles_the_hot_function_once() {
+        let adapter = BackendAdapter::with_policy(FnBackend::default(), ThresholdPolicy::new(10));
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        for _ in 0..9 {
+            assert_eq!(adapter.on_invoke(&bound, |_| Some(forty_two as extern "C" fn() -> i64)), None);
+        }
+        assert!(wait_until(|| adapter.on_invoke(&bound, |_| Some(forty_two as extern "C" fn() -> i64)).is_some()));
+        let entry = adapter.on_invoke(&bound, |_| None).unwrap();
+        assert_eq!(entry, code(forty_two));
+        assert_eq!(adapter.backend().compiles.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn backend_error_is_a_failed_compile_not_a_null_entry() {
+        let adapter = BackendAdapter::with_policy(FnBackend::default(), ThresholdPolicy::new(1));
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        assert_eq!(adapter.on_invoke(&bound, |_| None), None);
+        assert!(wait_until(|| adapter.beadie().stats().failures == 1));
+        assert!(bound.bead().is_valid());
+        assert_ne!(bound.bead().state(), BeadState::Compiled);
+        assert_eq!(bound.bead().compiled(), None);
+    }
+
+    #[test]
+    fn osr_entries_are_published_with_the_backend_code() {
+        let adapter = BackendAdapter::with_policy(FnBackend::default(), ThresholdPolicy::new(1));
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        let factory = |_: &Arc<Bead>| OsrBuild {
+            def: Some(forty_two as extern "C" fn() -> i64),
+            osr: vec![OsrEntry { site: 9, code: code(loop_head) }],
+        };
+        adapter.on_invoke_osr(&bound, factory);
+        assert!(wait_until(|| bound.bead().compiled().is_some()));
+        assert_eq!(bound.bead().osr_entry(9), Some(code(loop_head)));
+        assert_eq!(bound.bead().osr_entry(8), None);
+    }
+
+    #[test]
+    fn code_refused_for_a_bad_osr_table_goes_back_to_the_backend() {
+        let adapter = BackendAdapter::with_policy(FnBackend::default(), ThresholdPolicy::new(1));
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        let twice = OsrEntry { site: 4, code: code(loop_head) };
+        adapter.on_invoke_osr(&bound, move |_| OsrBuild { def: Some(forty_two), osr: vec![twice, twice] });
+        assert!(wait_until(|| adapter.beadie().stats().failures == 1));
+        assert_eq!(*adapter.backend().released.lock().unwrap(), vec![code(forty_two) as usize]);
+        assert_eq!(bound.bead().compiled(), None);
+    }
+
+    #[test]
+    fn retired_backend_code_is_released_once_after_quiescence() {
+        let adapter = BackendAdapter::with_policy(FnBackend::default(), ThresholdPolicy::new(1_000_000));
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        bound.compile(Some(forty_two)).unwrap();
+        assert_eq!(adapter.on_invoke(&bound, |_| None), Some(code(forty_two)));
+        assert_eq!(bound.reload(), ReloadOutcome::WillRecompile);
+        for _ in 0..3 {
+            adapter.beadie().quiesce();
+        }
+        assert!(wait_until(|| !adapter.backend().released.lock().unwrap().is_empty()));
+        assert_eq!(*adapter.backend().released.lock().unwrap(), vec![code(forty_two) as usize]);
+        let (compiled, released) = adapter.beadie().code_counts();
+        assert_eq!((compiled, released), (1, 1));
+    }
+
+    #[test]
+    fn eager_compile_error_installs_nothing() {
+        let adapter = BackendAdapter::new(FnBackend::default());
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        let error = bound.compile(None).unwrap_err();
+        assert_eq!(error.to_string(), "no code for this function");
+        assert_eq!(bound.bead().state(), BeadState::Interpreted);
+        assert_eq!(CompileError::from_err(error.clone()), error);
+    }
+}

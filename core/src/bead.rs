@@ -151,6 +151,10 @@ impl Bead {
         let left = self.countdown.load(Ordering::Relaxed);
         if left > 1 {
             self.countdown.store(left - 1, Ordering::Relaxed);
+        } else {
+            // Due: keep the countdown at 1 for `on_invoke`, count via the mark.
+            let mark = self.invocation_mark.load(Ordering::Relaxed);
+            self.invocation_mark.store(mark.wrapping_add(1), Ordering::Relaxed);
         }
         self.invocation_count()
     }
@@ -339,6 +343,17 @@ mod tests {
         assert_eq!(bead.invocation_count(), 7);
         bead.arm(100, 1);
         assert_eq!(bead.invocation_count(), 8);
+    }
+
+    #[test]
+    fn tick_counts_even_when_the_policy_is_due() {
+        let bead = Bead::new(ptr::null_mut());
+        assert_eq!(bead.tick(), 1);
+        assert_eq!(bead.tick(), 2);
+        assert_eq!(bead.countdown.load(Ordering::Relaxed), 1, "still due for on_invoke");
+        bead.arm(10, 0);
+        assert_eq!(bead.tick(), 3);
+        assert_eq!(bead.invocation_count(), 3);
     }
 
     #[test]

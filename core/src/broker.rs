@@ -51,6 +51,15 @@ struct Shared<H, const QUEUE: usize, const RETIRE: usize> {
     compile_ticks: u64,
 }
 
+/// A promotion the slow path (or `submit`) wants to queue.
+struct Promotion {
+    tier: u8,
+    priority: u32,
+    kind: JobKind,
+    /// Calls this promotion counts (1 for the crossing call, 0 otherwise).
+    calls: u32,
+}
+
 /// Why [`Broker::claim`] returned no job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -245,7 +254,8 @@ where
                     Decision::Wait(calls) => bead.arm(calls.get(), 1),
                     Decision::Promote { tier, priority } => {
                         // A lost race or a full queue is already handled (and counted) inside.
-                        let _ = self.promote(handle, word, tier, priority, JobKind::Invoke, 1, on_promote);
+                        let promotion = Promotion { tier, priority, kind: JobKind::Invoke, calls: 1 };
+                        let _ = self.promote(handle, word, promotion, on_promote);
                     }
                 }
             }
@@ -274,7 +284,8 @@ where
                     Decision::Wait(units) => bead.arm_backedges(units.get(), weight),
                     Decision::Promote { tier, priority } => {
                         bead.arm_backedges(PENDING, weight);
-                        let _ = self.promote(handle, word, tier, priority, JobKind::Osr { site }, 0, on_promote);
+                        let promotion = Promotion { tier, priority, kind: JobKind::Osr { site }, calls: 0 };
+                        let _ = self.promote(handle, word, promotion, on_promote);
                     }
                 }
             }
@@ -324,12 +335,10 @@ where
         &self,
         handle: &H,
         word: StateWord,
-        tier: u8,
-        priority: u32,
-        kind: JobKind,
-        calls: u32,
+        promotion: Promotion,
         on_promote: impl FnOnce(u8, JobKind),
     ) -> Result<(), KilnError> {
+        let Promotion { tier, priority, kind, calls } = promotion;
         let bead = handle.bead();
         let tier = tier.min(self.final_tier(bead));
         if word.tier().is_some_and(|installed| tier <= installed) {
@@ -408,7 +417,7 @@ where
             Phase::Invalidated => return Err(KilnError::Invalidated),
         }
         let stats = self.hotness(record, word, 0, 0);
-        self.promote(bead, word, tier, stats.hotness(), kind, 0, on_promote)
+        self.promote(bead, word, Promotion { tier, priority: stats.hotness(), kind, calls: 0 }, on_promote)
     }
 
     /// Calls the host's `Pump::wake` unless a wake-up is already pending.
@@ -720,6 +729,43 @@ where
             bead.arm_backedges(IDLE, 0);
             Ok(())
         })?;
+        self.counters.invalidations.bump();
+        debug!("kiln: invalidated");
+        self.events.invalidated(bead);
+        Ok(())
+    }
+
+    /// [`invalidate`](Self::invalidate) that cannot be refused for a full
+    /// retire ring: the unpublished code is then handed to `overflow`
+    /// instead, which must keep it until no thread can run it (a std layer
+    /// parks it). Still refuses `AlreadyInvalidated`.
+    pub fn invalidate_or_hand_back(
+        &self,
+        handle: &impl BeadRef,
+        overflow: impl FnOnce(CodeHandle),
+    ) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        let spilled = self.shared.with(|shared| {
+            let word = bead.word();
+            if word.phase() == Phase::Invalidated {
+                return Err(KilnError::AlreadyInvalidated);
+            }
+            let old = bead.uninstall();
+            let spilled = match CodeHandle::from_raw(old) {
+                Some(code) if shared.retire.free() == 0 => Some(code),
+                _ => {
+                    self.retire_locked(shared, old, false);
+                    None
+                }
+            };
+            bead.state.store(word.next_generation().with_tier(None).with_phase(Phase::Invalidated));
+            bead.arm(IDLE, 0);
+            bead.arm_backedges(IDLE, 0);
+            Ok(spilled)
+        })?;
+        if let Some(code) = spilled {
+            overflow(code);
+        }
         self.counters.invalidations.bump();
         debug!("kiln: invalidated");
         self.events.invalidated(bead);
@@ -1203,6 +1249,28 @@ mod tests {
         assert_eq!(
             broker.submit_with(&&bead, 0, JobKind::Invoke, |_, _| panic!("not the winner")),
             Err(KilnError::AlreadyQueued)
+        );
+    }
+
+    #[test]
+    fn invalidate_or_hand_back_never_refuses_for_a_full_ring() {
+        let beads: [Bead; 2] = core::array::from_fn(|_| Bead::new(ptr::null_mut()));
+        let broker: Broker<&Bead, _, _, NoPump, NoEvents, 4, 1> =
+            Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+        for (n, bead) in beads.iter().enumerate() {
+            let code = Compiled::new(code(n + 1), CodeHandle::from_raw(n + 1).unwrap()).unwrap();
+            broker.swap_compiled(&bead, code, 0).unwrap();
+        }
+        broker.invalidate(&&beads[0]).unwrap();
+        assert_eq!(broker.invalidate(&&beads[1]), Err(KilnError::RetireFull), "the plain form refuses");
+        let mut spilled = None;
+        broker.invalidate_or_hand_back(&&beads[1], |code| spilled = Some(code.get())).unwrap();
+        assert_eq!(spilled, Some(2), "the code that did not fit is handed back");
+        assert_eq!(beads[1].state(), BeadState::Invalidated);
+        assert_eq!(beads[1].compiled(), None);
+        assert_eq!(
+            broker.invalidate_or_hand_back(&&beads[1], |_| panic!("nothing to hand back")),
+            Err(KilnError::AlreadyInvalidated)
         );
     }
 

@@ -267,11 +267,13 @@ impl Bead {
     /// The function is gone: code retired, in-flight compiles discarded, the
     /// `on_invalidate` hook run — exactly once, however often this is called.
     pub fn invalidate(&self) {
-        let mut result = self.domain.broker.invalidate(&&self.core);
-        if result == Err(KilnError::RetireFull) {
-            self.domain.reclaim_step();
-            result = self.domain.broker.invalidate(&&self.core);
-        }
+        // Never refused for a full retire ring: the code then waits in the
+        // domain's parking list (freed only when the domain drops, its
+        // backend code never), with a warning.
+        let result = self.domain.broker.invalidate_or_hand_back(&&self.core, |code| {
+            log::warn!(target: "kiln", "retire ring full: invalidated code of {:p} parked until shutdown", self);
+            self.domain.park(code);
+        });
         match result {
             Ok(()) => {
                 let hook = self.on_invalidate.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -366,9 +368,10 @@ impl Bead {
         false
     }
 
-    /// Calls left before the bead asks its policy again.
+    /// Always 0: kiln keeps a pause as a countdown inside the bead rather
+    /// than as an invocation count to reach.
     pub fn recompile_after(&self) -> u32 {
-        self.core.invocation_count()
+        0
     }
 }
 

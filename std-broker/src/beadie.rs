@@ -407,6 +407,14 @@ impl<P: HotnessPolicy> Beadie<P> {
         self.chain.domain.ledger.counts()
     }
 
+    /// Retired code objects parked until this `Beadie`'s domain drops:
+    /// retired while no quiescence was declared (unmanaged mode), or when
+    /// the retire ring was full. compiled = released + installed + waiting
+    /// in the retire ring + parked.
+    pub fn parked_code(&self) -> usize {
+        self.chain.domain.parked()
+    }
+
     /// Declares that no thread holds code, entry or OSR pointers from this
     /// `Beadie` obtained before the previous `quiesce` (a frame end, say).
     /// Code retired two quiesces ago is released through its backend.

@@ -194,6 +194,11 @@ impl Domain {
         self.limbo.lock().unwrap_or_else(|e| e.into_inner()).push(code);
     }
 
+    /// Code objects parked until the domain drops.
+    pub(crate) fn parked(&self) -> usize {
+        self.limbo.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub(crate) fn compiler(self: &Arc<Self>) -> StdCompiler {
         StdCompiler { ledger: Arc::clone(&self.ledger) }
     }

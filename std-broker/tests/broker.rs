@@ -227,7 +227,10 @@ fn a_burst_of_promotions_costs_one_wakeup() {
         beadie.on_invoke(bead, |_| two());
     }
     assert_eq!(beadie.stats().promotions, 51);
-    assert_eq!(beadie.wakeups() - before, 1, "50 promotions while the worker is busy: one wake-up");
+    // One wake-up, or none if the first bead's own wake-up landed after the
+    // worker cleared the flag (it is then still pending and covers the burst).
+    let woken = beadie.wakeups() - before;
+    assert!(woken <= 1, "50 promotions while the worker is busy: {woken} wake-ups");
     gate_tx.send(()).unwrap();
     wait_until("all compiled", || beads.iter().all(|bead| bead.compiled() == Some(two())));
 }

@@ -17,8 +17,8 @@
 //! assume timing.
 //!
 //! Where kiln deliberately behaves differently, the assertions live in
-//! `kiln_only` instead, each with the reason. A known gap of kiln is marked
-//! in the suite with the `gap` attribute the kiln instantiation passes (an
+//! `kiln_only` instead, each with the reason. A known gap of kiln would be
+//! marked in the suite with the `gap` attribute the kiln instantiation passes (an
 //! `#[ignore]` naming it), so it still runs on beadie and shows up on kiln
 //! with `cargo test -- --ignored`.
 
@@ -965,7 +965,7 @@ mod on_beadie {
 /// The same suite on kiln-std's compat layer.
 mod on_kiln {
     use kiln_std::compat as b;
-    suite!(gap = #[ignore = "kiln-core gap: Bead::tick does not count a due countdown (kiln_only::tick_gap)"]);
+    suite!();
 }
 
 /// Where kiln deliberately differs from beadie: each test says how, and why.
@@ -1148,20 +1148,5 @@ mod kiln_only {
         }
         assert!(wait_until(|| beadie.on_invoke(&bead, |_| addr(times_two)).is_some()));
         assert_eq!(call(bead.compiled().unwrap(), 2), 4);
-    }
-
-    // A known gap, not a choice: kiln-core's `Bead::tick` leaves a countdown
-    // that is due (1, as on a fresh bead) for the next `on_invoke`, and so
-    // does not count, while beadie's tick always counts. The shared
-    // `tick_counts_calls_for_runtimes_with_their_own_counter` is ignored on
-    // kiln until kiln-core counts there too. This pins today's behaviour so
-    // the fix is noticed (the assertion flips).
-    #[test]
-    fn tick_gap() {
-        let beadie = Beadie::with_policy(ThresholdPolicy::new(1_000));
-        let bead = beadie.register(null_mut(), None);
-        assert_eq!(bead.tick().0, 0, "fixed? un-ignore the shared tick test and drop this one");
-        beadie.on_invoke(&bead, |_| addr(add_one));
-        assert_eq!(bead.tick().0, 2, "once armed, ticks count");
     }
 }

@@ -72,14 +72,20 @@ fn four_threads_ten_thousand_beads_random_operations() {
                                 }
                             }
                         }
-                        80..=84 => drop(bead.reload()),
+                        80..=84 => {
+                            let _ = bead.reload();
+                        }
                         85..=87 => bead.invalidate(),
-                        88..=91 => drop(bead.swap_compiled(native_b as extern "C" fn() -> i64 as *mut ())),
+                        88..=91 => {
+                            let _ = bead.swap_compiled(native_b as extern "C" fn() -> i64 as *mut ());
+                        }
                         92..=95 => {
                             let info = BailoutInfo { guard_id: 1, pc_offset: 0, generation: bead.generation() };
-                            drop(bead.on_bailout(info, &AlwaysRecompilePolicy));
+                            let _ = bead.on_bailout(info, &AlwaysRecompilePolicy);
                         }
-                        _ => drop(beadie.submit(bead, compile_for(rng.below(20)))),
+                        _ => {
+                            let _ = beadie.submit(bead, compile_for(rng.below(20)));
+                        }
                     }
                     if op % 64 == 0 {
                         quiescent.quiescent();
@@ -100,19 +106,38 @@ fn four_threads_ten_thousand_beads_random_operations() {
     }
     assert_eq!(beadie.stats().queue_depth, 0);
 
-    let (compiled, released) = beadie.code_counts();
-    let installed = beads.iter().filter(|b| b.compiled().is_some()).count() as u64;
-    let retiring = u64::from(beadie.stats().retire_depth);
-    assert_eq!(compiled, released + installed + retiring, "every code object is installed, retiring or released");
+    // A worker may still be finishing a job whose bead moved on (its stale
+    // result is counted compiled a moment before it is released): the
+    // equation must hold once the workers have settled.
+    let accounted = || {
+        let (compiled, released) = beadie.code_counts();
+        let installed = beads.iter().filter(|b| b.compiled().is_some()).count() as u64;
+        let retiring = u64::from(beadie.stats().retire_depth);
+        // Parked: retired before the first thread registered (unmanaged).
+        let parked = beadie.parked_code() as u64;
+        (compiled, released + installed + retiring + parked)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accounted().0 != accounted().1 {
+        assert!(Instant::now() < deadline, "code unaccounted for: {:?}", accounted());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (compiled, _) = accounted();
     assert!(compiled > 1_000, "the stress compiled little: {compiled}");
 
-    for bead in beads.iter() {
+    // Quiesce as we go, as a host would: the retire ring is bounded.
+    for (index, bead) in beads.iter().enumerate() {
         bead.invalidate();
+        if index % 256 == 255 {
+            beadie.quiesce();
+        }
     }
     beadie.quiesce();
     beadie.quiesce();
     let (compiled, released) = beadie.code_counts();
-    assert_eq!(compiled, released, "after invalidating all and quiescing twice, everything is released");
+    let parked = beadie.parked_code() as u64;
+    assert_eq!(compiled, released + parked, "after invalidating all and quiescing twice, all is released or parked");
+    assert!(parked < 1_000, "parking is the exception, not the rule: {parked}");
     let stats = beadie.stats();
     assert!(stats.failures > 0 && stats.compiles > 0 && stats.bailouts > 0, "{stats:?}");
     let _ = std::panic::take_hook();

@@ -17,7 +17,9 @@
 #        entry load, test, branch        3  (every call pays the compiled check)
 #        countdown load, compare, branch 3
 #        decrement, store                2  (plain store: no locked RMW)
-#        warm-entry load                 1
+#        warm-entry load, or with a       1
+#        one-tier policy `None` (zeroing
+#        the result register)
 #      Instruction counts are deterministic, so anything more (a locked
 #      instruction, an inlined policy call, a bounds check) is a regression of
 #      the hot path, not noise. If a new compiler changes the count, re-derive

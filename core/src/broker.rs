@@ -195,6 +195,11 @@ where
         let left = record.countdown.load(Ordering::Relaxed);
         if left > 1 {
             record.countdown.store(left - 1, Ordering::Relaxed);
+            if self.policy.max_tier() == 0 {
+                // Every install is final under a one-tier policy, so there is
+                // never warm code; for a const `max_tier` this folds away.
+                return None;
+            }
             // Acquire pairs with `Bead::install`, as above.
             return NonNull::new(record.warm_entry.load(Ordering::Acquire));
         }

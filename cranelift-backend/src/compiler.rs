@@ -1,0 +1,138 @@
+//! [`CraneliftCompiler`]: kiln-core's [`Compiler`] on Cranelift, for hosts
+//! that drive a kiln-core `Broker` themselves (a frame pump, a job system,
+//! a plain thread).
+//!
+//! kiln-core hands the compiler a [`CompileRequest`] naming the bead; the
+//! host's `define` callback turns it into a [`FunctionDef`] (typically by
+//! looking the function up through the bead's `core_handle()`), and for
+//! `JobKind::Osr` jobs declares the OSR entries it wants. The unit's id is
+//! the `CodeHandle`; its OSR table is published with the entry and lives
+//! until kiln-core releases the handle, which frees the unit's module.
+//!
+//! The compiler cannot reach the broker while it compiles, so budget
+//! evictions of kiln-core code wait in the backend until the host calls
+//! [`CraneliftCompiler::evict`] with its broker (after each `pump`, say).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::ptr::NonNull;
+
+use kiln_core::{
+    BailoutReason, BeadRef, Broker, CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, DeoptPolicy, Events,
+    HotnessPolicy, Pump,
+};
+
+use crate::backend::CraneliftBackend;
+use crate::def::{DefKind, FunctionDef};
+use crate::error::CompileError;
+use crate::jit_backend::EVICTION_GUARD;
+use crate::unit::Owner;
+
+/// A [`CraneliftBackend`] plus the host's `define` callback, as a
+/// kiln-core [`Compiler`] over bead handles `H`.
+pub struct CraneliftCompiler<H, F> {
+    backend: CraneliftBackend,
+    define: F,
+    /// The bead of every unit this compiler made and kiln has not released.
+    beads: HashMap<u64, H>,
+}
+
+impl<H, F> std::fmt::Debug for CraneliftCompiler<H, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CraneliftCompiler")
+            .field("backend", &self.backend)
+            .field("units", &self.beads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H, F> CraneliftCompiler<H, F> {
+    /// Compiles with `backend`, asking `define` what each job's function is.
+    pub fn new(backend: CraneliftBackend, define: F) -> Self {
+        Self { backend, define, beads: HashMap::new() }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &CraneliftBackend {
+        &self.backend
+    }
+
+    /// Units compiled by this compiler that kiln has not released yet.
+    pub fn live_units(&self) -> usize {
+        self.beads.len()
+    }
+}
+
+impl<H: BeadRef, F> CraneliftCompiler<H, F> {
+    /// Carries out the budget's evictions of this compiler's code: each
+    /// victim is sent back to the interpreter through `broker` (a bailout
+    /// with guard id [`EVICTION_GUARD`], recompile paused for the
+    /// configured calls). Returns how many were evicted. Call it after
+    /// `pump`; without it the budget is exceeded but nothing breaks.
+    pub fn evict<P, D, W, E, const QUEUE: usize, const RETIRE: usize>(
+        &mut self,
+        broker: &Broker<H, P, D, W, E, QUEUE, RETIRE>,
+    ) -> usize
+    where
+        P: HotnessPolicy,
+        D: DeoptPolicy,
+        W: Pump,
+        E: Events,
+    {
+        let beads = &self.beads;
+        let victims = self.backend.shared.cache().take_core_victims(|id| beads.contains_key(&id));
+        let pause = NonZeroU32::new(self.backend.shared.eviction_pause).unwrap_or(NonZeroU32::MIN);
+        let reason = BailoutReason::Guard { guard_id: EVICTION_GUARD, pc_offset: 0 };
+        let mut evicted = 0;
+        for (id, entry) in victims {
+            let bead = &self.beads[&id];
+            let installed = bead.bead().compiled().map(|code| code.as_ptr() as usize) == Some(entry);
+            let done = installed
+                && broker.record_bailout_with(bead, reason, |_| DeoptDecision::PauseRecompile { calls: pause }).is_ok();
+            if done {
+                evicted += 1;
+            } else {
+                self.backend.shared.cache().unevict(id);
+            }
+        }
+        evicted
+    }
+}
+
+impl<H, F> Compiler<H> for CraneliftCompiler<H, F>
+where
+    H: BeadRef,
+    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+{
+    type Error = CompileError;
+
+    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CompileError> {
+        let def = (self.define)(request)?;
+        let id = match def.kind {
+            DefKind::Source(source) => self.backend.shared.compile_unit(&source, Owner::Core)?,
+            DefKind::Prepared(prepared) => self.backend.adopt(prepared, Owner::Core)?,
+            DefKind::Failed(error) => return Err(error),
+        };
+        self.beads.insert(id, request.bead.clone());
+        let handle = CodeHandle::from_raw(id as usize).expect("unit ids start at 1");
+        let cache = self.backend.shared.cache();
+        let unit = cache.get(id).expect("just compiled");
+        let compiled = Compiled::new(unit.entry as *mut (), handle).expect("Cranelift code is never at address 0");
+        Ok(match &unit.table {
+            // SAFETY: (1) the table and the entries it views live in the
+            // unit until `release(handle)` frees it (or, if kiln never
+            // publishes the code, until kiln hands the handle back to
+            // `release`); (2) it is immutable, and `OsrTable` is Sync.
+            Some(table) => unsafe { compiled.with_osr(NonNull::from(&**table)) },
+            None => compiled,
+        })
+    }
+
+    fn release(&mut self, code: CodeHandle) {
+        self.beads.remove(&(code.get() as u64));
+        // SAFETY: (1) kiln-core calls `release` exactly once per handle, and
+        // only once the code was retired and quiescence declared (or was
+        // never published): no thread runs it or reads its OSR table.
+        unsafe { self.backend.free(code) };
+    }
+}

@@ -1,0 +1,149 @@
+//! Code units: how compiled code is grouped into Cranelift modules.
+//!
+//! cranelift-jit frees memory only a whole `JITModule` at a time, and a
+//! module's `finalize_definitions` seals the pages it mapped so far (they
+//! become read+execute; later code goes to new pages). kiln hands code out
+//! one function at a time (kiln-core's `Compiler::compile`, kiln-std's
+//! `JitBackend::compile` each return callable code), so functions from
+//! different compiles could never share a page anyway. kiln-cranelift
+//! therefore makes **one module per compile**: a *unit* holds the
+//! function's normal entry and its OSR entries (they are published and
+//! retired together, as one kiln code object), and the unit's module is
+//! freed when kiln releases that code object. Nothing waits on another
+//! function's retirement, and a unit costs at least one page of code.
+
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Weak};
+
+use cranelift_jit::JITModule;
+use kiln_core::{OsrEntry, OsrTable};
+
+use crate::backend::Shared;
+use crate::codegen::Built;
+
+/// Who can send a unit's function back to the interpreter, should the
+/// budget need the room.
+#[derive(Debug)]
+pub(crate) enum Owner {
+    /// Compiled through the standalone API: the host owns it; never evicted.
+    Host,
+    /// Compiled for a kiln-std bead (evicted through the bead).
+    Std(Weak<kiln_std::Bead>),
+    /// Compiled by a [`CraneliftCompiler`](crate::CraneliftCompiler)
+    /// (evicted by its `evict`, through the kiln-core broker).
+    Core,
+}
+
+/// One compile's code: its module, entries, OSR table and budget state.
+pub(crate) struct Unit {
+    pub(crate) name: String,
+    module: JITModule,
+    pub(crate) entry: usize,
+    /// Sorted by site; `table` views it.
+    pub(crate) osr: Box<[OsrEntry]>,
+    /// A view of `osr` for kiln-core (see `Compiled::with_osr`); boxed so
+    /// its address survives the unit moving inside the cache's map.
+    pub(crate) table: Option<Box<OsrTable<'static>>>,
+    /// Code memory the module maps.
+    pub(crate) bytes: usize,
+    /// Set to 1 by the code on every entry (only with a budget).
+    pub(crate) used: Option<Box<AtomicU8>>,
+    /// Budget sweeps since the code last ran.
+    pub(crate) idle: u32,
+    /// Sent back to the interpreter; waiting for kiln to release it.
+    pub(crate) evicted: bool,
+    pub(crate) owner: Owner,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unit")
+            .field("name", &self.name)
+            .field("entry", &format_args!("{:#x}", self.entry))
+            .field("osr", &self.osr)
+            .field("bytes", &self.bytes)
+            .field("idle", &self.idle)
+            .field("evicted", &self.evicted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unit {
+    /// Wraps a finished module.
+    pub(crate) fn new(name: String, built: Built, owner: Owner) -> Self {
+        let Built { module, entry, osr, bytes, used } = built;
+        let osr = osr.into_boxed_slice();
+        let table = (!osr.is_empty()).then(|| {
+            // SAFETY: the entries live in the boxed slice's heap buffer,
+            // which neither moves nor changes until the unit is dropped; the
+            // table never outlives the unit inside the crate, and outside it
+            // is only handed to kiln-core under `Compiled::with_osr`'s
+            // contract (valid until that code is released, which drops the
+            // unit).
+            let entries: &'static [OsrEntry] = unsafe { &*std::ptr::from_ref::<[OsrEntry]>(&osr) };
+            // Sorted, de-duplicated and non-null by construction (`codegen`).
+            Box::new(OsrTable::new(entries).expect("codegen builds sorted, unique, non-null OSR entries"))
+        });
+        Self { name, module, entry, osr, table, bytes, used, idle: 0, evicted: false, owner }
+    }
+
+    /// Frees the unit's code memory.
+    ///
+    /// # Safety
+    ///
+    /// 1. No thread runs, or will call, any entry of this unit.
+    /// 2. No thread reads its OSR table any more.
+    pub(crate) unsafe fn free(self) {
+        let Self { module, table, osr, .. } = self;
+        drop(table);
+        drop(osr);
+        // SAFETY: (1) no code of the module runs or will be called.
+        unsafe { module.free_memory() };
+    }
+}
+
+/// A unit compiled ahead by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare),
+/// carried inside a [`FunctionDef`](crate::FunctionDef) to kiln-std's
+/// `JitBackend::compile`. Dropped unused, it frees the unit: its code was
+/// never published.
+pub(crate) struct PreparedUnit {
+    pub(crate) shared: Arc<Shared>,
+    id: Option<u64>,
+    name: String,
+    sites: Vec<u64>,
+}
+
+impl std::fmt::Debug for PreparedUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedUnit").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl PreparedUnit {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64, name: String, sites: Vec<u64>) -> Self {
+        Self { shared, id: Some(id), name, sites }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn osr_sites(&self) -> Vec<u64> {
+        self.sites.clone()
+    }
+
+    /// Takes the unit out; the guard no longer frees it.
+    pub(crate) fn take(mut self) -> u64 {
+        self.id.take().expect("a prepared unit is taken once")
+    }
+}
+
+impl Drop for PreparedUnit {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            // SAFETY: (1, 2) the unit was never published: its entry and OSR
+            // entries went only into the `OsrBuild` this definition came in.
+            unsafe { self.shared.free_unit(id) };
+        }
+    }
+}

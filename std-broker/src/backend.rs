@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::OsrEntry;
 use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
-use crate::beadie::{Beadie, invoke_with};
+use crate::beadie::{Beadie, invoke_with, outlined};
 use crate::code::{Built, CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
 
@@ -184,7 +184,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     /// On every call: the native entry if compiled, else `None`. The call
     /// that makes the function hot hands `factory` to the broker thread,
     /// which builds the definition and compiles it with the backend.
-    #[inline]
+    #[inline(always)]
     pub fn on_invoke<F>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
@@ -192,14 +192,16 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
         if let Some(entry) = bound.bead.core.fast_entry() {
             return Some(entry.as_ptr());
         }
-        invoke_with(&bound.bead, || {
-            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+        outlined(|| {
+            invoke_with(&bound.bead, || {
+                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+            })
         })
     }
 
     /// [`on_invoke`](Self::on_invoke) for definitions that come with OSR
     /// entries: the entry and the table are published together.
-    #[inline]
+    #[inline(always)]
     pub fn on_invoke_osr<F>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
@@ -207,7 +209,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
         if let Some(entry) = bound.bead.core.fast_entry() {
             return Some(entry.as_ptr());
         }
-        invoke_with(&bound.bead, || backend_work(&bound.backend, factory))
+        outlined(|| invoke_with(&bound.bead, || backend_work(&bound.backend, factory)))
     }
 
     /// Drops invalidated beads from the chain.

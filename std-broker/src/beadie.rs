@@ -300,7 +300,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     /// Counts the call; the call that makes the function hot hands `compile`
     /// to the broker thread. `compile` is boxed only then — never on a call
     /// that does not win a promotion.
-    #[inline]
+    #[inline(always)]
     pub fn on_invoke<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
@@ -308,11 +308,11 @@ impl<P: HotnessPolicy> Beadie<P> {
         if let Some(entry) = bead.core.fast_entry() {
             return Some(entry.as_ptr());
         }
-        invoke_with(bead, || entry_work(compile))
+        outlined(|| invoke_with(bead, || entry_work(compile)))
     }
 
     /// [`on_invoke`](Self::on_invoke) for compiles that also produce OSR entries.
-    #[inline]
+    #[inline(always)]
     pub fn on_invoke_osr<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
@@ -320,7 +320,7 @@ impl<P: HotnessPolicy> Beadie<P> {
         if let Some(entry) = bead.core.fast_entry() {
             return Some(entry.as_ptr());
         }
-        invoke_with(bead, || osr_work(compile))
+        outlined(|| invoke_with(bead, || osr_work(compile)))
     }
 
     /// Drops invalidated beads from the chain.
@@ -430,6 +430,13 @@ impl<P: HotnessPolicy> Beadie<P> {
         let slot = domain.register_thread();
         QuiescentThread { domain, slot }
     }
+}
+
+/// Runs the not-compiled half of an `on_invoke` out of line, so the inlined
+/// compiled path carries none of its register saves or closure set-up.
+#[inline(never)]
+pub(crate) fn outlined<R>(slow: impl FnOnce() -> R) -> R {
+    slow()
 }
 
 /// The slow half of `on_invoke`: core's counting path, boxing the work only

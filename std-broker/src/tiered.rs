@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::SubmitResult;
 use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle};
-use crate::beadie::{Beadie, BeadieConfig, entry_work, submit_work_at};
+use crate::beadie::{Beadie, BeadieConfig, entry_work, outlined, submit_work_at};
 use crate::code::Built;
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, TieredDeoptPolicy};
 use crate::policy::{HotnessPolicy, PolicyLadder};
@@ -161,7 +161,7 @@ impl TieredAdapter {
     /// The bound is beadie's (`Fn + Clone + Sync`), so a program moves
     /// between the two unchanged; kiln calls `compile` at most once per
     /// promotion and never clones it.
-    #[inline]
+    #[inline(always)]
     pub fn on_invoke<F>(&self, bound: &TieredBound, compile: F) -> Option<*mut ()>
     where
         F: Fn(usize, &Arc<Bead>) -> *mut () + Send + Sync + Clone + 'static,
@@ -170,14 +170,16 @@ impl TieredAdapter {
         if let Some(entry) = bead.core.fast_entry() {
             return Some(entry.as_ptr());
         }
-        let handle = BeadHandle::from_arc(bead);
-        bead.domain
-            .broker
-            .on_invoke_with(handle, |tier, _| {
-                bound.mark_queued(usize::from(tier));
-                bead.set_work(tier_work(compile));
-            })
-            .map(NonNull::as_ptr)
+        outlined(|| {
+            let handle = BeadHandle::from_arc(bead);
+            bead.domain
+                .broker
+                .on_invoke_with(handle, |tier, _| {
+                    bound.mark_queued(usize::from(tier));
+                    bead.set_work(tier_work(compile));
+                })
+                .map(NonNull::as_ptr)
+        })
     }
 
     /// Queues a compile of `bound` at `target_tier` now, whatever its count.

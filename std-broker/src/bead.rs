@@ -270,10 +270,20 @@ impl Bead {
         // Never refused for a full retire ring: the code then waits in the
         // domain's parking list (freed only when the domain drops, its
         // backend code never), with a warning.
-        let result = self.domain.broker.invalidate_or_hand_back(&&self.core, |code| {
-            log::warn!(target: "kiln", "retire ring full: invalidated code of {:p} parked until shutdown", self);
-            self.domain.park(code);
-        });
+        let mut result = self.domain.broker.invalidate(&&self.core);
+        if result == Err(KilnError::RetireFull) {
+            self.domain.reclaim_step();
+            result = self.domain.broker.invalidate_or_hand_back(&&self.core, |code| {
+                log::warn!(target: "kiln", "retire ring full: invalidated code of {:p} parked until shutdown", self);
+                self.domain.park(code);
+            });
+        }
+        self.after_invalidate(result);
+    }
+
+    /// Runs the hook after a successful invalidate (once: a second one is
+    /// `AlreadyInvalidated`).
+    fn after_invalidate(&self, result: Result<(), KilnError>) {
         match result {
             Ok(()) => {
                 let hook = self.on_invalidate.lock().unwrap_or_else(|e| e.into_inner()).take();

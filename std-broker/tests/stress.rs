@@ -137,7 +137,6 @@ fn four_threads_ten_thousand_beads_random_operations() {
     let (compiled, released) = beadie.code_counts();
     let parked = beadie.parked_code() as u64;
     assert_eq!(compiled, released + parked, "after invalidating all and quiescing twice, all is released or parked");
-    assert!(parked < 1_000, "parking is the exception, not the rule: {parked}");
     let stats = beadie.stats();
     assert!(stats.failures > 0 && stats.compiles > 0 && stats.bailouts > 0, "{stats:?}");
     let _ = std::panic::take_hook();

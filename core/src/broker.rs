@@ -660,20 +660,34 @@ where
     pub fn blacklist(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
         let bead = handle.bead();
         self.shared.with(|shared| {
-            let word = bead.word();
-            if word.phase() == Phase::Invalidated {
-                return Err(KilnError::Invalidated);
-            }
-            if bead.has_code() && shared.retire.free() == 0 {
-                return Err(KilnError::RetireFull);
-            }
-            let old = bead.uninstall();
-            self.retire_locked(shared, old, false);
-            self.apply_decision(bead, word.next_generation().with_tier(None), DeoptDecision::Blacklist, 1);
-            Ok(())
+            let word = self.unpublish_locked(shared, bead, KilnError::Invalidated)?;
+            self.apply_decision(bead, word, DeoptDecision::Blacklist, 1);
+            Ok::<(), KilnError>(())
         })?;
         self.events.deoptimized(bead, DeoptDecision::Blacklist);
         Ok(())
+    }
+
+    /// Under the lock: refuses an invalidated bead (with `if_invalidated`) or
+    /// a full retire ring, changing nothing; else unpublishes and retires the
+    /// bead's code and returns its word with the generation bumped and no
+    /// tier, for the caller to finish the transition.
+    fn unpublish_locked(
+        &self,
+        shared: &mut Shared<H, QUEUE, RETIRE>,
+        bead: &Bead,
+        if_invalidated: KilnError,
+    ) -> Result<StateWord, KilnError> {
+        let word = bead.word();
+        if word.phase() == Phase::Invalidated {
+            return Err(if_invalidated);
+        }
+        if bead.has_code() && shared.retire.free() == 0 {
+            return Err(KilnError::RetireFull);
+        }
+        let old = bead.uninstall();
+        self.retire_locked(shared, old, false);
+        Ok(word.next_generation().with_tier(None))
     }
 
     /// Moves `bead` (whose code, if any, is already settled) to the state
@@ -720,19 +734,11 @@ where
     pub fn invalidate(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
         let bead = handle.bead();
         self.shared.with(|shared| {
-            let word = bead.word();
-            if word.phase() == Phase::Invalidated {
-                return Err(KilnError::AlreadyInvalidated);
-            }
-            if bead.has_code() && shared.retire.free() == 0 {
-                return Err(KilnError::RetireFull);
-            }
-            let old = bead.uninstall();
-            self.retire_locked(shared, old, false);
-            bead.state.store(word.next_generation().with_tier(None).with_phase(Phase::Invalidated));
+            let word = self.unpublish_locked(shared, bead, KilnError::AlreadyInvalidated)?;
+            bead.state.store(word.with_phase(Phase::Invalidated));
             bead.arm(IDLE, 0);
             bead.arm_backedges(IDLE, 0);
-            Ok(())
+            Ok::<(), KilnError>(())
         })?;
         self.counters.invalidations.bump();
         debug!("kiln: invalidated");
@@ -784,18 +790,10 @@ where
     pub fn reload(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
         let bead = handle.bead();
         self.shared.with(|shared| {
-            let word = bead.word();
-            if word.phase() == Phase::Invalidated {
-                return Err(KilnError::Invalidated);
-            }
-            if bead.has_code() && shared.retire.free() == 0 {
-                return Err(KilnError::RetireFull);
-            }
-            let old = bead.uninstall();
-            self.retire_locked(shared, old, false);
+            let word = self.unpublish_locked(shared, bead, KilnError::Invalidated)?;
             bead.reset_bailouts();
             bead.set_tier_cap(MAX_TIER);
-            bead.state.store(word.next_generation().with_tier(None).with_phase(Phase::Interpreted));
+            bead.state.store(word.with_phase(Phase::Interpreted));
             bead.arm(1, 0);
             bead.arm_backedges(1, 0);
             Ok(())

@@ -1,1 +1,20 @@
 //! # kiln-examples
+//!
+//! A tiny language with two tiers, for kiln's runnable examples: source →
+//! [`ast`] ([`parse`]) → a small register IR ([`ir`]), run by an
+//! [`interp`]reter and compiled from the same IR by Cranelift ([`jit`]).
+//! The examples put kiln between the two:
+//!
+//! - `fib` — the seed's table: kiln-std promotes hot functions to Cranelift
+//!   code (`cargo run --release -p kiln-examples --example fib`);
+//! - `osr` — one long loop started in the interpreter jumps into compiled
+//!   code at its loop header (kiln-core's back-edge counting and OSR);
+//! - `code_memory` — resident memory across 10,000 compile → retire →
+//!   quiesce cycles.
+
+pub mod ast;
+pub mod interp;
+pub mod ir;
+pub mod jit;
+pub mod parse;
+pub mod rss;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds and runs kiln's examples once, with small arguments, so they cannot
+# rot. This is the workspace's one release build of Cranelift; the backend's
+# tests run in the dev profile under `cargo test --workspace`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run() { cargo run --quiet --release -p kiln-examples --example "$@"; }
+
+cargo build --release -p kiln-examples --examples
+
+echo "--- fib (n=15, 50 runs, 1 timed run per row)"
+run fib -- 15 50 1
+
+echo "--- osr (5,000,000 iterations)"
+osr=$(run osr -- 5000000)
+echo "$osr"
+grep -q "OSR: left the interpreter" <<<"$osr" || { echo "the loop never entered compiled code through OSR" >&2; exit 1; }
+
+echo "--- code_memory (1,000 cycles; fails if resident memory grows)"
+run code_memory -- 1000

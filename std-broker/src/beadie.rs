@@ -53,6 +53,7 @@ impl SubmitResult {
 #[derive(Debug, Clone)]
 pub struct BeadieConfig {
     /// Worker threads pumping the queue (default 1: beadie's broker thread).
+    /// 0 starts none: the host runs compiles itself with [`Beadie::pump`].
     pub workers: usize,
     /// Queue capacity, at most 1,024 (default 256, as beadie).
     pub queue_capacity: usize,
@@ -148,7 +149,7 @@ impl Broker {
     }
 
     fn on(domain: Arc<Domain>, config: &BeadieConfig, name: &str) -> Self {
-        let workers = Workers::start(&domain, config.workers.max(1), name);
+        let workers = Workers::start(&domain, config.workers, name);
         Self { domain, workers: Mutex::new(workers), shutdown_timeout: config.shutdown_timeout }
     }
 
@@ -388,6 +389,17 @@ impl<P: HotnessPolicy> Beadie<P> {
         compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
     ) -> SubmitResult {
         submit_work(bead, osr_work(compile))
+    }
+
+    /// Runs queued compiles on the calling thread until the queue is empty or
+    /// `budget` is spent (kiln-core's pump, with kiln-std's closure
+    /// compiler and panic isolation). Works beside the worker threads, or
+    /// instead of them with `BeadieConfig { workers: 0, .. }`.
+    pub fn pump(&self, budget: kiln_core::Budget<'_>) -> kiln_core::PumpReport {
+        let domain = &self.chain.domain;
+        let report = domain.broker.pump(&mut domain.compiler(), budget);
+        domain.reclaim_step();
+        report
     }
 
     /// kiln's counters (promotions, compiles, failures, queue depth, ...).

@@ -44,7 +44,7 @@ pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
     TieredDeoptPolicy,
 };
-pub use kiln_core::{OsrEntry, Stats};
+pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
 pub use tiered::{TieredAdapter, TieredBound};
 

@@ -301,3 +301,20 @@ fn several_workers_compile_in_parallel() {
     wait_until("all compiled", || beads.iter().all(|bead| bead.compiled().is_some()));
     assert_eq!(peak.load(Ordering::SeqCst), 3, "three workers ran three compiles at once");
 }
+
+#[test]
+fn a_host_without_workers_pumps_by_itself() {
+    let config = BeadieConfig { workers: 0, ..BeadieConfig::default() };
+    let beadie = Beadie::with_config(ThresholdPolicy::new(2), config);
+    let beads: Vec<_> = (0..3).map(|_| beadie.register(std::ptr::null_mut(), None)).collect();
+    for bead in &beads {
+        promote(&beadie, bead, |_| one());
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(beads.iter().all(|bead| bead.state() == BeadState::Queued), "no worker compiles anything");
+    let report = beadie.pump(kiln_std::Budget::jobs(2));
+    assert_eq!((report.ran, report.published, report.remaining), (2, 2, 1));
+    let report = beadie.pump(kiln_std::Budget::unlimited());
+    assert_eq!((report.ran, report.remaining), (1, 0));
+    assert!(beads.iter().all(|bead| bead.compiled() == Some(one())));
+}

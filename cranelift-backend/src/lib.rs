@@ -32,28 +32,60 @@
 //! panics: the function keeps interpreting, and kiln's failure policy
 //! decides when to retry.
 //!
-//! ```
-//! use cranelift_codegen::ir::{types::I64, InstBuilder};
-//! use kiln_cranelift::{CraneliftConfig, FunctionDef};
+//! ## Quickstart
 //!
-//! let backend = CraneliftConfig::new().opt_level("speed").build().unwrap();
-//! let square = FunctionDef::new("square", &[I64], &[I64], |builder, _cx| {
-//!     let block = builder.create_block();
-//!     builder.append_block_params_for_function_params(block);
-//!     builder.switch_to_block(block);
-//!     builder.seal_block(block);
-//!     let x = builder.block_params(block)[0];
-//!     let y = builder.ins().imul(x, x);
-//!     builder.ins().return_(&[y]);
-//!     Ok(())
-//! });
-//! let code = backend.compile_function(square).unwrap();
-//! // SAFETY (example): built with signature (i64) -> i64.
-//! let f: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(code.entry()) };
-//! assert_eq!(f(12), 144);
-//! // SAFETY (example): no thread runs the code any more.
-//! unsafe { backend.free(code.handle()) };
-//! assert_eq!(backend.stats().live_units, 0);
+//! An interpreter registers a bead per function, asks kiln on every call,
+//! and hands over a [`FunctionDef`] builder that kiln runs when the function
+//! is hot (the workspace README shows the same code; a test keeps them
+//! equal):
+//!
+//! ```
+//! use cranelift_codegen::ir::{InstBuilder, types::I64};
+//! use kiln_cranelift::{CraneliftConfig, FunctionDef};
+//! use kiln_std::{BackendAdapter, ThresholdPolicy};
+//!
+//! /// The interpreter's version of `square(x) = x * x`.
+//! fn interpret_square(x: i64) -> i64 {
+//!     x * x
+//! }
+//!
+//! /// The same function as Cranelift IR. The body callback runs on kiln's
+//! /// broker thread, once the function is hot.
+//! fn square_def() -> FunctionDef {
+//!     FunctionDef::new("square", &[I64], &[I64], |builder, _cx| {
+//!         let block = builder.create_block();
+//!         builder.append_block_params_for_function_params(block);
+//!         builder.switch_to_block(block);
+//!         builder.seal_block(block);
+//!         let x = builder.block_params(block)[0];
+//!         let y = builder.ins().imul(x, x);
+//!         builder.ins().return_(&[y]);
+//!         Ok(())
+//!     })
+//! }
+//!
+//! let backend = CraneliftConfig::new().opt_level("speed").build().expect("a supported host");
+//! let kiln = BackendAdapter::with_policy(backend, ThresholdPolicy::new(1_000));
+//! let square = kiln.register(std::ptr::null_mut(), None); // one bead per function
+//!
+//! let mut calls = 0;
+//! let code = loop {
+//!     calls += 1;
+//!     // Every call asks kiln first. The 1,000th makes `square` hot: its
+//!     // definition goes to the broker thread, which compiles it.
+//!     if let Some(code) = kiln.on_invoke(&square, |_bead| square_def()) {
+//!         break code;
+//!     }
+//!     assert_eq!(interpret_square(calls), calls * calls); // until then, interpret
+//! };
+//! // SAFETY: kiln publishes only code compiled from `square_def`: (i64) -> i64.
+//! let native_square: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(code) };
+//! assert_eq!(native_square(12), 144);
+//! assert!(calls > 1_000);
+//!
+//! // Retired code (reloads, invalidations, budget evictions) is freed once
+//! // quiescence is declared: call this where no thread runs compiled code.
+//! kiln.beadie().quiesce();
 //! ```
 
 mod backend;

@@ -690,6 +690,25 @@ where
         Ok(word.next_generation().with_tier(None))
     }
 
+    /// Sends `bead`'s code back to the interpreter without calling it a
+    /// bailout (a code-memory budget evicting cold code): the code is
+    /// retired, in-flight compiles become stale, the bailout count is
+    /// untouched, and the policy is not asked again for `pause` calls.
+    pub fn evict(&self, handle: &impl BeadRef, pause: NonZeroU32) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        self.shared.with(|shared| {
+            if bead.word().tier().is_none() {
+                return Err(if bead.is_invalidated() { KilnError::Invalidated } else { KilnError::NotCompiled });
+            }
+            let word = self.unpublish_locked(shared, bead, KilnError::Invalidated)?;
+            bead.state.store(word.with_phase(Phase::Interpreted));
+            bead.arm(pause.get(), 0);
+            Ok(())
+        })?;
+        debug!("kiln: evicted");
+        Ok(())
+    }
+
     /// Moves `bead` (whose code, if any, is already settled) to the state
     /// `decision` asks for. `retry` is the countdown for "recompile".
     fn apply_decision(&self, bead: &Bead, word: StateWord, decision: DeoptDecision, retry: u32) {
@@ -1275,6 +1294,27 @@ mod tests {
             broker.invalidate_or_hand_back(&&beads[1], |_| panic!("nothing to hand back")),
             Err(KilnError::AlreadyInvalidated)
         );
+    }
+
+    #[test]
+    fn eviction_is_not_a_bailout() {
+        let bead = Bead::new(ptr::null_mut());
+        let broker = broker(ThresholdPolicy::new(2), ThresholdDeoptPolicy::new(0));
+        let mut jit = FakeJit::default();
+        assert_eq!(broker.evict(&&bead, NonZeroU32::new(5).unwrap()), Err(KilnError::NotCompiled));
+        call_n(&broker, &bead, 2);
+        broker.pump(&mut jit, Budget::unlimited());
+        let generation = bead.generation();
+        broker.evict(&&bead, NonZeroU32::new(5).unwrap()).unwrap();
+        assert_eq!((bead.state(), bead.compiled(), bead.bailout_count()), (BeadState::Interpreted, None, 0));
+        assert_ne!(bead.generation(), generation);
+        call_n(&broker, &bead, 4);
+        assert_eq!(bead.state(), BeadState::Interpreted, "paused for 5 calls");
+        call_n(&broker, &bead, 1);
+        assert_eq!(bead.state(), BeadState::Queued, "a zero-bailout policy would have blacklisted a bailout");
+        broker.quiesce(&mut jit);
+        broker.quiesce(&mut jit);
+        assert_eq!(jit.released, [1]);
     }
 
     #[test]

@@ -18,14 +18,12 @@ use std::num::NonZeroU32;
 use std::ptr::NonNull;
 
 use kiln_core::{
-    BailoutReason, BeadRef, Broker, CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, DeoptPolicy, Events,
-    HotnessPolicy, Pump,
+    BeadRef, Broker, CodeHandle, CompileRequest, Compiled, Compiler, DeoptPolicy, Events, HotnessPolicy, Pump,
 };
 
 use crate::backend::CraneliftBackend;
 use crate::def::{DefKind, FunctionDef};
 use crate::error::CompileError;
-use crate::jit_backend::EVICTION_GUARD;
 use crate::unit::Owner;
 
 /// A [`CraneliftBackend`] plus the host's `define` callback, as a
@@ -65,8 +63,8 @@ impl<H, F> CraneliftCompiler<H, F> {
 
 impl<H: BeadRef, F> CraneliftCompiler<H, F> {
     /// Carries out the budget's evictions of this compiler's code: each
-    /// victim is sent back to the interpreter through `broker` (a bailout
-    /// with guard id [`EVICTION_GUARD`], recompile paused for the
+    /// victim is sent back to the interpreter through `broker`
+    /// (`Broker::evict`: no bailout counted, recompile paused for the
     /// configured calls). Returns how many were evicted. Call it after
     /// `pump`; without it the budget is exceeded but nothing breaks.
     pub fn evict<P, D, W, E, const QUEUE: usize, const RETIRE: usize>(
@@ -82,13 +80,11 @@ impl<H: BeadRef, F> CraneliftCompiler<H, F> {
         let beads = &self.beads;
         let victims = self.backend.shared.cache().take_core_victims(|id| beads.contains_key(&id));
         let pause = NonZeroU32::new(self.backend.shared.eviction_pause).unwrap_or(NonZeroU32::MIN);
-        let reason = BailoutReason::Guard { guard_id: EVICTION_GUARD, pc_offset: 0 };
         let mut evicted = 0;
         for (id, entry) in victims {
             let bead = &self.beads[&id];
             let installed = bead.bead().compiled().map(|code| code.as_ptr() as usize) == Some(entry);
-            let done = installed
-                && broker.record_bailout_with(bead, reason, |_| DeoptDecision::PauseRecompile { calls: pause }).is_ok();
+            let done = installed && broker.evict(bead, pause).is_ok();
             if done {
                 evicted += 1;
             } else {

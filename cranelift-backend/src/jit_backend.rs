@@ -9,11 +9,10 @@
 //! code — kiln-std cannot prove it idle — so neither memory nor the budget's
 //! evictions are returned in that mode.)
 //!
-//! Eviction goes through the bead: a bailout whose policy pauses
-//! recompilation for the configured number of calls. The code is retired
-//! like any other deopt, so it is freed only once no thread can run it. The
-//! bailout counts toward the bead's `bailout_count`; the eviction's guard
-//! id is [`EVICTION_GUARD`].
+//! Eviction goes through the bead (`Bead::evict`): recompilation pauses for
+//! the configured number of calls and the code is retired like any other
+//! deopt, so it is freed only once no thread can run it. It is not a
+//! bailout: the bead's `bailout_count` is untouched.
 //!
 //! kiln-std's `JitBackend::compile` returns only an entry, so OSR entries,
 //! which a `BackendAdapter` publishes from the factory's `OsrBuild`, are
@@ -21,15 +20,12 @@
 
 use std::sync::{Arc, Weak};
 
-use kiln_std::{BailoutInfo, Bead, DeoptDecision, DeoptPolicy, JitBackend};
+use kiln_std::{Bead, JitBackend};
 
 use crate::backend::CraneliftBackend;
 use crate::def::{DefKind, FunctionDef};
 use crate::error::CompileError;
 use crate::unit::Owner;
-
-/// The guard id of the bailout that evicts code for the budget.
-pub const EVICTION_GUARD: u32 = u32::MAX;
 
 impl JitBackend for CraneliftBackend {
     type FunctionDef = FunctionDef;
@@ -58,15 +54,6 @@ impl JitBackend for CraneliftBackend {
     }
 }
 
-/// Pauses promotion for a number of calls: what an eviction decides.
-struct EvictionPause(u32);
-
-impl DeoptPolicy for EvictionPause {
-    fn on_bailout(&self, bead: &Bead, _info: &BailoutInfo, _bailout_count: u32) -> DeoptDecision {
-        DeoptDecision::PauseRecompile { until_invocations: bead.invocation_count().saturating_add(self.0) }
-    }
-}
-
 /// Sends `bead`'s code at `entry` back to the interpreter. True if the code
 /// is on its way to release (evicted now, or its bead is gone); false if
 /// it is not the bead's installed code or kiln refused (the unit may be
@@ -78,7 +65,6 @@ pub(crate) fn evict_through_bead(bead: &Weak<Bead>, entry: usize, pause: u32) ->
     if !installed(&bead) {
         return false;
     }
-    let info = BailoutInfo { guard_id: EVICTION_GUARD, pc_offset: 0, generation: bead.generation() };
-    bead.on_bailout(info, &EvictionPause(pause));
+    bead.evict(pause);
     !installed(&bead)
 }

@@ -104,4 +104,3 @@ pub use compiler::CraneliftCompiler;
 pub use config::{ConfigError, CraneliftConfig};
 pub use def::{BodyBuilder, BuildContext, Entry, FunctionDef};
 pub use error::CompileError;
-pub use jit_backend::EVICTION_GUARD;

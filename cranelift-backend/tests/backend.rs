@@ -251,6 +251,7 @@ fn budget_evicts_the_coldest_kiln_core_code() {
     assert_eq!(compiler.evict(&broker), 1);
     assert!(beads[1].compiled().is_none(), "the cold function went back to the interpreter");
     assert_eq!(beads[1].state(), BeadState::Interpreted);
+    assert_eq!(beads[1].bailout_count(), 0, "an eviction is not a bailout");
     assert!(beads[0].compiled().is_some() && beads[2].compiled().is_some());
     assert_eq!(backend.stats().evicted, 1);
     // Its memory comes back once kiln releases it.
@@ -341,6 +342,7 @@ fn kiln_std_budget_evicts_through_the_bead() {
     // The second compile needed the only page: the first went back.
     assert!(wait_until(|| first.bead().compiled().is_none()));
     assert_eq!(first.bead().state(), kiln_std::BeadState::Interpreted);
+    assert_eq!(first.bead().bailout_count(), 0, "an eviction is not a bailout");
     assert_eq!(adapter.backend().stats().evicted, 1);
     for _ in 0..3 {
         adapter.beadie().quiesce();

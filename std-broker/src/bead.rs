@@ -322,6 +322,20 @@ impl Bead {
         }
     }
 
+    /// Sends the installed code back to the interpreter without counting a
+    /// bailout (a code-memory budget evicting cold code); the bead is not
+    /// promoted again for `pause` calls. False if no code was installed or
+    /// kiln refused (the retire ring is full).
+    pub fn evict(&self, pause: u32) -> bool {
+        let pause = core::num::NonZeroU32::new(pause).unwrap_or(core::num::NonZeroU32::MIN);
+        let mut result = self.domain.broker.evict(&&self.core, pause);
+        if result == Err(KilnError::RetireFull) {
+            self.domain.reclaim_step();
+            result = self.domain.broker.evict(&&self.core, pause);
+        }
+        result.is_ok()
+    }
+
     /// Stops compiling this bead (its code is retired).
     pub fn blacklist(&self) {
         if let Err(error) = self.domain.broker.blacklist(&&self.core) {

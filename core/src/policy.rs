@@ -293,6 +293,18 @@ impl Default for TieredPolicy {
 }
 
 impl TieredPolicy {
+    /// The seed's tier numbering for `invocations`: `None` below
+    /// `tier1_threshold`, `Some(1)` from it, `Some(2)` from `tier2_threshold`.
+    pub fn tier(&self, invocations: u32) -> Option<u8> {
+        if invocations >= self.tier2_threshold {
+            Some(2)
+        } else if invocations >= self.tier1_threshold {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
     /// The ladder this policy stands for.
     pub const fn ladder(&self) -> TierLadder<2> {
         TierLadder::new([self.tier1_threshold, self.tier2_threshold])
@@ -355,6 +367,7 @@ mod tests {
         capped.tier_cap = 0;
         assert_eq!(policy.decide(&capped), Decision::Promote { tier: 0, priority: 20_000 });
         assert_eq!(policy.decide(&stats(20_000, Some(1))), Decision::NEVER);
+        assert_eq!((policy.tier(499), policy.tier(500), policy.tier(10_000)), (None, Some(1), Some(2)));
     }
 
     #[test]

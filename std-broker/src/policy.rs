@@ -27,38 +27,13 @@ impl<P: HotnessPolicy + ?Sized> HotnessPolicy for Box<P> {
     }
 }
 
-/// Promote when the invocation count reaches a fixed threshold (default
-/// 1,000). `queue_ahead` submits the job that many calls early.
-#[derive(Debug)]
-pub struct ThresholdPolicy {
-    /// Calls at which the function counts as hot.
-    pub threshold: u32,
-    queue_ahead_offset: u32,
-}
+/// Promote after a fixed number of calls (default 1,000), with
+/// `queue_ahead`: kiln-core's policy, used here through beadie's trait.
+pub use kiln_core::ThresholdPolicy;
 
-impl ThresholdPolicy {
-    /// Promote after `threshold` calls.
-    pub fn new(threshold: u32) -> Self {
-        Self { threshold, queue_ahead_offset: 0 }
-    }
-
-    /// Submit the compile job `offset` invocations before the threshold.
-    pub fn queue_ahead(mut self, offset: u32) -> Self {
-        self.queue_ahead_offset = offset;
-        self
-    }
-
-    /// The invocation count at which the job is submitted.
-    pub fn queue_at(&self) -> u32 {
-        self.threshold.saturating_sub(self.queue_ahead_offset)
-    }
-}
-
-impl Default for ThresholdPolicy {
-    fn default() -> Self {
-        Self::new(1_000)
-    }
-}
+/// Two thresholds, 500 / 10,000 by default; as a `Beadie` policy it promotes
+/// at the first ([`TieredPolicy::tier`] tells a compile closure which).
+pub use kiln_core::TieredPolicy;
 
 impl HotnessPolicy for ThresholdPolicy {
     fn should_promote(&self, invocations: u32) -> bool {
@@ -66,36 +41,6 @@ impl HotnessPolicy for ThresholdPolicy {
     }
     fn promotion_threshold(&self) -> Option<u32> {
         Some(self.queue_at())
-    }
-}
-
-/// Two thresholds: baseline at `tier1_threshold` (default 500), optimising
-/// at `tier2_threshold` (default 10,000). As a `Beadie` policy it promotes at
-/// tier 1; [`TieredPolicy::tier`] tells the compile closure how hard to try.
-#[derive(Debug)]
-pub struct TieredPolicy {
-    /// Calls before the baseline compile.
-    pub tier1_threshold: u32,
-    /// Calls before the optimising compile.
-    pub tier2_threshold: u32,
-}
-
-impl Default for TieredPolicy {
-    fn default() -> Self {
-        Self { tier1_threshold: 500, tier2_threshold: 10_000 }
-    }
-}
-
-impl TieredPolicy {
-    /// The tier for `invocations`: `None` below tier 1, else `Some(1)` or `Some(2)`.
-    pub fn tier(&self, invocations: u32) -> Option<u8> {
-        if invocations >= self.tier2_threshold {
-            Some(2)
-        } else if invocations >= self.tier1_threshold {
-            Some(1)
-        } else {
-            None
-        }
     }
 }
 

@@ -255,10 +255,10 @@ impl CraneliftBackend {
     /// Compiles `def` now (on the calling thread: call it from a kiln-std
     /// compile factory, which runs on the broker thread) and returns it as
     /// a kiln-std `OsrBuild` carrying its OSR entries, for
-    /// `BackendAdapter::on_invoke_osr`. kiln-std's `JitBackend::compile`
-    /// returns only an entry, so OSR entries have to exist before it runs;
-    /// the returned definition carries the compiled unit, and compiling it
-    /// hands the unit to the bead. A failed compile is carried too and
+    /// `BackendAdapter::on_invoke_osr`, for factories that want the OSR
+    /// entries in hand (usually unnecessary: `JitBackend::compile_with_osr`
+    /// publishes them from a plain definition). The returned definition
+    /// carries the compiled unit, and compiling it hands the unit to the bead. A failed compile is carried too and
     /// reported by that compile. Dropped uncompiled, the unit is freed —
     /// so the entries in `osr` are valid only until then.
     pub fn prepare(&self, def: FunctionDef) -> kiln_std::OsrBuild<FunctionDef> {

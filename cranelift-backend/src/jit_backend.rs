@@ -14,13 +14,15 @@
 //! deopt, so it is freed only once no thread can run it. It is not a
 //! bailout: the bead's `bailout_count` is untouched.
 //!
-//! kiln-std's `JitBackend::compile` returns only an entry, so OSR entries,
-//! which a `BackendAdapter` publishes from the factory's `OsrBuild`, are
-//! compiled ahead by [`CraneliftBackend::prepare`] inside the factory.
+//! OSR entries compiled with a function come back from
+//! [`JitBackend::compile_with_osr`], so `on_invoke_osr` with an empty
+//! `OsrBuild::osr` publishes them with the entry. (A factory may also
+//! compile ahead with [`CraneliftBackend::prepare`] and list the entries
+//! itself; they are then not reported twice.)
 
 use std::sync::{Arc, Weak};
 
-use kiln_std::{Bead, JitBackend};
+use kiln_std::{Bead, JitBackend, OsrEntry};
 
 use crate::backend::CraneliftBackend;
 use crate::def::{DefKind, FunctionDef};
@@ -32,14 +34,26 @@ impl JitBackend for CraneliftBackend {
     type Error = CompileError;
 
     fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), CompileError> {
+        self.compile_with_osr(bead, def).map(|(entry, _)| entry)
+    }
+
+    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CompileError> {
         let owner = Owner::Std(Arc::downgrade(bead));
-        let id = match def.kind {
-            DefKind::Source(source) => self.shared.compile_unit(&source, owner)?,
-            DefKind::Prepared(prepared) => self.adopt(prepared, owner)?,
+        let (id, adopted) = match def.kind {
+            DefKind::Source(source) => (self.shared.compile_unit(&source, owner)?, false),
+            DefKind::Prepared(prepared) => (self.adopt(prepared, owner)?, true),
             DefKind::Failed(error) => return Err(error),
         };
         let cache = self.shared.cache();
-        Ok(cache.get(id).map_or(std::ptr::null_mut(), |unit| unit.entry as *mut ()))
+        let unit = cache.get(id);
+        let entry = unit.map_or(std::ptr::null_mut(), |unit| unit.entry as *mut ());
+        // A prepared unit's entries already travelled in the factory's
+        // `OsrBuild::osr`; report only what this call compiled.
+        let osr = match unit {
+            Some(unit) if !adopted => unit.osr.to_vec(),
+            _ => Vec::new(),
+        };
+        Ok((entry, osr))
     }
 
     fn release(&self, code: *mut ()) {

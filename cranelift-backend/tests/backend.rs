@@ -332,6 +332,19 @@ fn kiln_std_publishes_prepared_osr_entries() {
 }
 
 #[test]
+fn kiln_std_publishes_osr_entries_compiled_with_the_function() {
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1));
+    let bound = adapter.register(ptr::null_mut(), None);
+    // No `prepare`: `compile_with_osr` hands the loop entries to kiln-std.
+    adapter.on_invoke_osr(&bound, |_bead| kiln_std::OsrBuild { def: sum_def(), osr: Vec::new() });
+    assert!(wait_until(|| bound.bead().compiled().is_some()));
+    let osr = bound.bead().osr_entry(SUM_LOOP).expect("published with the entry");
+    // SAFETY: `sum_def`'s OSR entry is (i, acc, n) -> i64, installed.
+    assert_eq!(unsafe { call3(osr, 5, 10, 10) }, 45);
+    assert_eq!(adapter.backend().stats().live_units, 1);
+}
+
+#[test]
 fn kiln_std_budget_evicts_through_the_bead() {
     let backend = CraneliftConfig::new().code_budget(4096).eviction_pause(500).build().unwrap();
     let adapter = BackendAdapter::with_policy(backend, kiln_std::ThresholdPolicy::new(1));

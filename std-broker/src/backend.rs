@@ -72,6 +72,20 @@ pub trait JitBackend: Send + Sync + 'static {
     fn release(&self, code: *mut ()) {
         let _ = code;
     }
+
+    /// Compiles `def` and returns the entry together with the OSR entries
+    /// the backend compiled with it (one per loop header). kiln publishes
+    /// them with the code, next to any entries the factory put in
+    /// [`OsrBuild::osr`]; they belong to the code and are released with it.
+    /// The default calls [`compile`](Self::compile) and adds none: backends
+    /// that compile OSR entries themselves override it.
+    fn compile_with_osr(
+        &self,
+        bead: &Arc<Bead>,
+        def: Self::FunctionDef,
+    ) -> Result<(*mut (), Vec<OsrEntry>), Self::Error> {
+        self.compile(bead, def).map(|entry| (entry, Vec::new()))
+    }
 }
 
 /// What an OSR-aware factory returns: the backend's definition plus one
@@ -258,8 +272,10 @@ fn backend_work<B: JitBackend>(
 ) -> CompileWork {
     let backend = Arc::clone(backend);
     Box::new(move |bead, _tier| {
-        let OsrBuild { def, osr } = factory(bead);
-        let entry = backend.compile(bead, def).map_err(|error| CompileFailure::Backend(error.to_string()))?;
+        let OsrBuild { def, mut osr } = factory(bead);
+        let (entry, compiled_osr) =
+            backend.compile_with_osr(bead, def).map_err(|error| CompileFailure::Backend(error.to_string()))?;
+        osr.extend(compiled_osr);
         // A null entry is refused later (`NullEntry`) without running the hook.
         let release = NonNull::new(entry).map(|_| release_hook(&backend));
         Ok(Built { entry, osr, release })

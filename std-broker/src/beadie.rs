@@ -324,6 +324,28 @@ impl<P: HotnessPolicy> Beadie<P> {
         outlined(|| invoke_with(bead, || osr_work(compile)))
     }
 
+    /// A loop back-edge probe at `site` inside a long-running interpreted
+    /// call: the OSR entry for `site` if the installed code has one (one
+    /// load when there is no table); otherwise counts the back-edge, and
+    /// the probe that makes the loop hot hands `compile` to the broker (an
+    /// OSR compile; back-edges weigh a tenth of a call for the policy).
+    #[inline(always)]
+    pub fn on_backedge<F>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
+    {
+        if let Some(entry) = bead.core.osr_entry(site) {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| {
+            let handle = BeadHandle::from_arc(bead);
+            bead.domain
+                .broker
+                .on_backedge_with(handle, site, |_, _| bead.set_work(osr_work(compile)))
+                .map(NonNull::as_ptr)
+        })
+    }
+
     /// Drops invalidated beads from the chain.
     pub fn prune(&self) {
         self.chain.prune();

@@ -96,7 +96,30 @@ impl kiln_core::HotnessPolicy for PolicyLadder {
     fn max_tier(&self) -> u8 {
         (self.tiers.len() - 1) as u8
     }
+
+    /// Back-edges count as a tenth of a call each for the first tier's
+    /// policy (HotSpot's back-edge thresholds are an order of magnitude
+    /// above its call thresholds too): an OSR compile is queued when
+    /// `should_promote(backedges / 10)`.
+    fn decide_backedge(&self, stats: &HotnessStats) -> Decision {
+        if stats.tier.is_some() {
+            return Decision::NEVER;
+        }
+        let as_calls = stats.backedges / BACKEDGES_PER_CALL;
+        if self.tiers[0].should_promote(as_calls) {
+            return Decision::Promote { tier: 0, priority: stats.hotness() };
+        }
+        match self.tiers[0].promotion_threshold() {
+            Some(threshold) => {
+                Decision::wait(threshold.saturating_mul(BACKEDGES_PER_CALL).saturating_sub(stats.backedges).max(1))
+            }
+            None => Decision::wait(BACKEDGES_PER_CALL),
+        }
+    }
 }
+
+/// How many loop back-edges weigh as much as one call.
+const BACKEDGES_PER_CALL: u32 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -122,6 +145,18 @@ mod tests {
         assert_eq!(unknown.decide(&stats(3, None)), Decision::wait(1));
         assert!(matches!(unknown.decide(&stats(4, None)), Decision::Promote { .. }));
         assert_eq!(unknown.decide(&stats(4, Some(0))), Decision::NEVER);
+    }
+
+    #[test]
+    fn backedges_weigh_a_tenth_of_a_call() {
+        let ladder = PolicyLadder::single(Box::new(ThresholdPolicy::new(100)));
+        let mut looping = stats(1, None);
+        looping.backedges = 500;
+        assert_eq!(ladder.decide_backedge(&looping), Decision::wait(500));
+        looping.backedges = 1_000;
+        assert!(matches!(ladder.decide_backedge(&looping), Decision::Promote { tier: 0, .. }));
+        looping.tier = Some(0);
+        assert_eq!(ladder.decide_backedge(&looping), Decision::NEVER);
     }
 
     #[test]

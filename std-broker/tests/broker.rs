@@ -318,3 +318,33 @@ fn a_host_without_workers_pumps_by_itself() {
     assert_eq!((report.ran, report.remaining), (1, 0));
     assert!(beads.iter().all(|bead| bead.compiled() == Some(one())));
 }
+
+extern "C" fn loop_entry() -> i64 {
+    3
+}
+
+#[test]
+fn hot_loops_get_an_osr_entry_through_backedges() {
+    let beadie = beadie(100);
+    let bead = beadie.register(std::ptr::null_mut(), None);
+    let osr = || kiln_std::OsrCompileResult {
+        entry: one(),
+        osr: vec![kiln_std::OsrEntry { site: 7, code: loop_entry as extern "C" fn() -> i64 as *mut () }],
+    };
+    // One long interpreted call: only its loop probe runs.
+    let mut entered = None;
+    for iteration in 0..100_000 {
+        if let Some(entry) = beadie.on_backedge(&bead, 7, move |_| osr()) {
+            entered = Some((iteration, entry));
+            break;
+        }
+        if iteration % 1_000 == 999 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let (iteration, entry) = entered.expect("the loop never got an OSR entry");
+    assert!(iteration >= 1_000, "not before 10 x the call threshold: {iteration}");
+    assert_eq!(entry, loop_entry as extern "C" fn() -> i64 as *mut ());
+    assert_eq!(bead.compiled(), Some(one()), "the normal entry came with it");
+    assert_eq!(beadie.on_backedge(&bead, 8, |_| panic!("no second compile")), None);
+}

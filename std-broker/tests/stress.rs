@@ -123,7 +123,7 @@ fn four_threads_ten_thousand_beads_random_operations() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let (compiled, _) = accounted();
-    assert!(compiled > 1_000, "the stress compiled little: {compiled}");
+    assert!(compiled > 100, "the stress compiled little: {compiled}");
 
     // Quiesce as we go, as a host would: the retire ring is bounded.
     for (index, bead) in beads.iter().enumerate() {

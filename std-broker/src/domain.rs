@@ -14,8 +14,10 @@
 //!   ([`Beadie::register_thread`](crate::Beadie::register_thread)) and report
 //!   quiescent points; when every registered thread has reported since the
 //!   last round, a worker calls kiln-core's `quiesce`. Or the host calls
-//!   [`Beadie::quiesce`](crate::Beadie::quiesce) itself. Code is released
-//!   through its backend two rounds after retirement.
+//!   [`Beadie::quiesce`](crate::Beadie::quiesce) itself — then, as long as
+//!   no thread registered, only the host does (workers never declare
+//!   quiescence for a host that declares it). Code is released through its
+//!   backend two rounds after retirement.
 //! - **unmanaged** (nobody registered, nobody called `quiesce`: a plain
 //!   beadie user): kiln-std cannot know when code stops running, so retired
 //!   code is parked, never handed to its backend; kiln-std's own memory for
@@ -155,6 +157,10 @@ pub(crate) struct ThreadSlot {
 #[derive(Default)]
 pub(crate) struct Reclaim {
     managed: AtomicBool,
+    /// A thread registered at some point: workers may complete rounds.
+    /// Without it, managed mode means the host calls `quiesce` itself, and
+    /// workers must never declare quiescence on its behalf.
+    threads_registered: AtomicBool,
     round: AtomicU64,
     threads: Mutex<Vec<Weak<ThreadSlot>>>,
 }
@@ -215,6 +221,7 @@ impl Domain {
 
     pub(crate) fn register_thread(&self) -> Arc<ThreadSlot> {
         self.reclaim.managed.store(true, Ordering::Release);
+        self.reclaim.threads_registered.store(true, Ordering::Release);
         let slot = Arc::new(ThreadSlot { seen_round: AtomicU64::new(self.reclaim.round.load(Ordering::Acquire)) });
         let mut threads = self.reclaim.threads.lock().unwrap_or_else(|e| e.into_inner());
         threads.retain(|thread| thread.strong_count() > 0);
@@ -236,6 +243,9 @@ impl Domain {
             let mut parking = Parking { limbo: &self.limbo };
             self.broker.quiesce(&mut parking);
             return;
+        }
+        if !self.reclaim.threads_registered.load(Ordering::Acquire) {
+            return; // the host declares quiescence itself (`Beadie::quiesce`)
         }
         let round = self.reclaim.round.load(Ordering::Acquire);
         let everyone_reported = {

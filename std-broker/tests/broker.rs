@@ -252,6 +252,21 @@ fn quiesce_releases_swapped_code_two_rounds_later() {
 }
 
 #[test]
+fn after_a_manual_quiesce_workers_never_quiesce_on_their_own() {
+    let beadie = beadie(1);
+    beadie.quiesce();
+    let bead = beadie.register(std::ptr::null_mut(), None);
+    beadie.on_invoke(&bead, |_| one());
+    wait_until("the compile", || bead.compiled().is_some());
+    bead.swap_compiled(two()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(beadie.code_counts().1, 0, "only the host may declare quiescence here");
+    beadie.quiesce();
+    beadie.quiesce();
+    assert_eq!(beadie.code_counts().1, 1);
+}
+
+#[test]
 fn registered_threads_drive_reclamation() {
     let beadie = beadie(1);
     let me = beadie.register_thread();

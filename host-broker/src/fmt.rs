@@ -1,0 +1,54 @@
+//! Logging shim: one set of macros for the whole crate, as in kiln-core.
+//!
+//! The macros forward to `log` (feature `log`), to `defmt` (feature `defmt`)
+//! or to nothing. With both features on, `log` wins, so `--all-features`
+//! builds and host tests never need a defmt global logger. Format strings
+//! use `{:?}` only, which both back-ends understand. The "nothing" arm still
+//! touches its arguments so that disabled logging leaves no unused warnings.
+#![allow(unused_macros)]
+
+#[cfg(feature = "log")]
+macro_rules! log_at {
+    ($level:ident, $($arg:tt)+) => { ::log::$level!(target: "kiln::host", $($arg)+) };
+}
+
+#[cfg(all(feature = "defmt", not(feature = "log")))]
+macro_rules! log_at {
+    ($level:ident, $($arg:tt)+) => { ::defmt::$level!($($arg)+) };
+}
+
+#[cfg(not(any(feature = "log", feature = "defmt")))]
+macro_rules! log_at {
+    ($level:ident, $fmt:literal $(, $arg:expr)* $(,)?) => {{
+        $( let _ = &$arg; )*
+    }};
+}
+
+macro_rules! trace {
+    ($($arg:tt)+) => { log_at!(trace, $($arg)+) };
+}
+
+macro_rules! debug {
+    ($($arg:tt)+) => { log_at!(debug, $($arg)+) };
+}
+
+macro_rules! warn {
+    ($($arg:tt)+) => { log_at!(warn, $($arg)+) };
+}
+
+/// Wraps a value that is only `Debug` (a compiler's error type) so it can be
+/// logged by either back-end; defmt formats it through `Debug2Format`.
+pub(crate) struct Dbg<T>(pub(crate) T);
+
+impl<T: core::fmt::Debug> core::fmt::Debug for Dbg<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<T: core::fmt::Debug> defmt::Format for Dbg<T> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{:?}", defmt::Debug2Format(&self.0))
+    }
+}

@@ -1,0 +1,349 @@
+//! The frame pump: compile work that fits between frames, and no more.
+//!
+//! A game loop (or any host with a hard per-iteration deadline) calls
+//! [`FramePump::pump`] once per frame with the ticks it can spare. The pump
+//! claims jobs from the broker and, *before* running one, predicts its cost
+//! ([`CostPredictor`]: learned ticks per size unit for the job's tier × the
+//! function's size from the host's [`CostModel`]). A job runs only if its
+//! prediction fits the time left; one that does not fit is **held** — its
+//! claimed [`Job`] kept inside the pump, its bead staying Compiling — and
+//! considered again next frame. Nothing is lost and nothing cools down, as
+//! dropping the job would make it do.
+//!
+//! ```text
+//!  pump(compiler, clock, budget):
+//!   1. drop held jobs whose bead moved on (invalidated, reloaded, swapped)
+//!   2. anti-starvation: the held job skipped in the most frames, if that is
+//!      ≥ starve_after, runs now whatever it costs         (report.forced)
+//!   3. held jobs, oldest first: run if predicted ≤ time left,
+//!      else count one more skipped frame                  (report.skipped)
+//!   4. while time is left and a hold slot is free: claim a new job; run it
+//!      if it fits, else hold it (skipped once)
+//!   every run job: compile, time it, publish through kiln-core, learn
+//! ```
+//!
+//! With predictions at or above the real costs, a frame never spends more
+//! than its budget; only a forced job (at most one per frame) or a
+//! mispredicted one can overrun, and the report says by how much.
+//!
+//! `HELD` (a const generic, default 8) bounds how far the pump looks past a
+//! job that does not fit: jobs are only claimed while a slot is free to hold
+//! one. Held jobs keep their claim, so a held job that will replace code
+//! keeps the retire-ring slot kiln-core reserved for it: give the broker a
+//! `RETIRE` capacity above `HELD`. Dropping the pump (or
+//! [`FramePump::abandon_held`]) abandons held jobs: their beads cool down and
+//! are promoted again later, as with any dropped job.
+
+use heapless::Vec;
+use kiln_core::{BeadRef, BeadState, ClaimError, Clock, Compiler, Job};
+
+use crate::cost::{CostModel, UniformSize};
+use crate::predict::CostPredictor;
+use crate::run::{Outcome, finish};
+use crate::source::JobSource;
+
+/// How a [`FramePump`] decides. The time unit is the host clock's tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FrameConfig {
+    /// A held job that was skipped in this many frames runs at the start of
+    /// the next frame even if it does not fit (one such job per frame).
+    /// 0 runs a job that does not fit at once, in the frame that claimed it.
+    pub starve_after: u32,
+    /// The predicted cost of one size unit at a tier not measured yet.
+    pub initial_ticks_per_unit: u64,
+    /// Each measured compile moves a tier's estimate `1 / 2^smoothing` of
+    /// the way toward it (0: the last compile alone decides; capped at 16).
+    pub smoothing: u8,
+    /// Predictions are the mean plus this many mean deviations (0: the mean).
+    pub deviation_weight: u8,
+}
+
+impl FrameConfig {
+    /// Defaults around the host's first guess of ticks per size unit:
+    /// a job runs anyway after 4 skipped frames, estimates move 1/8 of the
+    /// way toward each sample, predictions add 2 mean deviations.
+    pub const fn new(initial_ticks_per_unit: u64) -> Self {
+        Self { starve_after: 4, initial_ticks_per_unit, smoothing: 3, deviation_weight: 2 }
+    }
+
+    /// The same configuration with `starve_after` set.
+    pub const fn starve_after(mut self, frames: u32) -> Self {
+        self.starve_after = frames;
+        self
+    }
+
+    /// The same configuration with `smoothing` set.
+    pub const fn smoothing(mut self, shift: u8) -> Self {
+        self.smoothing = shift;
+        self
+    }
+
+    /// The same configuration with `deviation_weight` set.
+    pub const fn deviation_weight(mut self, weight: u8) -> Self {
+        self.deviation_weight = weight;
+        self
+    }
+}
+
+/// What one frame's [`FramePump::pump`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FrameReport {
+    /// The budget this frame had, in ticks.
+    pub budget: u64,
+    /// Ticks from the start to the end of the call.
+    pub spent: u64,
+    /// Ticks spent beyond the budget (a forced or mispredicted job).
+    pub overrun: u64,
+    /// Jobs compiled this frame (forced ones included).
+    pub ran: u32,
+    /// Of those, published.
+    pub published: u32,
+    /// Of those, failed (the deopt policy decided what next).
+    pub failed: u32,
+    /// Of those, finished after their bead moved on (result released).
+    pub stale: u32,
+    /// Of those, run by anti-starvation although they did not fit.
+    pub forced: u32,
+    /// Of those, the ones that took longer than predicted.
+    pub mispredicted: u32,
+    /// Sum of the predictions of the jobs that ran.
+    pub predicted: u64,
+    /// Jobs that did not fit and wait for a later frame.
+    pub skipped: u32,
+    /// Held jobs whose bead moved on, dropped without compiling.
+    pub dropped: u32,
+    /// Jobs held for later frames when the call returned.
+    pub held: u32,
+    /// Jobs still in the broker's queue when the call returned.
+    pub queued: u32,
+    /// Claiming stopped because the next job would replace code and the
+    /// broker's retire ring is full: call `Broker::quiesce`.
+    pub retire_full: bool,
+}
+
+/// A claimed job waiting for a frame with room for it.
+struct Held<'b, H> {
+    job: Job<'b, H>,
+    size: u32,
+    /// Frames in which it was considered and did not run.
+    skipped: u32,
+}
+
+/// The per-frame pump. See the module docs.
+///
+/// `M` is the host's [`CostModel`] (default [`UniformSize`]), `HELD` how
+/// many claimed jobs it may hold across frames.
+pub struct FramePump<'b, H, M = UniformSize, const HELD: usize = 8> {
+    source: &'b dyn JobSource<H>,
+    costs: M,
+    predictor: CostPredictor,
+    starve_after: u32,
+    held: Vec<Held<'b, H>, HELD>,
+    frames: u64,
+}
+
+impl<H, M, const HELD: usize> core::fmt::Debug for FramePump<'_, H, M, HELD> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FramePump")
+            .field("held", &self.held.len())
+            .field("held_capacity", &HELD)
+            .field("frames", &self.frames)
+            .field("starve_after", &self.starve_after)
+            .field("predictor", &self.predictor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'b, H, const HELD: usize> FramePump<'b, H, UniformSize, HELD> {
+    /// A frame pump over `source` (a kiln-core `Broker`) in which every
+    /// function has size 1; see [`with_cost_model`](Self::with_cost_model).
+    pub fn new(source: &'b dyn JobSource<H>, config: FrameConfig) -> Self {
+        const { assert!(HELD > 0, "a frame pump must be able to hold at least one job") };
+        Self {
+            source,
+            costs: UniformSize,
+            predictor: CostPredictor::new(config.initial_ticks_per_unit, config.smoothing, config.deviation_weight),
+            starve_after: config.starve_after,
+            held: Vec::new(),
+            frames: 0,
+        }
+    }
+}
+
+impl<'b, H, M, const HELD: usize> FramePump<'b, H, M, HELD> {
+    /// The same pump sizing functions with `costs`.
+    pub fn with_cost_model<N: CostModel<H>>(self, costs: N) -> FramePump<'b, H, N, HELD> {
+        FramePump {
+            source: self.source,
+            costs,
+            predictor: self.predictor,
+            starve_after: self.starve_after,
+            held: self.held,
+            frames: self.frames,
+        }
+    }
+
+    /// The learned cost estimates.
+    pub fn predictor(&self) -> &CostPredictor {
+        &self.predictor
+    }
+
+    /// The learned cost estimates, to seed a tier with a better guess.
+    pub fn predictor_mut(&mut self) -> &mut CostPredictor {
+        &mut self.predictor
+    }
+
+    /// Jobs held for later frames.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Frames pumped so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Abandons every held job (shutdown, a level change): their beads go
+    /// back to rest with a cooldown. Returns how many.
+    pub fn abandon_held(&mut self) -> usize {
+        let count = self.held.len();
+        self.held.clear();
+        count
+    }
+}
+
+impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HELD> {
+    /// Runs one frame's worth of compiles within `budget` ticks of `clock`
+    /// and reports what it ran, skipped and spent. See the module docs for
+    /// the order of work. `compiler` runs on the calling thread.
+    pub fn pump<C: Compiler<H>>(&mut self, compiler: &mut C, clock: &dyn Clock, budget: u64) -> FrameReport {
+        let started = clock.now();
+        let deadline = started.saturating_add(budget);
+        let left = || deadline.saturating_sub(clock.now());
+        let mut report = FrameReport { budget, ..FrameReport::default() };
+        self.frames += 1;
+
+        // 1. Held jobs whose bead moved on: dropping them changes nothing
+        //    (kiln-core's abandon checks the generation).
+        let before = self.held.len();
+        self.held.retain(|held| !is_stale(&held.job));
+        report.dropped = (before - self.held.len()) as u32;
+
+        // 2. Anti-starvation: at most one job per frame runs without fitting,
+        //    first, so that whatever it leaves can still be used.
+        let starving = self
+            .held
+            .iter()
+            .enumerate()
+            .filter(|(_, held)| held.skipped >= self.starve_after)
+            .max_by(|(i, a), (j, b)| a.skipped.cmp(&b.skipped).then(j.cmp(i)))
+            .map(|(index, _)| index);
+        let mut forced_one = false;
+        if let Some(index) = starving {
+            let held = self.held.remove(index);
+            self.run(held, compiler, clock, true, &mut report);
+            forced_one = true;
+        }
+
+        // 3. Held jobs, oldest first.
+        let mut index = 0;
+        while index < self.held.len() {
+            let time_left = left();
+            if time_left > 0 && self.predict(&self.held[index]) <= time_left {
+                let held = self.held.remove(index);
+                self.run(held, compiler, clock, false, &mut report);
+            } else {
+                let held = &mut self.held[index];
+                held.skipped = held.skipped.saturating_add(1);
+                report.skipped += 1;
+                index += 1;
+            }
+        }
+
+        // 4. New jobs, while there is time and room to hold one that does not fit.
+        let source = self.source;
+        while !self.held.is_full() && left() > 0 {
+            match source.claim() {
+                Ok(job) => {
+                    let size = self.costs.size(&job.request()).max(1);
+                    let mut held = Held { job, size, skipped: 0 };
+                    if self.predict(&held) <= left() {
+                        self.run(held, compiler, clock, false, &mut report);
+                    } else if self.starve_after == 0 && !forced_one {
+                        self.run(held, compiler, clock, true, &mut report);
+                        forced_one = true;
+                    } else {
+                        held.skipped = 1;
+                        report.skipped += 1;
+                        trace!("kiln-host: job of size {:?} held for a later frame", size);
+                        // Cannot fail: the loop checked there is room.
+                        let _ = self.held.push(held);
+                    }
+                }
+                Err(ClaimError::Empty) => break,
+                Err(ClaimError::RetireFull) => {
+                    report.retire_full = true;
+                    break;
+                }
+            }
+        }
+
+        report.spent = clock.now().saturating_sub(started);
+        report.overrun = report.spent.saturating_sub(budget);
+        report.held = self.held.len() as u32;
+        report.queued = source.queue_len() as u32;
+        if report.overrun > 0 {
+            debug!("kiln-host: frame overran its budget by {:?} ticks ({:?} forced)", report.overrun, report.forced);
+        }
+        report
+    }
+
+    fn predict(&self, held: &Held<'b, H>) -> u64 {
+        self.predictor.predict(held.job.request().tier, held.size)
+    }
+
+    /// Compiles, times, publishes and learns from one job.
+    fn run<C: Compiler<H>>(
+        &mut self,
+        held: Held<'b, H>,
+        compiler: &mut C,
+        clock: &dyn Clock,
+        forced: bool,
+        report: &mut FrameReport,
+    ) {
+        let predicted = self.predict(&held);
+        let Held { job, size, skipped } = held;
+        let tier = job.request().tier;
+        let started = clock.now();
+        let result = compiler.compile(&job.request());
+        let ticks = clock.now().saturating_sub(started);
+        let outcome = finish(job, compiler, result, ticks);
+        // A failed compile's time says little about a successful one's.
+        if outcome != Outcome::Failed {
+            self.predictor.record(tier, size, ticks);
+        }
+        report.ran += 1;
+        report.predicted = report.predicted.saturating_add(predicted);
+        match outcome {
+            Outcome::Published => report.published += 1,
+            Outcome::Failed => report.failed += 1,
+            Outcome::Stale => report.stale += 1,
+        }
+        if forced {
+            report.forced += 1;
+            debug!("kiln-host: forced a job skipped in {:?} frames (predicted {:?} ticks)", skipped, predicted);
+        }
+        if ticks > predicted {
+            report.mispredicted += 1;
+        }
+    }
+}
+
+/// The held job's bead moved on (its generation changed, or it left
+/// Compiling): compiling it would only produce a result to release.
+fn is_stale<H: BeadRef>(job: &Job<'_, H>) -> bool {
+    let bead = job.bead().bead();
+    bead.state() != BeadState::Compiling || bead.generation() != job.request().generation
+}

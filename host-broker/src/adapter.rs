@@ -1,51 +1,16 @@
 //! kiln-core's `Pump` on a job system: a wake-up spawns a pump task.
 //!
-//! ```text
-//!  interpreter thread                JobSystemPump                 job system worker
-//!  promotion ─► Broker ─► wake() ─► requested = true
-//!  (kiln-core coalesces:            in_flight < max? ─no─► coalesced (counted)
-//!   one wake until a claim)             │ yes: in_flight += 1
-//!                                       └─ spawn ───────────────► task:
-//!                                                                  requested = false
-//!                                                                  claim → compile → publish
-//!                                                                  (≤ jobs_per_task, until empty
-//!                                                                   or stop)
-//!                                                                  in_flight -= 1
-//!                                                                  requested? → spawn again
-//! ```
-//!
-//! **Coalescing.** kiln-core already calls `wake` at most once until a
-//! pumper claims; this adapter adds a cap on tasks in flight
-//! ([`PumpConfig::max_in_flight`]). A wake-up beyond the cap spawns
-//! nothing: it leaves `requested` set, and the task that ends next sees it
-//! and spawns a successor. Both sides use SeqCst (the store of `requested`
-//! then the increment of `in_flight` in `wake`; the decrement then the load
-//! in a task's end), so either the ending task sees the request or the wake
-//! sees the free slot — a wake-up is never lost.
-//!
-//! **Tasks** drain up to [`PumpConfig::jobs_per_task`] jobs and end, handing
-//! the worker back to the engine between batches (a successor is spawned if
-//! work is left). Each compile is timed with [`StdClock`] (nanoseconds) for
-//! `Events::compiled` and runs under `catch_unwind`: a panicking compile is a
-//! failed one (the deopt policy decides), never a dead worker.
-//!
-//! **The broker** must outlive every task: [`JobSystemPump::attach`] takes a
-//! `&'static` broker (a `static`, or leaked), [`JobSystemPump::attach_arc`]
-//! an `Arc` (tasks hold a `Weak`, so the broker → pump → task cycle does not
-//! keep it alive). The broker holds the pump as its wake hook, so the pump is
-//! built first and attached once the broker exists; wake-ups before that are
-//! remembered and served at attach.
-//!
-//! **The compiler** is cloned into each task (see
-//! [`SharedCompiler`](crate::SharedCompiler) for compilers that must be
-//! shared). Results are published by kiln-core's generation-checked install
-//! in the task; the host only ever sees complete code.
-//!
-//! **Stopping** ([`JobSystemPump::stop`]): no task is spawned after it
-//! begins, running tasks end after their current job, and it waits at most
-//! [`PumpConfig::stop_timeout`] for them, calling [`JobSystem::help`]
-//! meanwhile. Jobs still queued stay queued (`Broker::cancel_queued` drops
-//! them).
+//! Design note. The pump never runs a job on the waking thread (a wake-up
+//! comes from an interpreter's call and must not call into the broker); it
+//! only spawns. Coalescing needs one rule to be lossless: a wake-up beyond
+//! the cap leaves `requested` set, and the task that ends next spawns a
+//! successor for it. Both sides use SeqCst (the store of `requested` then
+//! the increment of `in_flight` in `wake`; the decrement then the load of
+//! `requested` as a task ends), so either the ending task sees the request
+//! or the wake-up sees the free slot. Tasks reach the broker through a
+//! type-erased body bound at `attach`, so the pump's type does not name the
+//! broker's (which names the pump's, as its wake hook). The user-facing
+//! description is on [`JobSystemPump`].
 
 use core::fmt;
 use core::panic::AssertUnwindSafe;
@@ -344,7 +309,56 @@ impl<J: JobSystem> Drop for Slot<'_, J> {
     }
 }
 
-/// kiln-core's [`Pump`] on a [`JobSystem`]. See the module docs.
+/// kiln-core's [`Pump`] on a [`JobSystem`]: a wake-up spawns a pump task.
+///
+/// ```text
+///  interpreter thread                JobSystemPump                 job system worker
+///  promotion ─► Broker ─► wake() ─► requested = true
+///  (kiln-core coalesces:            in_flight < max? ─no─► coalesced (counted)
+///   one wake until a claim)             │ yes: in_flight += 1
+///                                       └─ spawn ───────────────► task:
+///                                                                  requested = false
+///                                                                  claim → compile → publish
+///                                                                  (≤ jobs_per_task, until empty
+///                                                                   or stop)
+///                                                                  in_flight -= 1
+///                                                                  requested? → spawn again
+/// ```
+///
+/// **Coalescing.** kiln-core already calls `wake` at most once until a
+/// pumper claims; this adapter adds a cap on tasks in flight
+/// ([`PumpConfig::max_in_flight`]). A wake-up beyond the cap spawns
+/// nothing: the task that ends next sees it and spawns a successor, so a
+/// wake-up is never lost. [`stats`](Self::stats) counts wake-ups, spawns
+/// and coalesced wake-ups.
+///
+/// **Tasks** drain up to [`PumpConfig::jobs_per_task`] jobs and end, handing
+/// the worker back to the engine between batches (a successor is spawned if
+/// work is left). Each compile is timed with [`StdClock`] (nanoseconds) for
+/// `Events::compiled` and runs under `catch_unwind`: a panicking compile is a
+/// failed one (the deopt policy decides), never a dead worker.
+///
+/// **The broker** must outlive every task: [`attach`](Self::attach) takes a
+/// `&'static` broker (a `static`, or leaked), [`attach_arc`](Self::attach_arc)
+/// an `Arc` (tasks hold a `Weak`, so the broker → pump → task cycle does not
+/// keep it alive). The broker holds the pump as its wake hook, so the pump is
+/// built first and attached once the broker exists; wake-ups before that are
+/// remembered and served at attach.
+///
+/// **The compiler** is cloned into each task (see
+/// [`SharedCompiler`](crate::SharedCompiler) for compilers that must be
+/// shared). Results are published by kiln-core's generation-checked install
+/// in the task; the host only ever sees complete code.
+///
+/// **Stopping** ([`stop`](Self::stop)): no task is spawned after it
+/// begins, running tasks end after their current job, and it waits at most
+/// [`PumpConfig::stop_timeout`] for them, calling [`JobSystem::help`]
+/// meanwhile. Jobs still queued stay queued (`Broker::cancel_queued` drops
+/// them).
+///
+/// **Retire ring full.** A task that meets `ClaimError::RetireFull` ends
+/// (counted in [`PumpStats::retire_full`]); after `Broker::quiesce`, call
+/// `wake()` on the pump to resume.
 ///
 /// Cloning gives another handle to the same pump.
 pub struct JobSystemPump<J: JobSystem> {

@@ -1,28 +1,13 @@
 //! bevy_tasks as a [`JobSystem`]: pump tasks are detached `TaskPool` tasks.
 //!
-//! Tasks go to a given [`TaskPool`] or to bevy's `AsyncComputeTaskPool`
-//! (the pool meant for work that may span frames, which compiles are).
-//!
-//! **Hosts that tick their pools from the main thread.** Where bevy_tasks
-//! has threads (its `multi_threaded` feature, on by default in bevy on
-//! native targets) a pump task runs on a pool thread. Without threads —
-//! wasm, or a build without `multi_threaded` — tasks run only when the host
-//! ticks the executor on its main thread, as bevy's app runner does every
-//! update with `bevy_tasks::tick_global_task_pools_on_main_thread()`. There,
-//! bevy_tasks' `TaskPool::spawn` on native targets also polls the new task
-//! before returning, which would run compiles inside `Pump::wake` (on the
-//! interpreter's call). So every task first waits on a gate that opens only
+//! Design note. On native targets without threads, bevy_tasks'
+//! `TaskPool::spawn` polls the new task before returning, which would run
+//! compiles inside `Pump::wake` — on the interpreter's call, against the
+//! wake contract. So every task first waits on a [`Gate`] that opens only
 //! after `spawn` returned: a task polled inline parks, and runs at the next
-//! tick. Such a host therefore:
-//!
-//! 1. promotes from the main thread (wake-ups spawn onto that thread's
-//!    executor);
-//! 2. ticks as usual (`tick_global_task_pools_on_main_thread()`, or
-//!    `pool.with_local_executor(|e| while e.try_tick() {})`) — compiles
-//!    happen there;
-//! 3. stops with `pump.stop()`, which ticks the pool's local executor
-//!    itself while it waits ([`JobSystem::help`]), or with `begin_stop()`
-//!    and ticking until `is_stopped()`.
+//! tick of its executor. Where the pool has threads the gate costs one
+//! allocation and, rarely, one extra poll. The user-facing description is
+//! on [`BevyJobSystem`].
 
 use core::future::{Future, poll_fn};
 use core::task::{Context, Poll, Waker};
@@ -33,7 +18,30 @@ use crate::adapter::JobSystemPump;
 use crate::job_system::JobSystem;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, lock};
 
-/// Spawns pump tasks on a bevy_tasks [`TaskPool`]. See the module docs.
+/// Spawns pump tasks on a bevy_tasks [`TaskPool`].
+///
+/// Tasks go to a given [`TaskPool`] or to bevy's `AsyncComputeTaskPool`
+/// (the pool meant for work that may span frames, which compiles are).
+///
+/// **Hosts that tick their pools from the main thread.** Where bevy_tasks
+/// has threads (its `multi_threaded` feature, on by default in bevy on
+/// native targets) a pump task runs on a pool thread. In a native build
+/// without `multi_threaded`, tasks run only when the host ticks the
+/// executor on its main thread, as bevy's `TaskPoolPlugin` does every
+/// update with `bevy_tasks::tick_global_task_pools_on_main_thread()`
+/// (kiln makes sure a task never runs inside the `spawn` of a wake-up, even
+/// though bevy_tasks polls new tasks at once there); on wasm they run on
+/// the browser's event loop once the current frame's code returns. A
+/// ticking host therefore:
+///
+/// 1. promotes from the main thread (wake-ups spawn onto that thread's
+///    executor);
+/// 2. ticks as usual (`tick_global_task_pools_on_main_thread()`, or
+///    `pool.with_local_executor(|e| while e.try_tick() {})`) — compiles
+///    happen there;
+/// 3. stops with `pump.stop()`, which ticks the pool's local executor
+///    itself while it waits ([`JobSystem::help`]), or with `begin_stop()`
+///    and ticking until `is_stopped()`.
 #[derive(Clone, Debug)]
 pub struct BevyJobSystem {
     pool: Pool,

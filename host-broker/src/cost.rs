@@ -11,6 +11,12 @@
 use kiln_core::CompileRequest;
 
 /// Tells the frame pump how large the function behind a job is.
+///
+/// A compile's cost is predicted as learned ticks per size unit (per tier)
+/// × size, so any unit works — bytecode bytes, IR nodes, basic blocks — as
+/// long as compile time grows roughly in proportion to it. [`UniformSize`]
+/// (every function is size 1) makes predictions per-tier averages. A closure
+/// `Fn(&CompileRequest<'_, H>) -> u32` is a cost model too.
 pub trait CostModel<H> {
     /// The size of the function `request` compiles, in host units (0 counts
     /// as 1). Called once per job, when the frame pump claims it; it runs on

@@ -1,38 +1,13 @@
 //! The frame pump: compile work that fits between frames, and no more.
 //!
-//! A game loop (or any host with a hard per-iteration deadline) calls
-//! [`FramePump::pump`] once per frame with the ticks it can spare. The pump
-//! claims jobs from the broker and, *before* running one, predicts its cost
-//! ([`CostPredictor`]: learned ticks per size unit for the job's tier × the
-//! function's size from the host's [`CostModel`]). A job runs only if its
-//! prediction fits the time left; one that does not fit is **held** — its
-//! claimed [`Job`] kept inside the pump, its bead staying Compiling — and
-//! considered again next frame. Nothing is lost and nothing cools down, as
-//! dropping the job would make it do.
-//!
-//! ```text
-//!  pump(compiler, clock, budget):
-//!   1. drop held jobs whose bead moved on (invalidated, reloaded, swapped)
-//!   2. anti-starvation: the held job skipped in the most frames, if that is
-//!      ≥ starve_after, runs now whatever it costs         (report.forced)
-//!   3. held jobs, oldest first: run if predicted ≤ time left,
-//!      else count one more skipped frame                  (report.skipped)
-//!   4. while time is left and a hold slot is free: claim a new job; run it
-//!      if it fits, else hold it (skipped once)
-//!   every run job: compile, time it, publish through kiln-core, learn
-//! ```
-//!
-//! With predictions at or above the real costs, a frame never spends more
-//! than its budget; only a forced job (at most one per frame) or a
-//! mispredicted one can overrun, and the report says by how much.
-//!
-//! `HELD` (a const generic, default 8) bounds how far the pump looks past a
-//! job that does not fit: jobs are only claimed while a slot is free to hold
-//! one. Held jobs keep their claim, so a held job that will replace code
-//! keeps the retire-ring slot kiln-core reserved for it: give the broker a
-//! `RETIRE` capacity above `HELD`. Dropping the pump (or
-//! [`FramePump::abandon_held`]) abandons held jobs: their beads cool down and
-//! are promoted again later, as with any dropped job.
+//! Design note. To predict a job's cost the pump must see the job before
+//! running it, and kiln-core offers no peek: it offers `claim`, and a dropped
+//! `Job` is *abandoned* (its bead cools down and is promoted again later),
+//! which is not "wait for the next frame". So the pump keeps claimed jobs
+//! that do not fit in a bounded, const-generic buffer across frames; a held
+//! job's bead stays Compiling, which is exactly what it is. Everything is
+//! `&mut self` on the host's thread: no atomics, no allocation, `no_std`.
+//! The user-facing description is on [`FramePump`].
 
 use heapless::Vec;
 use kiln_core::{BeadRef, BeadState, ClaimError, Clock, Compiler, Job};
@@ -131,10 +106,46 @@ struct Held<'b, H> {
     skipped: u32,
 }
 
-/// The per-frame pump. See the module docs.
+/// The per-frame pump: compile work that fits between frames, and no more.
 ///
-/// `M` is the host's [`CostModel`] (default [`UniformSize`]), `HELD` how
-/// many claimed jobs it may hold across frames.
+/// A game loop (or any host with a hard per-iteration deadline) calls
+/// [`pump`](Self::pump) once per frame with the ticks it can spare. The pump
+/// claims jobs from the broker and, *before* running one, predicts its cost
+/// ([`CostPredictor`]: learned ticks per size unit for the job's tier × the
+/// function's size from the host's [`CostModel`], `M`, default
+/// [`UniformSize`]). A job runs only if its prediction fits the time left;
+/// one that does not fit is **held** — its claimed [`Job`] kept inside the
+/// pump, its bead staying Compiling — and considered again next frame.
+/// Nothing is lost and nothing cools down, as dropping the job would make
+/// it do.
+///
+/// ```text
+///  pump(compiler, clock, budget):
+///   1. drop held jobs whose bead moved on (invalidated, reloaded, swapped)
+///   2. anti-starvation: the held job skipped in the most frames, if that is
+///      ≥ starve_after, runs now whatever it costs         (report.forced)
+///   3. held jobs, oldest first: run if predicted ≤ time left,
+///      else count one more skipped frame                  (report.skipped)
+///   4. while time is left and a hold slot is free: claim a new job; run it
+///      if it fits, else hold it (skipped once)
+///   every run job: compile, time it, publish through kiln-core, learn
+/// ```
+///
+/// With predictions at or above the real costs, a frame never spends more
+/// than its budget; only a forced job (at most one per frame) or a
+/// mispredicted one can overrun, and the [`FrameReport`] says by how much.
+///
+/// `HELD` (default 8) bounds how far the pump looks past a job that does
+/// not fit: jobs are only claimed while a slot is free to hold one. A held
+/// job that will replace code keeps the retire-ring slot kiln-core reserved
+/// for it at claim time: give the broker a `RETIRE` capacity above `HELD`.
+/// Dropping the pump (or [`abandon_held`](Self::abandon_held)) abandons
+/// held jobs: their beads cool down and are promoted again later, as with
+/// any dropped job. Queue order among jobs not yet claimed is the broker's
+/// (hotness); held jobs go first, oldest first.
+///
+/// Type annotations: `FramePump<'_, H>` for the defaults, or
+/// `FramePump::<_, _, 16>::new(..)` for another `HELD`.
 pub struct FramePump<'b, H, M = UniformSize, const HELD: usize = 8> {
     source: &'b dyn JobSource<H>,
     costs: M,
@@ -216,8 +227,8 @@ impl<'b, H, M, const HELD: usize> FramePump<'b, H, M, HELD> {
 
 impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HELD> {
     /// Runs one frame's worth of compiles within `budget` ticks of `clock`
-    /// and reports what it ran, skipped and spent. See the module docs for
-    /// the order of work. `compiler` runs on the calling thread.
+    /// and reports what it ran, skipped and spent. See [`FramePump`] for the
+    /// order of work. `compiler` runs on the calling thread.
     pub fn pump<C: Compiler<H>>(&mut self, compiler: &mut C, clock: &dyn Clock, budget: u64) -> FrameReport {
         let started = clock.now();
         let deadline = started.saturating_add(budget);

@@ -1,26 +1,31 @@
 //! The one thing kiln-host needs from a job system: `spawn`.
 //!
-//! An engine plugs in by implementing [`JobSystem`] — usually one line that
-//! forwards to its own spawn — and wraps it in a
-//! [`JobSystemPump`](crate::JobSystemPump), which does the rest: coalescing
-//! wake-ups, capping tasks in flight, running jobs, stopping.
-//!
-//! ```
-//! use kiln_host::{JobSystem, JobSystemPump, PumpConfig};
-//!
-//! /// A job system that starts a thread per task.
-//! struct Threads;
-//! impl JobSystem for Threads {
-//!     fn spawn<F: FnOnce() + Send + 'static>(&self, task: F) {
-//!         std::thread::spawn(task);
-//!     }
-//! }
-//!
-//! let pump = JobSystemPump::new(Threads, PumpConfig::default());
-//! # let _ = pump;
-//! ```
+//! Design note. A generic `spawn` (not a boxed closure) so an engine whose
+//! own spawn is generic pays no extra allocation; `help` exists for engines
+//! whose tasks progress only when someone ticks them, so a blocking `stop`
+//! cannot deadlock them. The description is on [`JobSystem`].
 
 /// A job system kiln can spawn pump tasks on.
+///
+/// An engine plugs in by implementing [`JobSystem`] — usually one line that
+/// forwards to its own spawn — and wraps it in a
+/// [`JobSystemPump`](crate::JobSystemPump), which does the rest: coalescing
+/// wake-ups, capping tasks in flight, running jobs, stopping.
+///
+/// ```
+/// use kiln_host::{JobSystem, JobSystemPump, PumpConfig};
+///
+/// /// A job system that starts a thread per task.
+/// struct Threads;
+/// impl JobSystem for Threads {
+///     fn spawn<F: FnOnce() + Send + 'static>(&self, task: F) {
+///         std::thread::spawn(task);
+///     }
+/// }
+///
+/// let pump = JobSystemPump::new(Threads, PumpConfig::default());
+/// # let _ = pump;
+/// ```
 ///
 /// # Contract
 ///

@@ -1,27 +1,10 @@
-//! Learned compile-cost prediction: ticks per size unit, per tier.
+//! Learned compile-cost prediction, per tier, scaled by function size.
 //!
-//! A compile's cost is predicted as `size × (mean + k × deviation)`, where
-//! `mean` and `deviation` are per-tier estimates of *ticks per size unit*,
-//! kept as exponentially weighted moving averages of measured compiles —
-//! the estimator TCP uses for round-trip times (Jacobson/Karels: a smoothed
-//! mean plus `k` smoothed mean deviations). The deviation term is what keeps
-//! a noisy compiler from overrunning frames: a frame pump would rather leave
-//! a job for the next frame than cause a hitch.
-//!
-//! - Before a tier has a sample its mean is the host's initial guess
-//!   (deviation 0). The first measurement replaces the guess outright and
-//!   sets the deviation to half the sample (TCP's initial variance), so the
-//!   first predictions after it are cautious.
-//! - Each later sample moves the mean and the deviation toward it by
-//!   `1 / 2^smoothing` of the gap, rounded *up*, so an estimate reaches a
-//!   constant sample exactly (and never overshoots it).
-//! - Everything is integer: 16 fractional bits of fixed point, products in
-//!   `u128`, saturating. No floats, so it runs the same on thumbv6m.
-//! - Sizes of 0 count as 1. Tiers above [`MAX_TIER`] share its estimate.
-//!
-//! Rounding is conservative: a sample is stored rounded up and a prediction
-//! rounded up, so for a compiler whose cost is exactly linear in size the
-//! prediction is never below the real cost once the estimate has converged.
+//! Design note. Integer fixed point (16 fractional bits, `u128` products,
+//! saturating) rather than floats, so it behaves identically on thumbv6m,
+//! which has no FPU; and the Jacobson/Karels mean-plus-deviation estimator
+//! rather than a bare mean, because a frame pump prefers leaving a job for
+//! the next frame to causing a hitch. The description is on [`CostPredictor`].
 
 use kiln_core::MAX_TIER;
 
@@ -43,7 +26,30 @@ impl Estimate {
     }
 }
 
-/// Predicts compile costs from measured ones. See the module docs.
+/// Predicts compile costs from measured ones: ticks per size unit, per tier.
+///
+/// A compile's cost is predicted as `size × (mean + k × deviation)`, where
+/// `mean` and `deviation` are per-tier estimates of *ticks per size unit*,
+/// kept as exponentially weighted moving averages of measured compiles —
+/// the estimator TCP uses for round-trip times (Jacobson/Karels: a smoothed
+/// mean plus `k` smoothed mean deviations). The deviation term is what keeps
+/// a noisy compiler from overrunning frames: a frame pump would rather leave
+/// a job for the next frame than cause a hitch.
+///
+/// - Before a tier has a sample its mean is the host's initial guess
+///   (deviation 0). The first measurement replaces the guess outright and
+///   sets the deviation to half the sample (TCP's initial variance), so the
+///   first predictions after it are cautious.
+/// - Each later sample moves the mean and the deviation toward it by
+///   `1 / 2^smoothing` of the gap, rounded *up*, so an estimate reaches a
+///   constant sample exactly (and never overshoots it).
+/// - Everything is integer: 16 fractional bits of fixed point, products in
+///   `u128`, saturating. No floats, so it runs the same on thumbv6m.
+/// - Sizes of 0 count as 1. Tiers above [`MAX_TIER`] share its estimate.
+///
+/// Rounding is conservative: a sample is stored rounded up and a prediction
+/// rounded up, so for a compiler whose cost is exactly linear in size the
+/// prediction is never below the real cost once the estimate has converged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CostPredictor {
     tiers: [Estimate; TIERS],

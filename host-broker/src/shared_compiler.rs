@@ -11,7 +11,13 @@ use kiln_core::{CodeHandle, CompileRequest, Compiled, Compiler};
 
 use crate::sync::{Arc, Mutex, MutexGuard, lock};
 
-/// One compiler shared by clones; see the module docs.
+/// One compiler shared by clones: `Arc<Mutex<C>>` as a [`Compiler`].
+///
+/// [`JobSystemPump`](crate::JobSystemPump) clones its compiler into each
+/// pump task. A compiler that is not a cheap handle to shared state (one
+/// JIT module, a `CraneliftCompiler`) is wrapped in this: clones share one
+/// compiler behind a mutex held for one `compile` or `release` at a time.
+/// Keep a clone for `Broker::quiesce`.
 #[derive(Debug, Default)]
 pub struct SharedCompiler<C> {
     inner: Arc<Mutex<C>>,

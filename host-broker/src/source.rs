@@ -11,8 +11,8 @@
 
 use kiln_core::{BeadRef, Broker, ClaimError, DeoptPolicy, Events, HotnessPolicy, Job, Pump};
 
-/// A source of claimed compile jobs: kiln-core's [`Broker`], or a wrapper
-/// around one.
+/// A source of claimed compile jobs: kiln-core's [`Broker`] (whatever its
+/// policies, hooks and capacities), or a wrapper around one.
 pub trait JobSource<H> {
     /// Claims the next job (see [`Broker::claim`]).
     fn claim(&self) -> Result<Job<'_, H>, ClaimError>;

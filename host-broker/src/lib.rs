@@ -20,6 +20,8 @@
 //! install: the host only ever sees a bead's entry as null or as complete
 //! code.
 //!
+//! ## A game loop
+//!
 //! ```
 //! use core::cell::Cell;
 //! use kiln_core::*;

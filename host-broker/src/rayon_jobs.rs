@@ -20,6 +20,8 @@ use crate::sync::Arc;
 /// catches panics around each compile, so a panicking compiler is a failed
 /// compile, not an abort.
 ///
+/// # Example
+///
 /// ```
 /// use kiln_core::*;
 /// use kiln_host::{PumpConfig, RayonJobSystem, RayonPump, SharedCompiler};
@@ -33,6 +35,8 @@ use crate::sync::Arc;
 /// #     fn release(&mut self, _: CodeHandle) {}
 /// # }
 ///
+/// // `Jit` is the host's kiln-core `Compiler`: a cheap `Clone + Send + Sync`
+/// // handle is cloned into every task; anything else goes in a SharedCompiler.
 /// type Kiln = Broker<&'static Bead, ThresholdPolicy, AlwaysRecompilePolicy, RayonPump>;
 ///
 /// let pump = RayonPump::new(RayonJobSystem::global(), PumpConfig::default().max_in_flight(2));

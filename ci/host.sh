@@ -25,4 +25,10 @@ cargo clippy -p kiln-host --all-targets --all-features -- -D warnings
 # exercises the logging arm instead.
 echo "--- cargo test -p kiln-host --features rayon,bevy,log"
 cargo test -p kiln-host --features rayon,bevy,log
+# bevy_tasks without `multi_threaded` (wasm-like, main-thread ticking) cannot
+# be tested inside kiln-host (its dev-dependency turns threads on and
+# features unify), so a separate workspace checks it.
+echo "--- bevy_tasks without threads (ci/bevy-single-thread)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/bevy-single-thread" \
+  cargo run --quiet --manifest-path ci/bevy-single-thread/Cargo.toml
 echo "host checks ok"

@@ -137,10 +137,9 @@ impl Bead {
     pub fn osr_entry(&self, site: u64) -> Option<NonNull<()>> {
         // Acquire pairs with the Release store of the table in `install`.
         let table = self.osr.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer here was published by `install` from a
-        // `Compiled` whose `with_osr` contract keeps the table valid until its
-        // code is released, which happens only after it was unpublished and
-        // the host declared quiescence (the `quiesce` contract) twice.
+        // A non-null pointer was published by `install` from a `Compiled`;
+        // its code is released only after unpublishing and two quiesces.
+        // SAFETY: `with_osr` 1 keeps the table valid until that release.
         unsafe { table.as_ref() }.and_then(|table| table.lookup(site))
     }
 

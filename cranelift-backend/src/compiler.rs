@@ -115,10 +115,9 @@ where
         let unit = cache.get(id).expect("just compiled");
         let compiled = Compiled::new(unit.entry as *mut (), handle).expect("Cranelift code is never at address 0");
         Ok(match &unit.table {
-            // SAFETY: (1) the table and the entries it views live in the
-            // unit until `release(handle)` frees it (or, if kiln never
-            // publishes the code, until kiln hands the handle back to
-            // `release`); (2) it is immutable, and `OsrTable` is Sync.
+            // The table and its entries live in the unit until `release(handle)`
+            // frees it (or kiln hands an unpublished handle back to `release`).
+            // SAFETY: `with_osr` (1) valid until release, (2) immutable and Sync.
             Some(table) => unsafe { compiled.with_osr(NonNull::from(&**table)) },
             None => compiled,
         })

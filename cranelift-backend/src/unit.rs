@@ -74,12 +74,9 @@ impl Unit {
         let Built { module, entry, osr, bytes, used } = built;
         let osr = osr.into_boxed_slice();
         let table = (!osr.is_empty()).then(|| {
-            // SAFETY: the entries live in the boxed slice's heap buffer,
-            // which neither moves nor changes until the unit is dropped; the
-            // table never outlives the unit inside the crate, and outside it
-            // is only handed to kiln-core under `Compiled::with_osr`'s
-            // contract (valid until that code is released, which drops the
-            // unit).
+            // The table never outlives the unit inside the crate; outside it is
+            // handed only to kiln-core under `with_osr` (until release drops the unit).
+            // SAFETY: the boxed slice's buffer neither moves nor changes until the unit drops.
             let entries: &'static [OsrEntry] = unsafe { &*std::ptr::from_ref::<[OsrEntry]>(&osr) };
             // Sorted, de-duplicated and non-null by construction (`codegen`).
             Box::new(OsrTable::new(entries).expect("codegen builds sorted, unique, non-null OSR entries"))

@@ -95,10 +95,9 @@ impl CodeObject {
         let object = unsafe { &*raw };
         let compiled = Compiled::new(object.entry, handle).expect("checked non-null above");
         Ok(match &object.table {
-            // SAFETY: (1) the table and its entries live in the boxed object
-            // until `CodeObject::release(handle)` drops it, which kiln-core
-            // calls only after the code was retired and quiesced (or at once
-            // if never published); (2) it is immutable and Sync.
+            // kiln-core calls `CodeObject::release(handle)` only after the code
+            // was retired and quiesced (or at once if it was never published).
+            // SAFETY: `with_osr` (1) the boxed table lives until then, (2) immutable, Sync.
             Some(table) => unsafe { compiled.with_osr(std::ptr::NonNull::from(table)) },
             None => compiled,
         })

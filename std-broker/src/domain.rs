@@ -272,10 +272,9 @@ impl Drop for Domain {
         unsafe { self.broker.release_retired_now(&mut parking) };
         let limbo = std::mem::take(self.limbo.get_mut().unwrap_or_else(|e| e.into_inner()));
         for handle in limbo {
-            // SAFETY: (1) each limbo handle came from `publishable` and was
-            // handed over once by kiln-core's release; (2) with every bead
-            // gone, no OSR lookup can reach the table. The code itself is
-            // not freed.
+            // Each limbo handle came from `publishable`, handed over once by
+            // kiln-core's release; the code itself is not freed.
+            // SAFETY: `discard` (1) released once; (2) every bead is gone: no OSR lookup.
             unsafe { CodeObject::discard(handle) };
         }
     }
@@ -311,11 +310,9 @@ impl Compiler<BeadHandle> for StdCompiler {
     }
 
     fn release(&mut self, code: CodeHandle) {
-        // SAFETY: (1) kiln-core releases each accepted handle exactly once;
-        // (2) it does so only after two quiesce rounds since retirement, and
-        // this compiler is used for quiesce only in managed mode, where
-        // rounds mean every registered thread passed a quiescent point (or
-        // the host declared quiescence itself).
+        // kiln-core releases each accepted handle once, two quiesce rounds
+        // after retirement; this compiler quiesces only in managed mode.
+        // SAFETY: `release` (1) once; (2) managed rounds mean no thread runs it.
         unsafe { CodeObject::release(code) };
     }
 }

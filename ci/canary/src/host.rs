@@ -207,10 +207,9 @@ impl Compiler<&'static Bead> for CanaryJit<'_> {
         }
         let mut compiled = self.code(native as *mut ())?;
         if let JobKind::Osr { .. } = request.kind {
-            // SAFETY: `with_osr` 1: the table and the static entries it
-            // views outlive this JIT (`'t`), and the canary releases all
-            // code before the table goes (checked at the end of `run`);
-            // they are never written. 2: the canary has one thread.
+            // The table and the static entries it views outlive this JIT
+            // (`'t`); the canary releases all code before the table goes.
+            // SAFETY: `with_osr` 1: valid and never written until release; 2: one thread.
             compiled = unsafe { compiled.with_osr(self.osr_table.into()) };
         }
         let record = CompileRecord { function: function.name, handle: compiled.handle(), kind: request.kind };

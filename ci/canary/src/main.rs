@@ -106,10 +106,9 @@ impl Caller {
         match BROKER.on_invoke(&bead) {
             Some(entry) => {
                 self.native_calls += 1;
-                // SAFETY: every entry the canary's broker publishes is a
-                // `Native` of this binary: compiles hand out
-                // `Function::native` (host.rs), and the only hand-installed
-                // code is `square_saturating`, also a `Native`.
+                // Compiles hand out `Function::native` (host.rs), and the only
+                // hand-installed code is `square_saturating`, also a `Native`.
+                // SAFETY: every entry this broker publishes is a `Native` of this binary.
                 let native = unsafe { core::mem::transmute::<*mut (), Native>(entry.as_ptr()) };
                 native(x)
             }

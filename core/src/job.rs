@@ -8,8 +8,6 @@
 //! returns the bead to the state it rests in (Interpreted, or its installed
 //! tier) with a cooldown, so no bead stays Compiling after its job ended.
 
-use core::ptr::NonNull;
-
 use crate::compiler::{Compiled, Compiler};
 use crate::state::Generation;
 
@@ -181,6 +179,3 @@ impl<H> Drop for Job<'_, H> {
         }
     }
 }
-
-/// Entry returned by a successful invoke or back-edge probe.
-pub type Entry = NonNull<()>;

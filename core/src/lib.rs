@@ -82,7 +82,7 @@ pub use deopt::{
     ExponentialBackoffPolicy, ThresholdDeoptPolicy, TieredDeoptPolicy,
 };
 pub use error::{KilnError, Refused};
-pub use job::{CompileRequest, Entry, Job, JobKind, JobOutcome};
+pub use job::{CompileRequest, Job, JobKind, JobOutcome};
 pub use osr::{OsrEntry, OsrTable, OsrTableError};
 pub use policy::{Decision, HotnessPolicy, HotnessStats, LoadScaling, ThresholdPolicy, TierLadder, TieredPolicy};
 #[cfg(not(loom))]

@@ -243,11 +243,7 @@ impl Bead {
             kiln_core::BeadState::Compiling => ReloadOutcome::PendingCurrentCompile,
             _ => ReloadOutcome::AlreadyInterpreting,
         };
-        let mut result = self.domain.broker.reload(&&self.core);
-        if result == Err(KilnError::RetireFull) {
-            self.domain.reclaim_step();
-            result = self.domain.broker.reload(&&self.core);
-        }
+        let result = self.domain.retry_if_ring_full(|| self.domain.broker.reload(&&self.core));
         match result {
             Ok(()) => outcome,
             Err(KilnError::Invalidated) => ReloadOutcome::Dead,
@@ -328,12 +324,7 @@ impl Bead {
     /// kiln refused (the retire ring is full).
     pub fn evict(&self, pause: u32) -> bool {
         let pause = core::num::NonZeroU32::new(pause).unwrap_or(core::num::NonZeroU32::MIN);
-        let mut result = self.domain.broker.evict(&&self.core, pause);
-        if result == Err(KilnError::RetireFull) {
-            self.domain.reclaim_step();
-            result = self.domain.broker.evict(&&self.core, pause);
-        }
-        result.is_ok()
+        self.domain.retry_if_ring_full(|| self.domain.broker.evict(&&self.core, pause)).is_ok()
     }
 
     /// Stops compiling this bead (its code is retired).

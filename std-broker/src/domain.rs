@@ -194,6 +194,21 @@ impl Domain {
         }))
     }
 
+    /// Runs `operation`; if the retire ring was full, frees what can be
+    /// freed (one reclamation step) and runs it once more.
+    pub(crate) fn retry_if_ring_full<T>(
+        self: &Arc<Self>,
+        operation: impl Fn() -> Result<T, kiln_core::KilnError>,
+    ) -> Result<T, kiln_core::KilnError> {
+        match operation() {
+            Err(kiln_core::KilnError::RetireFull) => {
+                self.reclaim_step();
+                operation()
+            }
+            result => result,
+        }
+    }
+
     /// Keeps `code` out of reach until the domain drops (a retirement the
     /// ring could not take).
     pub(crate) fn park(&self, code: CodeHandle) {

@@ -18,3 +18,11 @@ grep -q "OSR: left the interpreter" <<<"$osr" || { echo "the loop never entered 
 
 echo "--- code_memory (1,000 cycles; fails if resident memory grows)"
 run code_memory -- 1000
+
+echo "--- game_loop (200 frames unpaced, 2,400 entities; fails if the modes disagree)"
+game=$(run game_loop -- 200 2400 --unpaced --out "${CARGO_TARGET_DIR:-target}/game_loop.png")
+echo "$game"
+grep -q "in every mode" <<<"$game" || { echo "game_loop did not finish" >&2; exit 1; }
+
+echo "--- job_system (rayon and bevy_tasks adapters; fails on a wrong result or a stop that times out)"
+run job_system -- 1000

@@ -1,7 +1,7 @@
 //! game_loop: a headless 60 Hz game whose entity scripts kiln promotes from
 //! the interpreter to Cranelift code, with the compiles run three ways.
 //!
-//! The game has `KINDS` kinds of entity; each kind's behaviour is a script
+//! The game has 32 kinds of entity (`--kinds`); each kind's behaviour is a script
 //! function in the examples' tiny language (`kindN(state, frame, id)`, a
 //! small loop of arithmetic, 2 to 17 statements per iteration, so compile
 //! costs differ by kind). Every frame updates every live entity by calling
@@ -13,7 +13,8 @@
 //! Modes, each on a fresh kiln with the same game:
 //!
 //! - (a) **frame pump** (kiln-host `FramePump`): compiles run on the game
-//!   thread at the end of each frame, 2 ms of compile budget per frame,
+//!   thread at the end of each frame, 2 ms of compile budget per frame
+//!   (`--budget-us`),
 //!   with costs predicted per function size from measured compiles;
 //! - (b) **rayon** (kiln-host `RayonPump`): a wake-up spawns a pump task on
 //!   rayon's global pool; the game thread only counts calls;
@@ -31,7 +32,7 @@
 //! fails.
 //!
 //! ```text
-//! cargo run --release -p kiln-examples --example game_loop [frames=600] [entities=2400] [--unpaced] [--out game_loop.png]
+//! cargo run --release -p kiln-examples --example game_loop [frames=600] [entities=2400] [--kinds 32] [--budget-us 2000] [--unpaced] [--out game_loop.png]
 //! ```
 
 use std::cell::RefCell;
@@ -41,7 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, NoEvents, NoPump, Pump, StdClock, ThresholdPolicy,
+    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoEvents, NoPump, Pump, StdClock,
+    ThresholdPolicy,
 };
 use kiln_cranelift::{CraneliftBackend, CraneliftCompiler, FunctionDef};
 use kiln_examples::interp::{Hooks, Interpreter};
@@ -50,14 +52,10 @@ use kiln_examples::jit;
 use kiln_host::{FrameConfig, FramePump, FrameReport, PumpConfig, RayonJobSystem, RayonPump, SharedCompiler};
 use kiln_std::{BackendAdapter, BoundBead};
 
-/// Kinds of entity, one script function each.
-const KINDS: usize = 32;
 /// Calls before a script is promoted.
 const HOT_AFTER: u32 = 1_000;
 /// 60 Hz.
 const FRAME: Duration = Duration::from_nanos(16_666_667);
-/// Mode (a)'s compile budget per frame.
-const COMPILE_BUDGET: Duration = Duration::from_millis(2);
 /// Mode (a)'s first guess of compile time per IR instruction, before any
 /// compile was measured (Cranelift at `opt_level=none` here: ~1.5–4 µs).
 const GUESS_NS_PER_INST: u64 = 5_000;
@@ -65,9 +63,9 @@ const GUESS_NS_PER_INST: u64 = 5_000;
 /// The scripts: `kindN(state, frame, id)` returns the entity's next state.
 /// Loop length and statements per iteration vary by kind, so function sizes
 /// (and compile costs) spread over ~8×.
-fn scripts() -> String {
+fn scripts(kinds: usize) -> String {
     let mut source = String::new();
-    for kind in 0..KINDS {
+    for kind in 0..kinds {
         let statements = 2 + kind % 16;
         let iterations = 8 + (kind * 7) % 9;
         let _ = writeln!(source, "fn kind{kind}(s, t, id) {{\n    let i = 0;\n    let acc = s + id;");
@@ -92,13 +90,14 @@ fn scripts() -> String {
 struct World {
     kinds: Vec<FuncId>,
     states: Vec<i64>,
-    arrives: [u32; KINDS],
+    arrives: Vec<u32>,
 }
 
 impl World {
-    fn new(entities: usize, frames: u32) -> Self {
+    fn new(settings: Settings) -> Self {
+        let Settings { entities, frames, kinds: count, .. } = settings;
         // A spread of population: kind k has weight 1 + k % 4.
-        let weights: Vec<usize> = (0..KINDS).map(|kind| 1 + kind % 4).collect();
+        let weights: Vec<usize> = (0..count).map(|kind| 1 + kind % 4).collect();
         let total: usize = weights.iter().sum();
         let kind_of = |entity: usize| {
             let mut slot = (entity * 7_919) % total;
@@ -112,8 +111,8 @@ impl World {
         };
         let kinds = (0..entities).map(kind_of).collect();
         // Half the kinds from the start, the rest in waves until mid-run.
-        let gap = (frames / 2 / (KINDS as u32 / 2)).max(1);
-        let arrives = std::array::from_fn(|kind| kind.saturating_sub(KINDS / 2) as u32 * gap);
+        let gap = (frames / 2 / (count as u32 / 2).max(1)).max(1);
+        let arrives = (0..count).map(|kind| kind.saturating_sub(count / 2) as u32 * gap).collect();
         Self { kinds, states: (0..entities as i64).collect(), arrives }
     }
 
@@ -179,6 +178,10 @@ struct Settings {
     frames: u32,
     entities: usize,
     paced: bool,
+    /// Kinds of entity, one script function each.
+    kinds: usize,
+    /// Mode (a)'s compile budget per frame.
+    budget: Duration,
 }
 
 /// What one mode measured.
@@ -204,7 +207,7 @@ fn play(
     native: impl Fn() -> usize,
 ) -> ModeRun {
     let interpreter = Interpreter::new(program);
-    let mut world = World::new(settings.entities, settings.frames);
+    let mut world = World::new(settings);
     let mut stack = Vec::with_capacity(1024);
     let mut run = ModeRun { label, frame_ms: Vec::new(), compile_ms: Vec::new(), all_native_at: None, checksum: 0 };
     let mut next = Instant::now();
@@ -214,7 +217,7 @@ fn play(
         let compiling = after();
         run.frame_ms.push(started.elapsed().as_secs_f64() * 1e3);
         run.compile_ms.push(compiling.as_secs_f64() * 1e3);
-        if run.all_native_at.is_none() && native() == KINDS {
+        if run.all_native_at.is_none() && native() == settings.kinds {
             run.all_native_at = Some(frame);
         }
         if settings.paced {
@@ -229,8 +232,8 @@ fn play(
 }
 
 /// The kiln-core beads of a mode: the core handle is the function id.
-fn core_beads() -> Vec<&'static Bead> {
-    (0..KINDS).map(|kind| &*Box::leak(Box::new(Bead::new(ptr::without_provenance_mut(kind))))).collect()
+fn core_beads(kinds: usize) -> Vec<&'static Bead> {
+    (0..kinds).map(|kind| &*Box::leak(Box::new(Bead::new(ptr::without_provenance_mut(kind))))).collect()
 }
 
 fn compiled(beads: &[&'static Bead]) -> usize {
@@ -251,7 +254,7 @@ fn frame_pump(
     program: &'static Program,
     backend: &CraneliftBackend,
 ) -> (ModeRun, Vec<FrameReport>) {
-    let beads = core_beads();
+    let beads = core_beads(settings.kinds);
     let broker: CoreBroker<NoPump> =
         Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoPump, NoEvents);
     let mut jit = CraneliftCompiler::new(backend.clone(), define(program));
@@ -264,12 +267,12 @@ fn frame_pump(
     let reports = RefCell::new(Vec::new());
     let hooks = CoreHooks { broker: &broker, beads: &beads };
     let run = play(
-        "(a) frame pump, 2 ms/frame",
+        "(a) kiln-host frame pump",
         settings,
         program,
         &hooks,
         || {
-            let report = frames.pump(&mut jit, &clock, COMPILE_BUDGET.as_nanos() as u64);
+            let report = frames.pump(&mut jit, &clock, settings.budget.as_nanos() as u64);
             reports.borrow_mut().push(report);
             Duration::from_nanos(if report.ran > 0 { report.spent } else { 0 })
         },
@@ -290,7 +293,7 @@ fn frame_pump(
 
 /// Mode (b): kiln-host's rayon adapter.
 fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBackend) -> ModeRun {
-    let beads = core_beads();
+    let beads = core_beads(settings.kinds);
     let pump = RayonPump::new(RayonJobSystem::global(), PumpConfig::new());
     let broker: Arc<CoreBroker<RayonPump>> = Arc::new(Broker::new(
         ThresholdPolicy::new(HOT_AFTER),
@@ -315,7 +318,7 @@ fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBacke
 /// Mode (c): kiln-std's broker thread.
 fn kiln_std(settings: Settings, program: &'static Program, backend: &CraneliftBackend) -> ModeRun {
     let adapter = BackendAdapter::with_policy(backend.clone(), ThresholdPolicy::new(HOT_AFTER));
-    let beads: Vec<_> = (0..KINDS).map(|_| adapter.register(ptr::null_mut(), None)).collect();
+    let beads: Vec<_> = (0..settings.kinds).map(|_| adapter.register(ptr::null_mut(), None)).collect();
     let hooks = StdHooks { program, adapter: &adapter, beads: &beads };
     let native = || beads.iter().filter(|bead| bead.bead().compiled().is_some()).count();
     let run = play("(c) kiln-std broker thread", settings, program, &hooks, || Duration::ZERO, native);
@@ -338,7 +341,13 @@ fn release<W: Pump, C: kiln_core::Compiler<&'static Bead>>(
     jit: &mut C,
 ) {
     for bead in beads {
-        let _ = broker.invalidate(bead);
+        // A full retire ring frees slots two quiesces later.
+        let mut quiesces = 0;
+        while let Err(error) = broker.invalidate(bead) {
+            assert!(error == KilnError::RetireFull && quiesces < 3, "invalidate refused: {error}");
+            broker.quiesce(jit);
+            quiesces += 1;
+        }
     }
     for _ in 0..3 {
         broker.quiesce(jit);
@@ -387,8 +396,8 @@ fn print_table(runs: &[ModeRun]) {
 /// The frame pump's budget figures. Overrun = time the pump spent past
 /// its budget in a frame; its p99 is given over all frames and over the
 /// frames that compiled something (the ones that could overrun at all).
-fn print_budget(reports: &[FrameReport]) {
-    let budget_ms = COMPILE_BUDGET.as_secs_f64() * 1e3;
+fn print_budget(reports: &[FrameReport], budget: Duration) {
+    let budget_ms = budget.as_secs_f64() * 1e3;
     let ms = |ticks: u64| ticks as f64 / 1e6;
     let overruns: Vec<f64> = reports.iter().map(|report| ms(report.overrun)).collect();
     let busy: Vec<&FrameReport> = reports.iter().filter(|report| report.ran > 0).collect();
@@ -405,11 +414,12 @@ fn print_budget(reports: &[FrameReport]) {
         sum(|r| r.forced),
         sum(|r| r.mispredicted)
     );
+    let busiest = busy.iter().map(|report| ms(report.spent)).fold(0.0, f64::max);
     let all = percentile(&overruns, 99.0);
     let compiling_p99 = if busy_overruns.is_empty() { 0.0 } else { percentile(&busy_overruns, 99.0) };
     println!(
         "frame pump: budget {budget_ms:.1} ms/frame; overrun p99 {all:.3} ms = {:.1}% of the budget (goal <= 10%); \
-         over compiling frames p99 {compiling_p99:.3} ms = {:.1}%; max {:.3} ms; {} of {} frames over",
+         over compiling frames p99 {compiling_p99:.3} ms = {:.1}%; max {:.3} ms; {} of {} frames over; busiest frame compiled {busiest:.2} ms",
         share(all),
         share(compiling_p99),
         percentile(&overruns, 100.0),
@@ -422,12 +432,12 @@ type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Draws the PNG: frame time per frame per mode with the 60 Hz line, and
 /// the frame pump's compile time per frame with its budget line.
-fn plot(path: &str, runs: &[ModeRun]) -> PlotResult {
+fn plot(path: &str, runs: &[ModeRun], budget: Duration) -> PlotResult {
     use plotters::prelude::*;
 
     let frames = runs[0].frame_ms.len() as u32;
     let deadline = FRAME.as_secs_f64() * 1e3;
-    let budget = COMPILE_BUDGET.as_secs_f64() * 1e3;
+    let budget = budget.as_secs_f64() * 1e3;
     let root = BitMapBackend::new(path, (1400, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(560);
@@ -438,7 +448,7 @@ fn plot(path: &str, runs: &[ModeRun]) -> PlotResult {
         y_desc: "frame time (ms)",
         frames,
         values: runs.iter().flat_map(|run| run.frame_ms.iter().copied()).collect(),
-        limit: (deadline, "60 Hz frame budget (16.7 ms)"),
+        limit: (deadline, "60 Hz frame budget (16.7 ms)".into()),
     };
     frame_times.draw(&upper, |chart| {
         for (run, color) in runs.iter().zip(colors) {
@@ -454,7 +464,7 @@ fn plot(path: &str, runs: &[ModeRun]) -> PlotResult {
         y_desc: "compiling (ms)",
         frames,
         values: runs[0].compile_ms.clone(),
-        limit: (budget, "compile budget (2 ms)"),
+        limit: (budget, format!("compile budget ({budget} ms)")),
     };
     compile_times.draw(&lower, |chart| {
         let bars = runs[0].compile_ms.iter().enumerate();
@@ -477,7 +487,7 @@ struct Panel {
     frames: u32,
     /// Every value drawn (for the y range).
     values: Vec<f64>,
-    limit: (f64, &'static str),
+    limit: (f64, String),
 }
 
 type Chart<'a, 'b> = plotters::chart::ChartContext<
@@ -498,7 +508,7 @@ impl Panel {
         use plotters::prelude::*;
 
         let frames = self.frames;
-        let (limit, label) = self.limit;
+        let (limit, label) = (self.limit.0, self.limit.1.as_str());
         let top = self.values.iter().copied().fold(limit, f64::max) * 1.1;
         let mut chart = ChartBuilder::on(area)
             .caption(self.caption, ("sans-serif", 22))
@@ -524,17 +534,24 @@ impl Panel {
 
 fn main() {
     env_logger::init();
-    let mut settings = Settings { frames: 600, entities: 2_400, paced: true };
+    let mut settings =
+        Settings { frames: 600, entities: 2_400, paced: true, kinds: 32, budget: Duration::from_millis(2) };
     let mut out = "game_loop.png".to_string();
     let mut numbers = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--unpaced" => settings.paced = false,
+            "--budget-us" => {
+                let micros = args.next().and_then(|n| n.parse().ok()).expect("--budget-us needs a number");
+                settings.budget = Duration::from_micros(micros);
+            }
+            "--kinds" => settings.kinds = args.next().and_then(|n| n.parse().ok()).expect("--kinds needs a number"),
             "--out" => out = args.next().expect("--out needs a path"),
             number => {
-                let value: usize =
-                    number.parse().expect("usage: game_loop [frames] [entities] [--unpaced] [--out PATH]");
+                let value: usize = number.parse().expect(
+                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH]",
+                );
                 match numbers {
                     0 => settings.frames = value as u32,
                     _ => settings.entities = value,
@@ -543,7 +560,8 @@ fn main() {
             }
         }
     }
-    let program: &'static Program = Box::leak(Box::new(Program::compile(&scripts()).expect("the scripts parse")));
+    let program: &'static Program =
+        Box::leak(Box::new(Program::compile(&scripts(settings.kinds)).expect("the scripts parse")));
     let backend = jit::config().build().expect("Cranelift supports this machine");
     // Warm Cranelift up as a game would while loading: the first compile
     // in a process pays one-time costs no later compile pays.
@@ -553,10 +571,11 @@ fn main() {
 
     let sizes: Vec<usize> = program.functions.iter().map(|function| function.code.len()).collect();
     println!(
-        "game_loop: {} frames at 60 Hz{}, {} entities of {KINDS} kinds (scripts of {}..{} IR instructions), promoted after {HOT_AFTER} calls",
+        "game_loop: {} frames at 60 Hz{}, {} entities of {} kinds (scripts of {}..{} IR instructions), promoted after {HOT_AFTER} calls",
         settings.frames,
         if settings.paced { "" } else { " (unpaced)" },
         settings.entities,
+        settings.kinds,
         sizes.iter().min().unwrap(),
         sizes.iter().max().unwrap()
     );
@@ -564,7 +583,7 @@ fn main() {
     let (pumped, reports) = frame_pump(settings, program, &backend);
     let runs = [pumped, rayon(settings, program, &backend), kiln_std(settings, program, &backend)];
     print_table(&runs);
-    print_budget(&reports);
+    print_budget(&reports, settings.budget);
     for run in &runs[1..] {
         assert_eq!(run.checksum, runs[0].checksum, "{} ended in another world state than {}", run.label, runs[0].label);
     }
@@ -572,10 +591,11 @@ fn main() {
     println!("world state after the last frame: {:#018x} in every mode", runs[0].checksum);
     let stats = backend.stats();
     println!("Cranelift units compiled {}, freed {}, live {}", stats.compiled, stats.freed, stats.live_units);
+    assert_eq!(stats.live_units, 0, "every mode hands all its code back to Cranelift");
     assert!(runs[0].all_native_at.is_some(), "the frame pump never compiled every script");
 
     // The plot is a by-product: a machine without fonts still gets the figures.
-    match std::panic::catch_unwind(|| plot(&out, &runs)) {
+    match std::panic::catch_unwind(|| plot(&out, &runs, settings.budget)) {
         Ok(Ok(())) => println!("wrote {out}"),
         Ok(Err(error)) => println!("could not draw {out} ({error}); the figures above stand"),
         Err(_) => println!("could not draw {out} (the plotting library panicked); the figures above stand"),

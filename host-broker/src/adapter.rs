@@ -71,6 +71,13 @@ impl Default for PumpConfig {
 }
 
 /// What a [`JobSystemPump`] did so far.
+///
+/// A task counts a job after kiln-core published its result, so a bead can
+/// already show its code while `published` does not count it yet: read the
+/// final figures after [`JobSystemPump::stop`] (or once `in_flight` is 0).
+/// `wakes` is usually below the promotions: kiln-core wakes the pump once
+/// per burst, until a job is claimed. `spawned` can exceed `wakes`: a task
+/// that ends with work left spawns its successor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PumpStats {
     /// `Pump::wake` calls.

@@ -154,6 +154,19 @@ impl<'b, H> Job<'b, H> {
         let started = clock.map(crate::Clock::now);
         let result = compiler.compile(&self.request());
         let ticks = clock.zip(started).map(|(clock, started)| clock.now().saturating_sub(started));
+        self.finish(compiler, result, ticks)
+    }
+
+    /// Finishes the job with the result of a compile the host ran itself
+    /// (timed, or inside `catch_unwind`): publishes it, or releases it
+    /// through `compiler` if the bead moved on, or reports the failure.
+    /// `ticks` is what the compile took, for `Events::compiled`.
+    pub fn finish<C: Compiler<H>>(
+        self,
+        compiler: &mut C,
+        result: Result<Compiled, C::Error>,
+        ticks: Option<u64>,
+    ) -> JobOutcome {
         match result {
             Ok(compiled) => match self.publish(compiled, ticks) {
                 Ok(()) => JobOutcome::Published,

@@ -19,10 +19,9 @@ use std::boxed::Box;
 use std::panic::catch_unwind;
 use std::time::Instant;
 
-use kiln_core::{ClaimError, Clock, Compiler, Pump, StdClock};
+use kiln_core::{ClaimError, Clock, Compiler, JobOutcome, Pump, StdClock};
 
 use crate::job_system::JobSystem;
-use crate::run::{Outcome, finish};
 use crate::source::JobSource;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, OnceLock, Ordering, Weak, lock};
 
@@ -223,10 +222,10 @@ impl Control {
             let result = catch_unwind(AssertUnwindSafe(|| compiler.compile(&job.request())));
             let ticks = clock.now().saturating_sub(started);
             match result {
-                Ok(result) => match finish(job, compiler, result, ticks) {
-                    Outcome::Published => self.published.bump(),
-                    Outcome::Failed => self.failed.bump(),
-                    Outcome::Stale => self.stale.bump(),
+                Ok(result) => match job.finish(compiler, result, Some(ticks)) {
+                    JobOutcome::Published => self.published.bump(),
+                    JobOutcome::Failed => self.failed.bump(),
+                    JobOutcome::Stale => self.stale.bump(),
                 },
                 Err(_panic) => {
                     warn!("kiln-host: compile panicked; counted as a failed compile");

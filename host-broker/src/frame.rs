@@ -10,11 +10,10 @@
 //! The user-facing description is on [`FramePump`].
 
 use heapless::Vec;
-use kiln_core::{BeadRef, BeadState, ClaimError, Clock, Compiler, Job};
+use kiln_core::{BeadRef, BeadState, ClaimError, Clock, Compiler, Job, JobOutcome};
 
 use crate::cost::{CostModel, UniformSize};
 use crate::predict::CostPredictor;
-use crate::run::{Outcome, finish};
 use crate::source::JobSource;
 
 /// How a [`FramePump`] decides. The time unit is the host clock's tick.
@@ -330,17 +329,17 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
         let started = clock.now();
         let result = compiler.compile(&job.request());
         let ticks = clock.now().saturating_sub(started);
-        let outcome = finish(job, compiler, result, ticks);
         // A failed compile's time says little about a successful one's.
-        if outcome != Outcome::Failed {
+        if result.is_ok() {
             self.predictor.record(tier, size, ticks);
         }
+        let outcome = job.finish(compiler, result, Some(ticks));
         report.ran += 1;
         report.predicted = report.predicted.saturating_add(predicted);
         match outcome {
-            Outcome::Published => report.published += 1,
-            Outcome::Failed => report.failed += 1,
-            Outcome::Stale => report.stale += 1,
+            JobOutcome::Published => report.published += 1,
+            JobOutcome::Failed => report.failed += 1,
+            JobOutcome::Stale => report.stale += 1,
         }
         if forced {
             report.forced += 1;

@@ -72,7 +72,6 @@ mod fmt;
 mod cost;
 mod frame;
 mod predict;
-mod run;
 mod source;
 
 #[cfg(feature = "std")]

@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 use kiln_core::{
     AlwaysRecompilePolicy, Bailout, BailoutReason, Bead, BeadPool, BeadRef, BeadState, Broker, Budget, ClaimError,
     CodeHandle, CompileRequest, Compiled, Compiler, Decision, DeoptDecision, DeoptPolicy, Events, HotnessPolicy,
-    HotnessStats, JobKind, KilnError, NoEvents, NoPump, NullEntry, OsrEntry, OsrTable, OsrTableError, Pump, PumpReport,
-    PumpStop, ThresholdDeoptPolicy, ThresholdPolicy, TierLadder,
+    HotnessStats, JobKind, JobOutcome, KilnError, NoEvents, NoPump, NullEntry, OsrEntry, OsrTable, OsrTableError, Pump,
+    PumpReport, PumpStop, ThresholdDeoptPolicy, ThresholdPolicy, TierLadder,
 };
 
 fn code(n: usize) -> *mut () {
@@ -539,6 +539,42 @@ fn a_failed_compile_can_blacklist_or_keep_the_lower_tier() {
     );
     assert_eq!((bead.state(), bead.compiled()), (BeadState::Compiled(0), entry(1)));
     assert_eq!(call_n(&broker, &&bead, 1), entry(1), "tier 0 keeps serving");
+}
+
+#[test]
+fn a_job_finished_with_a_host_compile_publishes_releases_or_fails() {
+    let (bead, moved_on, failing) = (new_bead(), new_bead(), new_bead());
+    let broker: Plain<'_, _, _, 4, 4> = plain(ThresholdPolicy::new(1), AlwaysRecompilePolicy);
+    let mut jit = Jit::default();
+
+    // Published, with the host's ticks in the stats.
+    call_n(&broker, &&bead, 1);
+    let job = broker.claim().expect("queued");
+    let result = jit.compile(&job.request());
+    assert_eq!(job.finish(&mut jit, result, Some(40)), JobOutcome::Published);
+    assert_eq!((bead.state(), bead.compiled()), (BeadState::Compiled(0), entry(1)));
+    assert_eq!(broker.stats().compile_ticks, 40);
+
+    // The bead was invalidated while the host compiled: the result is
+    // handed back to the compiler, never installed.
+    call_n(&broker, &&moved_on, 1);
+    let job = broker.claim().expect("queued");
+    let result = jit.compile(&job.request());
+    broker.invalidate(&&moved_on).expect("first invalidate");
+    assert_eq!(job.finish(&mut jit, result, Some(40)), JobOutcome::Stale);
+    assert_eq!((moved_on.compiled(), jit.released.as_slice()), (None, &[2][..]));
+
+    // A failed compile goes through the deopt policy.
+    call_n(&broker, &&failing, 1);
+    let job = broker.claim().expect("queued");
+    assert_eq!(job.finish(&mut jit, Err("the host's compile failed"), None), JobOutcome::Failed);
+    assert_eq!((failing.state(), failing.bailout_count()), (BeadState::Interpreted, 1));
+    assert_eq!(broker.stats().failures, 1);
+
+    broker.invalidate(&&bead).expect("first invalidate");
+    broker.quiesce(&mut jit);
+    broker.quiesce(&mut jit);
+    assert!(jit.all_released());
 }
 
 #[test]

@@ -12,10 +12,16 @@
 //! The compiler cannot reach the broker while it compiles, so budget
 //! evictions of kiln-core code wait in the backend until the host calls
 //! [`CraneliftCompiler::evict`] with its broker (after each `pump`, say).
+//!
+//! With a `Clone` callback the compiler is `Clone`: clones share the backend
+//! and the book of which bead owns which unit, and compile in parallel
+//! (Cranelift runs outside every lock), so a job system can run one clone
+//! per task.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiln_core::{
     BeadRef, Broker, CodeHandle, CompileRequest, Compiled, Compiler, DeoptPolicy, Events, HotnessPolicy, Pump,
@@ -27,19 +33,27 @@ use crate::error::CompileError;
 use crate::unit::Owner;
 
 /// A [`CraneliftBackend`] plus the host's `define` callback, as a
-/// kiln-core [`Compiler`] over bead handles `H`.
+/// kiln-core [`Compiler`] over bead handles `H`. `Clone` if `F` is: clones
+/// compile in parallel and share one book of units.
 pub struct CraneliftCompiler<H, F> {
     backend: CraneliftBackend,
     define: F,
-    /// The bead of every unit this compiler made and kiln has not released.
-    beads: HashMap<u64, H>,
+    /// The bead of every unit this compiler (or a clone) made and kiln has
+    /// not released.
+    beads: Arc<Mutex<HashMap<u64, H>>>,
+}
+
+impl<H, F: Clone> Clone for CraneliftCompiler<H, F> {
+    fn clone(&self) -> Self {
+        Self { backend: self.backend.clone(), define: self.define.clone(), beads: Arc::clone(&self.beads) }
+    }
 }
 
 impl<H, F> std::fmt::Debug for CraneliftCompiler<H, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CraneliftCompiler")
             .field("backend", &self.backend)
-            .field("units", &self.beads.len())
+            .field("units", &self.units().len())
             .finish_non_exhaustive()
     }
 }
@@ -47,7 +61,13 @@ impl<H, F> std::fmt::Debug for CraneliftCompiler<H, F> {
 impl<H, F> CraneliftCompiler<H, F> {
     /// Compiles with `backend`, asking `define` what each job's function is.
     pub fn new(backend: CraneliftBackend, define: F) -> Self {
-        Self { backend, define, beads: HashMap::new() }
+        Self { backend, define, beads: Arc::default() }
+    }
+
+    fn units(&self) -> MutexGuard<'_, HashMap<u64, H>> {
+        // The book is consistent at every step: a panic elsewhere while it
+        // was held leaves nothing half-done.
+        self.beads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The backend.
@@ -57,7 +77,7 @@ impl<H, F> CraneliftCompiler<H, F> {
 
     /// Units compiled by this compiler that kiln has not released yet.
     pub fn live_units(&self) -> usize {
-        self.beads.len()
+        self.units().len()
     }
 }
 
@@ -77,12 +97,17 @@ impl<H: BeadRef, F> CraneliftCompiler<H, F> {
         W: Pump,
         E: Events,
     {
-        let beads = &self.beads;
-        let victims = self.backend.shared.cache().take_core_victims(|id| beads.contains_key(&id));
+        // The book is not held while calling the broker: the broker calls
+        // `release` (which takes the book) with its own lock held.
+        let victims: Vec<(u64, usize, H)> = {
+            let units = self.units();
+            let victims = self.backend.shared.cache().take_core_victims(|id| units.contains_key(&id));
+            victims.into_iter().map(|(id, entry)| (id, entry, units[&id].clone())).collect()
+        };
         let pause = NonZeroU32::new(self.backend.shared.eviction_pause).unwrap_or(NonZeroU32::MIN);
         let mut evicted = 0;
-        for (id, entry) in victims {
-            let bead = &self.beads[&id];
+        for (id, entry, bead) in victims {
+            let bead = &bead;
             let installed = bead.bead().compiled().map(|code| code.as_ptr() as usize) == Some(entry);
             let done = installed && broker.evict(bead, pause).is_ok();
             if done {
@@ -109,7 +134,7 @@ where
             DefKind::Prepared(prepared) => self.backend.adopt(prepared, Owner::Core)?,
             DefKind::Failed(error) => return Err(error),
         };
-        self.beads.insert(id, request.bead.clone());
+        self.units().insert(id, request.bead.clone());
         let handle = CodeHandle::from_raw(id as usize).expect("unit ids start at 1");
         let cache = self.backend.shared.cache();
         let unit = cache.get(id).expect("just compiled");
@@ -124,7 +149,7 @@ where
     }
 
     fn release(&mut self, code: CodeHandle) {
-        self.beads.remove(&(code.get() as u64));
+        self.units().remove(&(code.get() as u64));
         // SAFETY: (1) kiln-core calls `release` exactly once per handle, and
         // only once the code was retired and quiescence declared (or was
         // never published): no thread runs it or reads its OSR table.

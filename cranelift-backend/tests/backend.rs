@@ -224,6 +224,43 @@ fn kiln_core_osr_job_publishes_the_loop_entry() {
 }
 
 #[test]
+fn compiler_clones_compile_in_parallel_and_share_their_units() {
+    let beads: Vec<Bead> = (0..8).map(|_| Bead::new(ptr::null_mut())).collect();
+    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+    let backend = backend();
+    let compiler = CraneliftCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| Ok(fib_def()));
+    for bead in &beads {
+        assert_eq!(broker.on_invoke(&bead), None);
+    }
+    // Two threads, one clone each, claim and compile until the queue is empty.
+    let ran: Vec<u32> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (broker, mut compiler) = (&broker, compiler.clone());
+                scope.spawn(move || broker.pump(&mut compiler, Budget::unlimited()).published)
+            })
+            .collect();
+        workers.into_iter().map(|worker| worker.join().unwrap()).collect()
+    });
+    assert_eq!(ran.iter().sum::<u32>(), 8);
+    for bead in &beads {
+        let entry = bead.compiled().expect("published");
+        // SAFETY: `fib_def` is (i64) -> i64 and stays installed.
+        assert_eq!(unsafe { call1(entry.as_ptr(), 10) }, 55);
+    }
+    // Every clone sees every unit; any clone releases any unit.
+    assert_eq!((compiler.live_units(), compiler.clone().live_units()), (8, 8));
+    for bead in &beads {
+        broker.invalidate(&bead).unwrap();
+    }
+    let mut releaser = compiler.clone();
+    for _ in 0..3 {
+        broker.quiesce(&mut releaser);
+    }
+    assert_eq!((compiler.live_units(), backend.stats().live_units), (0, 0));
+}
+
+#[test]
 fn budget_evicts_the_coldest_kiln_core_code() {
     // Room for two units of one page each.
     let backend = CraneliftConfig::new().code_budget(2 * 4096).eviction_pause(100).build().unwrap();

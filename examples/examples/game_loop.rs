@@ -49,7 +49,7 @@ use kiln_cranelift::{CraneliftBackend, CraneliftCompiler, FunctionDef};
 use kiln_examples::interp::{Hooks, Interpreter};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
-use kiln_host::{FrameConfig, FramePump, FrameReport, PumpConfig, RayonJobSystem, RayonPump, SharedCompiler};
+use kiln_host::{FrameConfig, FramePump, FrameReport, PumpConfig, RayonJobSystem, RayonPump};
 use kiln_std::{BackendAdapter, BoundBead};
 
 /// Calls before a script is promoted.
@@ -243,8 +243,10 @@ fn compiled(beads: &[&'static Bead]) -> usize {
 /// The definition of the script behind a kiln-core compile request.
 fn define(
     program: &'static Program,
-) -> impl FnMut(&CompileRequest<'_, &'static Bead>) -> Result<FunctionDef, kiln_cranelift::CompileError> + Send + 'static
-{
+) -> impl FnMut(&CompileRequest<'_, &'static Bead>) -> Result<FunctionDef, kiln_cranelift::CompileError>
++ Clone
++ Send
++ 'static {
     move |request| Ok(jit::function_def(program, request.bead.core_handle() as usize as FuncId, false, None))
 }
 
@@ -301,7 +303,8 @@ fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBacke
         pump.clone(),
         NoEvents,
     ));
-    let jit = SharedCompiler::new(CraneliftCompiler::new(backend.clone(), define(program)));
+    // Each pump task compiles with a clone (clones share the unit book).
+    let jit = CraneliftCompiler::new(backend.clone(), define(program));
     pump.attach_arc(&broker, jit.clone()).expect("a new pump");
     let hooks = CoreHooks { broker: &broker, beads: &beads };
     let run = play("(b) rayon adapter", settings, program, &hooks, || Duration::ZERO, || compiled(&beads));

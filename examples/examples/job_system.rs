@@ -40,7 +40,7 @@ use kiln_cranelift::CraneliftCompiler;
 use kiln_examples::interp::{Hooks, Interpreter, Plain};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
-use kiln_host::{BevyJobSystem, JobSystem, JobSystemPump, PumpConfig, RayonJobSystem, SharedCompiler};
+use kiln_host::{BevyJobSystem, JobSystem, JobSystemPump, PumpConfig, RayonJobSystem};
 
 const SOURCE: &str = "
 // Self-recursive: interpreted, every level is a kiln dispatch; compiled,
@@ -85,11 +85,11 @@ const CASES: usize = 96;
 /// A hang guard: how long a run may take to get every function compiled.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One compiler shared by every pump task: a `CraneliftCompiler` is one JIT
-/// with its own unit table, not a handle that tasks could each clone.
-/// Compiles are serialised by its lock, so one task in flight is enough; two
-/// jobs per task hands the worker back to the engine between short batches.
-const PUMP: PumpConfig = PumpConfig::new().max_in_flight(1).jobs_per_task(2);
+/// Two pump tasks at once: every task compiles with its own clone of the
+/// `CraneliftCompiler` (clones share the backend and the unit table, and
+/// compile in parallel). Two jobs per task hands the worker back to the
+/// engine between short batches.
+const PUMP: PumpConfig = PumpConfig::new().max_in_flight(2).jobs_per_task(2);
 
 /// A kiln-core broker whose wake hook spawns pump tasks on `J`.
 type Kiln<J> = Broker<&'static Bead, ThresholdPolicy, ExponentialBackoffPolicy, JobSystemPump<J>, NoEvents>;
@@ -207,13 +207,10 @@ fn run<J: JobSystem>(label: &str, jobs: J, program: &'static Program, cases: &[C
         .map(|function| &*Box::leak(Box::new(Bead::new(ptr::without_provenance_mut(function.id as usize)))))
         .collect();
     let backend = jit::config().build().expect("Cranelift supports this machine");
-    let compiler = SharedCompiler::new(CraneliftCompiler::new(
-        backend.clone(),
-        move |request: &CompileRequest<'_, &'static Bead>| {
-            let func = request.bead.core_handle() as usize as FuncId;
-            Ok(jit::function_def(program, func, false, None))
-        },
-    ));
+    let compiler = CraneliftCompiler::new(backend.clone(), move |request: &CompileRequest<'_, &'static Bead>| {
+        let func = request.bead.core_handle() as usize as FuncId;
+        Ok(jit::function_def(program, func, false, None))
+    });
     let pump = JobSystemPump::new(jobs, PUMP);
     let broker: Arc<Kiln<J>> = Arc::new(Broker::new(
         ThresholdPolicy::new(HOT_CALLS),

@@ -60,7 +60,13 @@ impl<H, F> std::fmt::Debug for CraneliftCompiler<H, F> {
 
 impl<H, F> CraneliftCompiler<H, F> {
     /// Compiles with `backend`, asking `define` what each job's function is.
-    pub fn new(backend: CraneliftBackend, define: F) -> Self {
+    /// (The bound is here, not only on the `Compiler` impl, so that a
+    /// closure's argument type is inferred: `|request| ..` needs no
+    /// annotation.)
+    pub fn new(backend: CraneliftBackend, define: F) -> Self
+    where
+        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+    {
         Self { backend, define, beads: Arc::default() }
     }
 

@@ -228,7 +228,7 @@ fn compiler_clones_compile_in_parallel_and_share_their_units() {
     let beads: Vec<Bead> = (0..8).map(|_| Bead::new(ptr::null_mut())).collect();
     let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
     let backend = backend();
-    let compiler = CraneliftCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| Ok(fib_def()));
+    let compiler = CraneliftCompiler::new(backend.clone(), |_request| Ok(fib_def()));
     for bead in &beads {
         assert_eq!(broker.on_invoke(&bead), None);
     }

@@ -66,7 +66,9 @@ impl BevyJobSystem {
     }
 
     /// bevy's `AsyncComputeTaskPool`, initialised with `TaskPool::default()`
-    /// if the host has not set it up yet.
+    /// if the host has not set it up yet. Call it after the host (or bevy's
+    /// `TaskPoolPlugin`) configured the pool: once initialised here, a later
+    /// `get_or_init` with other settings keeps this default pool.
     pub fn async_compute() -> Self {
         let pool: &'static AsyncComputeTaskPool = AsyncComputeTaskPool::get_or_init(TaskPool::default);
         Self::from_static(pool)

@@ -171,6 +171,24 @@ where
     last
 }
 
+/// Ends a test: two quiesces make room in a full retire ring, `beads` are
+/// invalidated (retiring their code), two more quiesces release it, and
+/// every handle the test created must have been released exactly once.
+fn retire_all_and_check<'a, P: HotnessPolicy, D: DeoptPolicy, const QUEUE: usize, const RETIRE: usize>(
+    broker: &Plain<'a, P, D, QUEUE, RETIRE>,
+    beads: &[&'a Bead],
+    jit: &mut Jit,
+) {
+    broker.quiesce(jit);
+    broker.quiesce(jit);
+    for bead in beads {
+        broker.invalidate(bead).expect("a live bead");
+    }
+    broker.quiesce(jit);
+    broker.quiesce(jit);
+    assert!(jit.all_released(), "created {}, released {:?}", jit.created, jit.released);
+}
+
 fn new_bead() -> Bead {
     Bead::new(ptr::null_mut())
 }
@@ -248,12 +266,7 @@ fn full_queue_refuses_cools_the_bead_down_and_does_not_retry_every_call() {
     broker.pump(&mut jit, Budget::unlimited());
     assert_eq!(b.compiled(), entry(2));
 
-    for bead in [&a, &b, &c] {
-        broker.invalidate(&bead).expect("live bead");
-    }
-    broker.quiesce(&mut jit);
-    broker.quiesce(&mut jit);
-    assert!(jit.all_released());
+    retire_all_and_check(&broker, &[&a, &b, &c], &mut jit);
 }
 
 #[test]
@@ -402,12 +415,7 @@ fn a_full_retire_ring_refuses_swaps_until_two_quiesces() {
     broker.swap_compiled(&&bead, refused.into_value(), 0).expect("room after quiescence");
     assert_eq!(bead.compiled(), entry(3));
 
-    broker.quiesce(&mut jit);
-    broker.quiesce(&mut jit);
-    broker.invalidate(&&bead).expect("room again");
-    broker.quiesce(&mut jit);
-    broker.quiesce(&mut jit);
-    assert!(jit.all_released());
+    retire_all_and_check(&broker, &[&bead], &mut jit);
 }
 
 /// `DeoptPolicy::on_bailout` is "called once per bailout or failed
@@ -453,12 +461,7 @@ fn a_full_retire_ring_holds_back_a_tier_up_compile() {
     assert_eq!((bead.state(), bead.compiled()), (BeadState::Compiled(1), entry(3)));
     assert_eq!(jit.compiles, 1, "compiled once, after room was made");
 
-    broker.quiesce(&mut jit);
-    broker.quiesce(&mut jit);
-    broker.invalidate(&&bead).expect("room again");
-    broker.quiesce(&mut jit);
-    broker.quiesce(&mut jit);
-    assert!(jit.all_released());
+    retire_all_and_check(&broker, &[&bead], &mut jit);
 }
 
 #[test]
@@ -571,10 +574,7 @@ fn a_job_finished_with_a_host_compile_publishes_releases_or_fails() {
     assert_eq!((failing.state(), failing.bailout_count()), (BeadState::Interpreted, 1));
     assert_eq!(broker.stats().failures, 1);
 
-    broker.invalidate(&&bead).expect("first invalidate");
-    broker.quiesce(&mut jit);
-    broker.quiesce(&mut jit);
-    assert!(jit.all_released());
+    retire_all_and_check(&broker, &[&bead], &mut jit);
 }
 
 #[test]

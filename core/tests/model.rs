@@ -679,29 +679,30 @@ impl Model {
         if self.beads[bead].phase == Phase::Invalidated {
             return Err(KilnError::Invalidated);
         }
+        self.change_code(bead, Some(code), Phase::Compiled)?;
+        Ok(())
+    }
+
+    /// Replaces the bead's code (retiring the old one; refused if that needs
+    /// a retire slot and none is free), moves it to `phase` and bumps its
+    /// generation.
+    fn change_code(&mut self, bead: usize, code: Option<Code>, phase: Phase) -> Result<&mut ModelBead, KilnError> {
         if self.beads[bead].code.is_some() && self.free() == 0 {
             return Err(KilnError::RetireFull);
         }
-        let old = self.beads[bead].code.replace(code);
+        let old = std::mem::replace(&mut self.beads[bead].code, code);
         self.retire(old);
         let model = &mut self.beads[bead];
         model.bump_generation();
-        model.phase = Phase::Compiled;
-        Ok(())
+        model.phase = phase;
+        Ok(model)
     }
 
     fn invalidate(&mut self, bead: usize) -> Result<(), KilnError> {
         if self.beads[bead].phase == Phase::Invalidated {
             return Err(KilnError::AlreadyInvalidated);
         }
-        if self.beads[bead].code.is_some() && self.free() == 0 {
-            return Err(KilnError::RetireFull);
-        }
-        let old = self.beads[bead].code.take();
-        self.retire(old);
-        let model = &mut self.beads[bead];
-        model.bump_generation();
-        model.phase = Phase::Invalidated;
+        self.change_code(bead, None, Phase::Invalidated)?;
         self.stats.invalidations += 1;
         Ok(())
     }
@@ -710,16 +711,9 @@ impl Model {
         if self.beads[bead].phase == Phase::Invalidated {
             return Err(KilnError::Invalidated);
         }
-        if self.beads[bead].code.is_some() && self.free() == 0 {
-            return Err(KilnError::RetireFull);
-        }
-        let old = self.beads[bead].code.take();
-        self.retire(old);
-        let model = &mut self.beads[bead];
+        let model = self.change_code(bead, None, Phase::Interpreted)?;
         model.bailouts = 0;
         model.tier_cap = MAX_TIER;
-        model.bump_generation();
-        model.phase = Phase::Interpreted;
         Ok(())
     }
 
@@ -768,12 +762,9 @@ impl Model {
         if self.beads[bead].phase == Phase::Invalidated {
             return Err(KilnError::Invalidated);
         }
-        if self.beads[bead].code.is_some() && self.free() == 0 {
-            return Err(KilnError::RetireFull);
-        }
-        let old = self.beads[bead].code.take();
-        self.retire(old);
-        self.beads[bead].bump_generation();
+        // The phase is the deopt decision's to set.
+        let phase = self.beads[bead].phase;
+        self.change_code(bead, None, phase)?;
         self.apply_decision(bead, DeoptDecision::Blacklist, log);
         Ok(())
     }

@@ -1,0 +1,1 @@
+//! Fault-injecting compilers and backends.

@@ -1,0 +1,1 @@
+//! Code objects that poison themselves when released.

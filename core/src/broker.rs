@@ -27,10 +27,10 @@ use crate::job::{Job, JobKind, JobOutcome, JobOwner, Ticket};
 use crate::policy::{Decision, HotnessPolicy, HotnessStats};
 use crate::pump::{Budget, Pump, PumpReport, PumpStop};
 use crate::queue::{JobQueue, QueueEntry};
-use crate::retire::RetireRing;
+use crate::reclaim::{ReclaimMode, Reclamation};
 use crate::state::{MAX_TIER, Phase, StateWord};
 use crate::stats::{Counters, Events, Stats};
-use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Lock, Ordering};
 
 /// Countdown while a job is queued or compiling: the slow path re-checks the
 /// state this often. Small, because a transition's re-arm of the countdown
@@ -47,7 +47,7 @@ const IDLE: u32 = crate::bead::MAX_COUNTDOWN;
 /// State behind the broker's lock.
 struct Shared<H, const QUEUE: usize, const RETIRE: usize> {
     queue: JobQueue<H, QUEUE>,
-    retire: RetireRing<RETIRE>,
+    reclaim: Reclamation<RETIRE>,
     compile_ticks: u64,
 }
 
@@ -82,6 +82,10 @@ pub struct Broker<H, P, D, W = crate::NoPump, E = crate::NoEvents, const QUEUE: 
     queue_len: AtomicUsize,
     queue_limit: AtomicUsize,
     shared: Lock<Shared<H, QUEUE, RETIRE>>,
+    /// Mirrors of the reclamation epoch and mode, written under the lock,
+    /// so reporting threads read them without it.
+    epoch: AtomicU32,
+    reclaim_mode: AtomicU32,
     counters: Counters,
 }
 
@@ -107,7 +111,9 @@ impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, 
                 wake_pending: AtomicBool::new(false),
                 queue_len: AtomicUsize::new(0),
                 queue_limit: AtomicUsize::new(QUEUE),
-                shared: Lock::new(Shared { queue: JobQueue::new(), retire: RetireRing::new(), compile_ticks: 0 }),
+                shared: Lock::new(Shared { queue: JobQueue::new(), reclaim: Reclamation::new(), compile_ticks: 0 }),
+                epoch: AtomicU32::new(0),
+                reclaim_mode: AtomicU32::new(ReclaimMode::Unmanaged as u32),
                 counters: Counters::new(),
             }
         }
@@ -154,9 +160,9 @@ impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, 
         let mut stats = self.counters.snapshot();
         self.shared.with(|shared| {
             stats.queue_depth = shared.queue.len() as u32;
-            stats.retire_depth = shared.retire.len() as u32;
+            stats.retire_depth = shared.reclaim.len() as u32;
             stats.compile_ticks = shared.compile_ticks;
-            stats.epoch = shared.retire.epoch();
+            stats.epoch = shared.reclaim.epoch();
         });
         stats
     }
@@ -458,7 +464,7 @@ where
                             Err(Ok(entry))
                         } else {
                             let reserved = bead.has_code();
-                            if reserved && !shared.retire.reserve() {
+                            if reserved && !shared.reclaim.reserve() {
                                 let _ = shared.queue.push(entry);
                                 Err(Err(ClaimError::RetireFull))
                             } else {
@@ -570,7 +576,7 @@ where
             if word.phase() == Phase::Invalidated {
                 return Err(Refused::new(KilnError::Invalidated, compiled));
             }
-            if bead.has_code() && shared.retire.free() == 0 {
+            if bead.has_code() && shared.reclaim.free() == 0 {
                 return Err(Refused::new(KilnError::RetireFull, compiled));
             }
             let osr = if with_osr { compiled.osr.map_or(ptr::null_mut(), NonNull::as_ptr) } else { ptr::null_mut() };
@@ -590,11 +596,11 @@ where
     fn retire_locked(&self, shared: &mut Shared<H, QUEUE, RETIRE>, old: usize, reserved: bool) {
         match CodeHandle::from_raw(old) {
             Some(code) => {
-                let retired = shared.retire.retire(code, reserved);
+                let retired = shared.reclaim.retire(code, reserved);
                 debug_assert!(retired.is_ok(), "retire ring was checked for room");
                 self.counters.retired.bump();
             }
-            None if reserved => shared.retire.unreserve(),
+            None if reserved => shared.reclaim.unreserve(),
             None => {}
         }
     }
@@ -625,7 +631,7 @@ where
         // Refuse before deciding, so a refused bailout is not decided (the
         // check is repeated under the lock; losing that race is the one case
         // where a decision is made and then refused).
-        if self.shared.with(|shared| shared.retire.free()) == 0 {
+        if self.shared.with(|shared| shared.reclaim.free()) == 0 {
             return Err(KilnError::RetireFull);
         }
         let bailout =
@@ -640,7 +646,7 @@ where
                     KilnError::NotCompiled
                 });
             }
-            if shared.retire.free() == 0 {
+            if shared.reclaim.free() == 0 {
                 return Err(KilnError::RetireFull);
             }
             bead.add_bailout();
@@ -682,7 +688,7 @@ where
         if word.phase() == Phase::Invalidated {
             return Err(if_invalidated);
         }
-        if bead.has_code() && shared.retire.free() == 0 {
+        if bead.has_code() && shared.reclaim.free() == 0 {
             return Err(KilnError::RetireFull);
         }
         let old = bead.uninstall();
@@ -782,7 +788,7 @@ where
             }
             let old = bead.uninstall();
             let spilled = match CodeHandle::from_raw(old) {
-                Some(code) if shared.retire.free() == 0 => Some(code),
+                Some(code) if shared.reclaim.free() == 0 => Some(code),
                 _ => {
                     self.retire_locked(shared, old, false);
                     None
@@ -823,25 +829,113 @@ where
     /// released after two quiesces like any other. A full ring hands it back.
     pub fn retire(&self, code: CodeHandle) -> Result<(), Refused<CodeHandle>> {
         self.shared
-            .with(|shared| shared.retire.retire(code, false))
+            .with(|shared| shared.reclaim.retire(code, false))
             .map_err(|code| Refused::new(KilnError::RetireFull, code))?;
         self.counters.retired.bump();
         Ok(())
     }
 
-    /// Declares quiescence: every thread that may run kiln-published code
-    /// has passed a point where it holds no entry, table or code pointer
-    /// obtained from kiln, since the previous `quiesce`. Code retired two
-    /// quiesces ago is released through `compiler`. Returns how many.
+    /// Declares quiescence for every thread: each thread that may run
+    /// kiln-published code has passed a point where it holds no entry, table
+    /// or code pointer obtained from kiln, since the previous declaration.
+    /// Advances the epoch; code retired two declarations ago (counted from
+    /// the later of its retirement and the last reclamation-mode switch) is
+    /// released through `compiler`. Returns how many.
+    ///
+    /// The first call moves an `Unmanaged` broker to [`ReclaimMode::Host`].
+    /// See [`crate::reclaim`]'s invariants for the whole protocol.
     pub fn quiesce<C: Compiler<H>>(&self, compiler: &mut C) -> usize {
-        let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
-        self.shared.with(|shared| shared.retire.quiesce(&mut releasable));
-        self.release_all(compiler, &releasable)
+        self.quiesce_with(|code| compiler.release(code))
     }
 
-    fn release_all<C: Compiler<H>>(&self, compiler: &mut C, handles: &[CodeHandle]) -> usize {
+    /// [`quiesce`](Self::quiesce), handing released code to `release`
+    /// instead of a compiler (a layer that frees code itself).
+    pub fn quiesce_with(&self, release: impl FnMut(CodeHandle)) -> usize {
+        let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
+        self.shared.with(|shared| {
+            shared.reclaim.advance(&mut releasable);
+            self.mirror_reclaim(shared);
+        });
+        self.release_all(release, &releasable)
+    }
+
+    /// One round of registered threads: every registered thread reported a
+    /// quiescent point after reading [`epoch`](Self::epoch) `expected`.
+    /// Advances and releases as [`quiesce`](Self::quiesce) does, but only if
+    /// the epoch is still `expected` and the broker is in
+    /// [`ReclaimMode::Registered`] — checked and advanced in one step, so two
+    /// reclaimers that gathered the same round cannot both advance on it.
+    /// Released code goes to `release`. `None` means the round is void
+    /// (gather a new one); `Some(n)` that the epoch advanced and `n` handles
+    /// were released.
+    pub fn quiesce_from(&self, expected: u32, release: impl FnMut(CodeHandle)) -> Option<usize> {
+        let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
+        let advanced = self.shared.with(|shared| {
+            let advanced = shared.reclaim.advance_from(expected, &mut releasable);
+            self.mirror_reclaim(shared);
+            advanced
+        });
+        advanced.then(|| self.release_all(release, &releasable))
+    }
+
+    /// The reclamation epoch. A registered thread reads it and reports it as
+    /// the epoch of its quiescent point; Acquire pairs with the Release store
+    /// in `mirror_reclaim`, so the reader sees every unpublish made before
+    /// that epoch began.
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Who declares quiescence now.
+    pub fn reclaim_mode(&self) -> ReclaimMode {
+        // Relaxed: a hint for picking a path; every decision that depends on
+        // the mode is re-checked under the lock.
+        ReclaimMode::from_u8(self.reclaim_mode.load(Ordering::Relaxed) as u8)
+    }
+
+    /// Moves to `mode` if it is further along (`Unmanaged → Host →
+    /// Registered`; modes never move back). A switch is a grace period of its
+    /// own: code retired before it needs two advances under the new mode.
+    /// Returns the floor (the epoch of the last switch).
+    pub fn enter_reclaim_mode(&self, mode: ReclaimMode) -> u32 {
+        self.shared.with(|shared| {
+            let floor = shared.reclaim.enter(mode);
+            self.mirror_reclaim(shared);
+            floor
+        })
+    }
+
+    /// The epoch of the last reclamation-mode switch: code parked before it
+    /// (by [`park_retired`](Self::park_retired)) may be released once
+    /// [`epoch`](Self::epoch) is two past it.
+    pub fn reclaim_floor(&self) -> u32 {
+        self.shared.with(|shared| shared.reclaim.floor())
+    }
+
+    /// In [`ReclaimMode::Unmanaged`] (nobody declares quiescence), moves
+    /// every retired handle out of the ring to `park`, without advancing the
+    /// epoch: parked code must never be freed while it may run; it is only
+    /// kept from filling the ring. Does nothing in a managed mode. Returns
+    /// how many were parked.
+    pub fn park_retired(&self, mut park: impl FnMut(CodeHandle)) -> usize {
+        let mut parked = heapless::Vec::<CodeHandle, RETIRE>::new();
+        self.shared.with(|shared| shared.reclaim.park(&mut parked));
+        for &code in &parked {
+            park(code);
+        }
+        parked.len()
+    }
+
+    fn mirror_reclaim(&self, shared: &Shared<H, QUEUE, RETIRE>) {
+        self.reclaim_mode.store(shared.reclaim.mode() as u32, Ordering::Relaxed);
+        // Release pairs with the Acquire in `epoch`: a thread that reads the
+        // new epoch sees every unpublish made under the lock before it.
+        self.epoch.store(shared.reclaim.epoch(), Ordering::Release);
+    }
+
+    fn release_all(&self, mut release: impl FnMut(CodeHandle), handles: &[CodeHandle]) -> usize {
         for &code in handles {
-            compiler.release(code);
+            release(code);
             self.events.released(code);
         }
         self.counters.released.add(handles.len() as u32);
@@ -883,11 +977,8 @@ where
     ///    in a bead.
     pub unsafe fn release_retired_now<C: Compiler<H>>(&self, compiler: &mut C) -> usize {
         let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
-        self.shared.with(|shared| {
-            shared.retire.quiesce(&mut releasable);
-            shared.retire.quiesce(&mut releasable);
-        });
-        self.release_all(compiler, &releasable)
+        self.shared.with(|shared| shared.reclaim.drain(&mut releasable));
+        self.release_all(|code| compiler.release(code), &releasable)
     }
 }
 
@@ -907,7 +998,7 @@ where
             let current = word.phase() == Phase::Compiling && word.generation() == ticket.generation;
             if !current {
                 if ticket.reserved {
-                    shared.retire.unreserve();
+                    shared.reclaim.unreserve();
                 }
                 return Err(compiled);
             }
@@ -958,7 +1049,7 @@ where
         });
         let applied = self.shared.with(|shared| {
             if ticket.reserved {
-                shared.retire.unreserve();
+                shared.reclaim.unreserve();
             }
             let word = bead.word();
             let decision = decision.filter(|_| current(word))?;
@@ -987,7 +1078,7 @@ where
         let cooldown = self.policy.queue_full_cooldown().get();
         self.shared.with(|shared| {
             if ticket.reserved {
-                shared.retire.unreserve();
+                shared.reclaim.unreserve();
             }
             let word = bead.word();
             if word.phase() == Phase::Compiling && word.generation() == ticket.generation {

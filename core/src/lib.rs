@@ -69,7 +69,7 @@ mod policy;
 mod pool;
 mod pump;
 mod queue;
-mod retire;
+pub mod reclaim;
 mod state;
 mod stats;
 mod sync;
@@ -90,5 +90,6 @@ pub use pool::BeadPool;
 #[cfg(feature = "std")]
 pub use pump::StdClock;
 pub use pump::{Budget, Clock, NoPump, Pump, PumpReport, PumpStop};
+pub use reclaim::ReclaimMode;
 pub use state::{BeadState, Generation, MAX_TIER};
 pub use stats::{Events, NoEvents, Stats};

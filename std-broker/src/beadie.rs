@@ -225,7 +225,7 @@ pub(crate) fn submit_work_at(bead: &Arc<Bead>, tier: u8, work: CompileWork) -> S
 #[derive(Debug)]
 pub struct QuiescentThread {
     domain: Arc<Domain>,
-    slot: Arc<ThreadSlot>,
+    slot: crate::sync::Arc<ThreadSlot>,
 }
 
 impl QuiescentThread {
@@ -234,6 +234,12 @@ impl QuiescentThread {
     #[inline]
     pub fn quiescent(&self) {
         self.domain.report_quiescent(&self.slot);
+    }
+}
+
+impl Drop for QuiescentThread {
+    fn drop(&mut self) {
+        self.domain.unregister_thread(&self.slot);
     }
 }
 

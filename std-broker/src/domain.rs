@@ -8,27 +8,20 @@
 //!
 //! # Reclamation
 //!
-//! Retired code is freed only once no thread can run it. kiln-std learns
-//! that in one of two ways:
-//! - **managed**: threads that run kiln code register
-//!   ([`Beadie::register_thread`](crate::Beadie::register_thread)) and report
-//!   quiescent points; when every registered thread has reported since the
-//!   last round, a worker calls kiln-core's `quiesce`. Or the host calls
-//!   [`Beadie::quiesce`](crate::Beadie::quiesce) itself — then, as long as
-//!   no thread registered, only the host does (workers never declare
-//!   quiescence for a host that declares it). Code is released through its
-//!   backend two rounds after retirement.
-//! - **unmanaged** (nobody registered, nobody called `quiesce`: a plain
-//!   beadie user): kiln-std cannot know when code stops running, so retired
-//!   code is parked, never handed to its backend; kiln-std's own memory for
-//!   it (the code object, its OSR table) is freed when the last bead of the
-//!   domain is gone, and nothing can reach it any more.
+//! Retired code is freed only once no thread can run it: see `reclaim` (the
+//! registry and limbo) on top of kiln-core's `reclaim` (the rules). Modes:
+//! unmanaged (nobody declares quiescence: code is parked, never handed to
+//! its backend), host (`Beadie::quiesce`), registered threads
+//! (`Beadie::register_thread`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 
 use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler};
+
+use crate::reclaim::Reclaimer;
+pub(crate) use crate::reclaim::ThreadSlot;
 
 use crate::bead::BeadHandle;
 use crate::code::{CodeObject, CompileFailure};
@@ -147,30 +140,11 @@ impl Ledger {
     }
 }
 
-/// One registered thread's quiescence report.
-#[derive(Debug)]
-pub(crate) struct ThreadSlot {
-    seen_round: AtomicU64,
-}
-
-/// Managed-mode bookkeeping (see the module docs).
-#[derive(Default)]
-pub(crate) struct Reclaim {
-    managed: AtomicBool,
-    /// A thread registered at some point: workers may complete rounds.
-    /// Without it, managed mode means the host calls `quiesce` itself, and
-    /// workers must never declare quiescence on its behalf.
-    threads_registered: AtomicBool,
-    round: AtomicU64,
-    threads: Mutex<Vec<Weak<ThreadSlot>>>,
-}
-
 pub(crate) struct Domain {
     pub(crate) broker: CoreBroker,
     pub(crate) ledger: Arc<Ledger>,
-    pub(crate) reclaim: Reclaim,
-    /// Unmanaged-mode retired code: never given to its backend.
-    limbo: Mutex<Vec<CodeHandle>>,
+    /// Registered threads and parked code (see `reclaim`).
+    reclaimer: Reclaimer,
 }
 
 impl Domain {
@@ -178,8 +152,7 @@ impl Domain {
         let domain = Arc::new(Domain {
             broker: kiln_core::Broker::new(policy, deopt, Waker::default(), LogEvents),
             ledger: Arc::default(),
-            reclaim: Reclaim::default(),
-            limbo: Mutex::default(),
+            reclaimer: Reclaimer::default(),
         });
         domain.broker.set_queue_limit(queue_capacity);
         domain
@@ -209,70 +182,51 @@ impl Domain {
         }
     }
 
-    /// Keeps `code` out of reach until the domain drops (a retirement the
-    /// ring could not take).
+    /// Keeps `code` (retired, possibly still running) out of reach: a
+    /// retirement the ring could not take. Released two advances later in a
+    /// managed mode, kept until the domain drops otherwise.
     pub(crate) fn park(&self, code: CodeHandle) {
-        self.limbo.lock().unwrap_or_else(|e| e.into_inner()).push(code);
+        self.reclaimer.park(&self.broker, code);
     }
 
-    /// Code objects parked until the domain drops.
+    /// Code objects parked (see [`park`](Self::park) and `reclaim`).
     pub(crate) fn parked(&self) -> usize {
-        self.limbo.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.reclaimer.parked()
     }
 
     pub(crate) fn compiler(self: &Arc<Self>) -> StdCompiler {
         StdCompiler { ledger: Arc::clone(&self.ledger) }
     }
 
-    pub(crate) fn is_managed(&self) -> bool {
-        self.reclaim.managed.load(Ordering::Acquire)
+    /// The host declared quiescence for every thread.
+    pub(crate) fn quiesce_now(&self) -> usize {
+        self.reclaimer.quiesce(&self.broker, &mut release_code)
     }
 
-    /// The host declared quiescence: switch to managed mode and release.
-    pub(crate) fn quiesce_now(self: &Arc<Self>) -> usize {
-        self.reclaim.managed.store(true, Ordering::Release);
-        self.broker.quiesce(&mut self.compiler())
+    pub(crate) fn register_thread(&self) -> crate::sync::Arc<ThreadSlot> {
+        self.reclaimer.register(&self.broker)
     }
 
-    pub(crate) fn register_thread(&self) -> Arc<ThreadSlot> {
-        self.reclaim.managed.store(true, Ordering::Release);
-        self.reclaim.threads_registered.store(true, Ordering::Release);
-        let slot = Arc::new(ThreadSlot { seen_round: AtomicU64::new(self.reclaim.round.load(Ordering::Acquire)) });
-        let mut threads = self.reclaim.threads.lock().unwrap_or_else(|e| e.into_inner());
-        threads.retain(|thread| thread.strong_count() > 0);
-        threads.push(Arc::downgrade(&slot));
-        slot
+    pub(crate) fn unregister_thread(&self, slot: &ThreadSlot) {
+        self.reclaimer.unregister(slot);
     }
 
     pub(crate) fn report_quiescent(&self, slot: &ThreadSlot) {
-        // Release pairs with the Acquire in `reclaim_step`: the worker sees
-        // that this thread let go of every kiln pointer it loaded before.
-        slot.seen_round.store(self.reclaim.round.load(Ordering::Acquire), Ordering::Release);
+        self.reclaimer.report(&self.broker, slot);
     }
 
-    /// One reclamation step, run by workers after pumping: in managed mode,
-    /// quiesce if every registered thread reported since the last round; in
-    /// unmanaged mode, move retired code to limbo.
-    pub(crate) fn reclaim_step(self: &Arc<Self>) {
-        if !self.is_managed() {
-            let mut parking = Parking { limbo: &self.limbo };
-            self.broker.quiesce(&mut parking);
-            return;
-        }
-        if !self.reclaim.threads_registered.load(Ordering::Acquire) {
-            return; // the host declares quiescence itself (`Beadie::quiesce`)
-        }
-        let round = self.reclaim.round.load(Ordering::Acquire);
-        let everyone_reported = {
-            let threads = self.reclaim.threads.lock().unwrap_or_else(|e| e.into_inner());
-            threads.iter().filter_map(Weak::upgrade).all(|slot| slot.seen_round.load(Ordering::Acquire) >= round)
-        };
-        if everyone_reported
-            && self.reclaim.round.compare_exchange(round, round + 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
-        {
-            self.broker.quiesce(&mut self.compiler());
-        }
+    /// One reclamation step (workers after pumping, host pumps, a full
+    /// retire ring): see `Reclaimer::step`.
+    pub(crate) fn reclaim_step(&self) {
+        self.reclaimer.step(&self.broker, &mut release_code);
     }
+}
+
+/// Frees a code object kiln-core (or the limbo) released.
+fn release_code(code: CodeHandle) {
+    // SAFETY: `release` (1) kiln-core and the limbo hand each accepted handle
+    // over once; (2) only after two certified advances past its retirement.
+    unsafe { CodeObject::release(code) };
 }
 
 impl Drop for Domain {
@@ -280,15 +234,15 @@ impl Drop for Domain {
         // Nothing can reach these objects any more (every bead is gone), but
         // threads may still run their code: free kiln's memory, not the
         // backend's (no release hooks).
-        let mut parking = Parking { limbo: &self.limbo };
+        let mut parked = Vec::new();
         // SAFETY: (1) the domain is dropping, so no thread holds a bead of it
-        // and none can obtain code or tables from it any more; the handles go
-        // to limbo below, which frees only kiln's memory, never the code.
-        unsafe { self.broker.release_retired_now(&mut parking) };
-        let limbo = std::mem::take(self.limbo.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for handle in limbo {
-            // Each limbo handle came from `publishable`, handed over once by
-            // kiln-core's release; the code itself is not freed.
+        // and none can obtain code or tables from it any more; the handles are
+        // discarded below, which frees only kiln's memory, never the code.
+        unsafe { self.broker.release_retired_now(&mut Parking(&mut parked)) };
+        parked.extend(self.reclaimer.take_parked());
+        for handle in parked {
+            // Each handle came from `publishable`, handed over once by
+            // kiln-core or the limbo; the code itself is not freed.
             // SAFETY: `discard` (1) released once; (2) every bead is gone: no OSR lookup.
             unsafe { CodeObject::discard(handle) };
         }
@@ -332,10 +286,8 @@ impl Compiler<BeadHandle> for StdCompiler {
     }
 }
 
-/// Unmanaged mode's "compiler" for quiesce: parks handles instead of freeing.
-struct Parking<'a> {
-    limbo: &'a Mutex<Vec<CodeHandle>>,
-}
+/// Collects the handles `release_retired_now` hands over at shutdown.
+struct Parking<'a>(&'a mut Vec<CodeHandle>);
 
 impl Compiler<BeadHandle> for Parking<'_> {
     type Error = CompileFailure;
@@ -345,6 +297,6 @@ impl Compiler<BeadHandle> for Parking<'_> {
     }
 
     fn release(&mut self, code: CodeHandle) {
-        self.limbo.lock().unwrap_or_else(|e| e.into_inner()).push(code);
+        self.0.push(code);
     }
 }

@@ -33,6 +33,8 @@ pub mod compat;
 mod deopt;
 mod domain;
 mod policy;
+mod reclaim;
+mod sync;
 mod tiered;
 mod worker;
 

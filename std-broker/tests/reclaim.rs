@@ -47,6 +47,20 @@ fn unmanaged_steps_do_not_count_toward_the_first_quiesce() {
     assert_eq!(beadie.parked_code(), 0, "nothing stays parked across the switch");
 }
 
+/// Issue 12, seen 2, the early free itself: one unmanaged step between the
+/// retirement and the host's first `quiesce` used to make that one call
+/// release code a thread could still be running.
+#[test]
+fn one_unmanaged_step_and_one_quiesce_release_nothing() {
+    let (beadie, bead) = setup();
+    bead.swap_compiled(code(2)).unwrap();
+    step(&beadie);
+    beadie.quiesce();
+    assert_eq!(released(&beadie), 0, "released by the first quiesce after its retirement");
+    beadie.quiesce();
+    assert_eq!(released(&beadie), 1);
+}
+
 /// Code parked while unmanaged is not leaked: it is released two host
 /// declarations after the switch, like code still in the ring.
 #[test]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::OsrEntry;
 use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
-use crate::beadie::{Beadie, invoke_with, outlined};
+use crate::beadie::{Beadie, BeadieConfig, invoke_with, outlined};
 use crate::code::{Built, CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
 
@@ -187,7 +187,14 @@ impl<B: JitBackend> BackendAdapter<B> {
 impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     /// An adapter promoting by `policy`.
     pub fn with_policy(backend: B, policy: P) -> Self {
-        Self { beadie: Beadie::with_policy(policy), backend: Arc::new(backend) }
+        Self::with_config(backend, policy, BeadieConfig::default())
+    }
+
+    /// An adapter promoting by `policy`, with kiln's settings (workers,
+    /// queue capacity, `shutdown_timeout`: dropping the adapter waits at
+    /// most that long for a compile in the backend).
+    pub fn with_config(backend: B, policy: P, config: BeadieConfig) -> Self {
+        Self { beadie: Beadie::with_config(policy, config), backend: Arc::new(backend) }
     }
 
     /// Registers a function (see [`Beadie::register`]).

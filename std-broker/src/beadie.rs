@@ -483,11 +483,23 @@ pub(crate) fn invoke_with(bead: &Arc<Bead>, work: impl FnOnce() -> CompileWork) 
 
 impl<P: HotnessPolicy> Drop for Beadie<P> {
     fn drop(&mut self) {
-        // Cancels queued jobs and waits (bounded) for the workers; the
-        // broker's own drop then finds nothing left to do.
+        // One bounded wait for the whole stack: the workers are stopped and
+        // waited for here, and the inner `Broker`'s drop finds them waited
+        // for and returns at once.
         let workers = self.broker.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        workers.shutdown(&self.broker.domain, self.broker.shutdown_timeout);
+        workers.begin_shutdown(&self.broker.domain);
+        // Cancelled jobs leave their compile work attached to the bead (it
+        // is taken only when a compile starts); drop it now, so closures and
+        // backend definitions are released with the jobs. A Compiling bead's
+        // worker took (or is about to take) its own work: leave it.
+        let beads = std::mem::take(&mut *self.chain.beads());
+        for bead in &beads {
+            if bead.core.state() != kiln_core::BeadState::Compiling {
+                drop(bead.take_work());
+            }
+        }
+        workers.wait(self.broker.shutdown_timeout);
         // Release the chain's references without recursion (a Vec drop).
-        std::mem::take(&mut *self.chain.beads());
+        drop(beads);
     }
 }

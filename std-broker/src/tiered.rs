@@ -131,9 +131,20 @@ impl TieredAdapter {
     ///
     /// As for [`new`](Self::new).
     pub fn with_deopt_policy(policies: Vec<Box<dyn HotnessPolicy>>, deopt: impl DeoptPolicy) -> Self {
+        let config = BeadieConfig { workers: policies.len(), ..BeadieConfig::default() };
+        Self::with_config(policies, deopt, config)
+    }
+
+    /// [`with_deopt_policy`](Self::with_deopt_policy) with kiln's settings:
+    /// `config.workers` replaces the one-per-tier default, and dropping the
+    /// adapter waits at most `config.shutdown_timeout` for running compiles.
+    ///
+    /// # Panics
+    ///
+    /// As for [`new`](Self::new).
+    pub fn with_config(policies: Vec<Box<dyn HotnessPolicy>>, deopt: impl DeoptPolicy, config: BeadieConfig) -> Self {
         assert!(!policies.is_empty(), "TieredAdapter needs at least one tier");
         let tiers = policies.len();
-        let config = BeadieConfig { workers: tiers, ..BeadieConfig::default() };
         Self {
             beadie: Beadie::with_ladder(PolicyLadder::new(policies), &config, "tier"),
             tiers,

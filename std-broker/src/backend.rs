@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::OsrEntry;
 use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
 use crate::beadie::{Beadie, BeadieConfig, invoke_with, outlined};
-use crate::code::{Built, CompileFailure, ReleaseHook};
+use crate::code::{CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
 
 /// A backend's failure, as a message.
@@ -140,7 +140,7 @@ impl<B: JitBackend> BoundBead<B> {
     /// [`JitBackend::release`].
     pub fn compile(&self, def: B::FunctionDef) -> Result<Arc<Bead>, B::Error> {
         let entry = self.backend.compile(&self.bead, def)?;
-        let built = Built { entry, osr: Vec::new(), release: Some(release_hook(&self.backend)) };
+        let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));
         if self.bead.install_built(built, true).is_none() {
             log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
         }
@@ -285,7 +285,7 @@ fn backend_work<B: JitBackend>(
         osr.extend(compiled_osr);
         // A null entry is refused later (`NullEntry`) without running the hook.
         let release = NonNull::new(entry).map(|_| release_hook(&backend));
-        Ok(Built { entry, osr, release })
+        Ok(bead.built(entry, osr, release))
     })
 }
 

@@ -4,12 +4,13 @@
 //! Its methods are beadie's, so `Arc<Bead>` works as in beadie.
 
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use kiln_core::{BeadRef, KilnError};
 
 use crate::OsrEntry;
-use crate::code::{Built, CodeObject, CompileFailure};
+use crate::code::{Built, CodeObject, CompileFailure, HostPanics, ReleaseHook};
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, seed_to_core};
 use crate::domain::Domain;
 
@@ -105,6 +106,12 @@ pub struct Bead {
     pub(crate) domain: Arc<Domain>,
     work: Mutex<Option<CompileWork>>,
     on_invalidate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Where panics of this bead's host callbacks are counted (its
+    /// `Beadie`'s counter).
+    pub(crate) panics: Arc<HostPanics>,
+    /// The bead's code embeds its core's address (see
+    /// [`Bead::set_code_embeds_core`]).
+    embeds_core: AtomicBool,
 }
 
 impl std::fmt::Debug for Bead {
@@ -117,11 +124,12 @@ impl Bead {
     /// A bead outside any `Beadie` (it never promotes by itself; code comes
     /// through `eager_install` / `swap_compiled`).
     pub fn new(core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Self> {
-        Self::in_domain(Domain::detached(), core, on_invalidate)
+        Self::in_domain(Domain::detached(), HostPanics::detached(), core, on_invalidate)
     }
 
     pub(crate) fn in_domain(
         domain: Arc<Domain>,
+        panics: Arc<HostPanics>,
         core: CoreHandle,
         on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> Arc<Self> {
@@ -130,7 +138,14 @@ impl Bead {
             domain,
             work: Mutex::new(None),
             on_invalidate: Mutex::new(on_invalidate),
+            panics,
+            embeds_core: AtomicBool::new(false),
         })
+    }
+
+    /// A compile's output for this bead, before kiln-std boxes it.
+    pub(crate) fn built(&self, entry: *mut (), osr: Vec<OsrEntry>, release: Option<ReleaseHook>) -> Built {
+        Built { entry, osr, release, panics: Arc::clone(&self.panics) }
     }
 
     /// The kiln-core bead inside.
@@ -182,7 +197,7 @@ impl Bead {
     }
 
     fn swap(&self, new_code: *mut (), osr: Vec<OsrEntry>, eager: bool) -> Option<SwapResult> {
-        self.install_built(Built { entry: new_code, osr, release: None }, eager)
+        self.install_built(self.built(new_code, osr, None), eager)
     }
 
     /// Publishes `built` as this bead's code at the installed tier (tier 0
@@ -196,9 +211,7 @@ impl Bead {
             _ => None,
         };
         let Some(tier) = tier else {
-            if let (false, Some(release)) = (built.entry.is_null(), built.release) {
-                release(built.entry);
-            }
+            built.release_unpublished();
             return None;
         };
         let old_code = self.compiled().unwrap_or(std::ptr::null_mut());
@@ -284,7 +297,9 @@ impl Bead {
             Ok(()) => {
                 let hook = self.on_invalidate.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(hook) = hook {
-                    hook();
+                    // The bead is invalidated already; a panicking hook must
+                    // not unwind into the caller of `invalidate`.
+                    self.panics.isolate("on_invalidate", hook);
                 }
             }
             Err(KilnError::AlreadyInvalidated) => {}

@@ -10,7 +10,7 @@ use kiln_core::{JobKind, KilnError, Stats};
 
 use crate::OsrEntry;
 use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle, SwapResult};
-use crate::code::Built;
+use crate::code::HostPanics;
 use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
 use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
 use crate::worker::Workers;
@@ -73,6 +73,7 @@ impl Default for BeadieConfig {
 pub struct Chain {
     domain: Arc<Domain>,
     beads: Mutex<Vec<Arc<Bead>>>,
+    panics: Arc<HostPanics>,
 }
 
 impl Default for Chain {
@@ -88,7 +89,7 @@ impl Chain {
     }
 
     fn in_domain(domain: Arc<Domain>) -> Self {
-        Self { domain, beads: Mutex::default() }
+        Self { domain, beads: Mutex::default(), panics: Arc::default() }
     }
 
     fn beads(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Bead>>> {
@@ -97,7 +98,7 @@ impl Chain {
 
     /// Registers a new bead.
     pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
-        let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
+        let bead = Bead::in_domain(Arc::clone(&self.domain), Arc::clone(&self.panics), core, on_invalidate);
         self.beads().push(Arc::clone(&bead));
         bead
     }
@@ -186,14 +187,14 @@ impl Drop for Broker {
 
 /// Wraps a seed compile closure as compile work.
 pub(crate) fn entry_work(compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static) -> CompileWork {
-    Box::new(move |bead, _tier| Ok(Built { entry: compile(bead), osr: Vec::new(), release: None }))
+    Box::new(move |bead, _tier| Ok(bead.built(compile(bead), Vec::new(), None)))
 }
 
 /// Wraps a seed OSR compile closure as compile work.
 pub(crate) fn osr_work(compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static) -> CompileWork {
     Box::new(move |bead, _tier| {
         let OsrCompileResult { entry, osr } = compile(bead);
-        Ok(Built { entry, osr, release: None })
+        Ok(bead.built(entry, osr, None))
     })
 }
 
@@ -422,6 +423,19 @@ impl<P: HotnessPolicy> Beadie<P> {
         let report = domain.broker.pump(&mut domain.compiler(), budget);
         domain.reclaim_step();
         report
+    }
+
+    /// Panics caught in host callbacks so far: compile closures, backend
+    /// methods (`JitBackend::compile`, `compile_with_osr`, `release`),
+    /// release hooks and `on_invalidate` callbacks of this `Beadie`'s beads.
+    /// Each was logged (`log::error!`, target `kiln`) and contained: a
+    /// compile that panicked is a failed compile, a release hook that
+    /// panicked counts its code as released (the backend may leak it), an
+    /// `on_invalidate` that panicked leaves the bead invalidated. A worker
+    /// never dies of one and no panic unwinds into the caller of
+    /// `quiesce`, `invalidate` or `on_invoke`.
+    pub fn host_panics(&self) -> u64 {
+        self.chain.panics.get()
     }
 
     /// kiln's counters (promotions, compiles, failures, queue depth, ...).

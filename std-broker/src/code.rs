@@ -6,18 +6,100 @@
 //! runs the backend's release hook (if the backend frees code) and drops the
 //! box, table included.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_core::{CodeHandle, Compiled, OsrEntry, OsrTable, OsrTableError};
 
 /// Frees backend code once kiln retired it and no thread can run it.
 pub(crate) type ReleaseHook = Box<dyn FnOnce(*mut ()) + Send>;
 
+/// Counts panics caught in host callbacks (compile closures, backend
+/// methods, release hooks, `on_invalidate`), one counter per `Beadie`,
+/// shared by its beads and its code objects.
+#[derive(Debug, Default)]
+pub(crate) struct HostPanics(AtomicU64);
+
+impl HostPanics {
+    /// The counter of beads made without a `Beadie` (`Bead::new`).
+    pub(crate) fn detached() -> Arc<Self> {
+        static DETACHED: std::sync::OnceLock<Arc<HostPanics>> = std::sync::OnceLock::new();
+        Arc::clone(DETACHED.get_or_init(Arc::default))
+    }
+
+    /// Panics caught so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts and logs a caught panic of the host callback `what`.
+    pub(crate) fn caught(&self, what: &str, payload: &(dyn Any + Send)) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        log::error!(target: "kiln", "host callback {what} panicked (caught; kiln goes on): {}", panic_message(payload));
+    }
+
+    /// Runs the host callback `callback` (named `what` in the log) so that a
+    /// panic in it is caught, counted and logged instead of unwinding into
+    /// kiln or its caller. `None` if it panicked.
+    pub(crate) fn isolate<R>(&self, what: &str, callback: impl FnOnce() -> R) -> Option<R> {
+        // AssertUnwindSafe: what a panicking callback may leave half-changed
+        // is its own state; kiln's state is not borrowed across the call.
+        match catch_unwind(AssertUnwindSafe(callback)) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                self.caught(what, &*payload);
+                None
+            }
+        }
+    }
+}
+
+/// Panics of the `log` logger caught inside kiln-std's event hooks, process
+/// wide (the logger is process wide too).
+static LOGGER_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Panics the `log` logger raised inside kiln-std's event hooks (promotion,
+/// compile, deopt, release records), caught and counted process-wide. Not
+/// logged: the logger is what panicked.
+pub fn logger_panics() -> u64 {
+    LOGGER_PANICS.load(Ordering::Relaxed)
+}
+
+/// Runs `record` (a log call), catching and counting a logger panic.
+pub(crate) fn isolate_logger(record: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(record)).is_err() {
+        LOGGER_PANICS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A panic payload's message, if it is a string.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
 /// What a compile produced, before kiln-std boxes it.
 pub(crate) struct Built {
     pub(crate) entry: *mut (),
     pub(crate) osr: Vec<OsrEntry>,
     pub(crate) release: Option<ReleaseHook>,
+    /// Where a panic of `release` is counted.
+    pub(crate) panics: Arc<HostPanics>,
+}
+
+impl Built {
+    /// Hands `entry` to the release hook, if any, catching its panic.
+    /// For code no thread ever saw.
+    pub(crate) fn release_unpublished(self) {
+        if let (false, Some(release)) = (self.entry.is_null(), self.release) {
+            self.panics.isolate("release hook", || release(self.entry));
+        }
+    }
 }
 
 /// Why a compile produced no code.
@@ -56,6 +138,7 @@ pub(crate) struct CodeObject {
     table: Option<OsrTable<'static>>,
     entries: Box<[OsrEntry]>,
     release: Option<ReleaseHook>,
+    panics: Arc<HostPanics>,
     /// Keeps the domain's counters alive for the release accounting.
     ledger: Arc<crate::domain::Ledger>,
 }
@@ -64,14 +147,14 @@ impl CodeObject {
     /// Boxes `built` and returns it as kiln-core `Compiled` code. OSR entries
     /// are sorted by site (as beadie does); duplicates are an error.
     pub(crate) fn publishable(built: Built, ledger: Arc<crate::domain::Ledger>) -> Result<Compiled, CompileFailure> {
-        let Built { entry, mut osr, release } = built;
+        let Built { entry, mut osr, release, panics } = built;
         if entry.is_null() {
             return Err(CompileFailure::NullEntry);
         }
         osr.sort_by_key(|entry| entry.site);
         let entries = osr.into_boxed_slice();
         let has_osr = !entries.is_empty();
-        let mut object = Box::new(CodeObject { entry, table: None, entries, release, ledger });
+        let mut object = Box::new(CodeObject { entry, table: None, entries, release, panics, ledger });
         if has_osr {
             // SAFETY: the slice lives in the box's heap buffer, which neither
             // moves nor changes until the `CodeObject` drops, and the table is
@@ -82,7 +165,7 @@ impl CodeObject {
                 Err(error) => {
                     // Never published: the backend may free the code now.
                     if let Some(release) = object.release.take() {
-                        release(object.entry);
+                        object.panics.isolate("release hook", || release(object.entry));
                     }
                     return Err(CompileFailure::BadOsrTable(error));
                 }
@@ -114,10 +197,13 @@ impl CodeObject {
         // SAFETY: (1) the handle is the address of a leaked `Box<CodeObject>`,
         // released once, so ownership comes back exactly once.
         let object = unsafe { Box::from_raw(handle.get() as *mut CodeObject) };
-        let CodeObject { entry, entries, release, ledger, .. } = *object;
+        let CodeObject { entry, entries, release, panics, ledger, .. } = *object;
         drop(entries);
         if let Some(release) = release {
-            release(entry);
+            // Runs on whichever thread quiesces (a worker, the host inside
+            // `quiesce`): a panic must neither kill the worker nor unwind
+            // into the host, and the handles after this one must still go.
+            panics.isolate("release hook", || release(entry));
         }
         ledger.released();
     }

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::SubmitResult;
 use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle};
 use crate::beadie::{Beadie, BeadieConfig, entry_work, outlined, submit_work_at};
-use crate::code::Built;
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, TieredDeoptPolicy};
 use crate::policy::{HotnessPolicy, PolicyLadder};
 
@@ -264,7 +263,7 @@ where
     F: Fn(usize, &Arc<Bead>) -> *mut () + Send + 'static,
 {
     // A null entry becomes `CompileFailure::NullEntry` when it is boxed.
-    Box::new(move |bead, tier| Ok(Built { entry: compile(usize::from(tier), bead), osr: Vec::new(), release: None }))
+    Box::new(move |bead, tier| Ok(bead.built(compile(usize::from(tier), bead), Vec::new(), None)))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! Its methods are beadie's, so `Arc<Bead>` works as in beadie.
 
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_core::{BeadRef, KilnError};
@@ -267,10 +267,49 @@ impl Bead {
         }
     }
 
-    /// Points the bead at a moved function object.
+    /// Points the bead at a moved function object (the host's GC moved it).
+    ///
+    /// By default a moved object is the same function: installed code stays,
+    /// and a compile running across the move is installed as usual. If the
+    /// bead's code embeds its core's address
+    /// ([`set_code_embeds_core`](Self::set_code_embeds_core)), that code is
+    /// stale instead: installed code is retired (released after the usual
+    /// two quiesces) and a compile in flight is discarded (released, never
+    /// installed); bailouts and the tier cap are kept, and the next hot call
+    /// promotes the bead again, compiling against the new address.
     pub fn update_core(&self, new_ptr: CoreHandle) {
+        // The new address is stored before the generation bump below: a
+        // compile claimed after the bump reads it (the broker's lock orders
+        // the claim after the bump, and the bump after this store).
         self.core.update_core(new_ptr);
         log::trace!(target: "kiln", "bead {:p}: core moved to {new_ptr:p}", self);
+        if !self.code_embeds_core() {
+            return;
+        }
+        match self.domain.retry_if_ring_full(|| self.domain.broker.retire_installed(&&self.core)) {
+            Ok(()) | Err(KilnError::Invalidated) => {}
+            Err(error) => {
+                log::warn!(target: "kiln", "bead {:p}: code embedding the moved core not retired: {error}", self)
+            }
+        }
+    }
+
+    /// Declares whether this bead's compiled code embeds its core's address
+    /// (kiln-only; default `false`). With `true`, [`update_core`](Self::update_core)
+    /// retires installed code and discards compiles in flight, so code
+    /// compiled against the old address never runs after the move.
+    ///
+    /// Such a bead can starve: if the object moves more often than a compile
+    /// takes, every compile is discarded and the bead keeps interpreting.
+    pub fn set_code_embeds_core(&self, embeds: bool) {
+        // Relaxed: a setting read by `update_core`; it orders no other data.
+        self.embeds_core.store(embeds, Ordering::Relaxed);
+    }
+
+    /// Whether this bead's code embeds its core's address (see
+    /// [`set_code_embeds_core`](Self::set_code_embeds_core)).
+    pub fn code_embeds_core(&self) -> bool {
+        self.embeds_core.load(Ordering::Relaxed)
     }
 
     /// The function is gone: code retired, in-flight compiles discarded, the

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::OsrEntry;
 use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
-use crate::beadie::{Beadie, BeadieConfig, invoke_with, outlined};
+use crate::beadie::{Beadie, BeadieConfig, backedge_with, invoke_with, outlined};
 use crate::code::{CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
 
@@ -231,6 +231,28 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
             return Some(entry.as_ptr());
         }
         outlined(|| invoke_with(&bound.bead, || backend_work(&bound.backend, factory)))
+    }
+
+    /// A loop back-edge probe at `site` inside a long-running interpreted
+    /// call (see [`Beadie::on_backedge`]): the OSR entry for `site` if the
+    /// installed code has one; otherwise counts the back-edge, and the probe
+    /// that makes the loop hot hands `factory` to the broker thread, which
+    /// compiles its definition with [`JitBackend::compile_with_osr`]. The
+    /// entry and the OSR entries are published together and given back to
+    /// [`JitBackend::release`] once retired, like any backend code.
+    #[inline(always)]
+    pub fn on_backedge<F>(&self, bound: &BoundBead<B>, site: u64, factory: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
+    {
+        if let Some(entry) = bound.bead.core.osr_entry(site) {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| {
+            backedge_with(&bound.bead, site, || {
+                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+            })
+        })
     }
 
     /// Drops invalidated beads from the chain.

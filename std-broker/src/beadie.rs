@@ -10,7 +10,7 @@ use kiln_core::{JobKind, KilnError, Stats};
 
 use crate::OsrEntry;
 use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle, SwapResult};
-use crate::code::HostPanics;
+use crate::code::{HostPanics, NativeCode};
 use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
 use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
 use crate::worker::Workers;
@@ -198,6 +198,23 @@ pub(crate) fn osr_work(compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Se
     })
 }
 
+/// Wraps a kiln-only compile closure (code with a release hook) as work.
+pub(crate) fn code_work(compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static) -> CompileWork {
+    Box::new(move |bead, _tier| {
+        let (entry, osr, release) = compile(bead).into_parts();
+        // A null entry is refused later (`NullEntry`) without running the hook.
+        Ok(bead.built(entry, osr, release.filter(|_| !entry.is_null())))
+    })
+}
+
+/// The slow half of a back-edge probe: core's counting path, attaching the
+/// work only if this probe wins the promotion.
+#[inline]
+pub(crate) fn backedge_with(bead: &Arc<Bead>, site: u64, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
+    let handle = BeadHandle::from_arc(bead);
+    bead.domain.broker.on_backedge_with(handle, site, |_, _| bead.set_work(work())).map(NonNull::as_ptr)
+}
+
 /// Submits `work` for `bead` now, at tier 0 (or the next tier up).
 pub(crate) fn submit_work(bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
     let tier = bead.core.tier().map_or(0, |tier| tier.saturating_add(1));
@@ -338,13 +355,45 @@ impl<P: HotnessPolicy> Beadie<P> {
         if let Some(entry) = bead.core.osr_entry(site) {
             return Some(entry.as_ptr());
         }
-        outlined(|| {
-            let handle = BeadHandle::from_arc(bead);
-            bead.domain
-                .broker
-                .on_backedge_with(handle, site, |_, _| bead.set_work(osr_work(compile)))
-                .map(NonNull::as_ptr)
-        })
+        outlined(|| backedge_with(bead, site, || osr_work(compile)))
+    }
+
+    /// [`on_invoke`](Self::on_invoke) for compiles that return
+    /// [`NativeCode`] (kiln-only): OSR entries and a release hook travel with
+    /// the entry, so retired closure-compiled code is freed, not leaked.
+    #[inline(always)]
+    pub fn on_invoke_code<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
+    {
+        if let Some(entry) = bead.core.fast_entry() {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| invoke_with(bead, || code_work(compile)))
+    }
+
+    /// [`on_backedge`](Self::on_backedge) for compiles that return
+    /// [`NativeCode`] (kiln-only): the OSR compile's code carries its
+    /// release hook.
+    #[inline(always)]
+    pub fn on_backedge_code<F>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
+    {
+        if let Some(entry) = bead.core.osr_entry(site) {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| backedge_with(bead, site, || code_work(compile)))
+    }
+
+    /// [`submit`](Self::submit) for compiles that return [`NativeCode`]
+    /// (kiln-only).
+    pub fn submit_code(
+        &self,
+        bead: &Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
+    ) -> SubmitResult {
+        submit_work(bead, code_work(compile))
     }
 
     /// Drops invalidated beads from the chain.

@@ -83,6 +83,74 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic".into())
 }
 
+/// A closure compile's output with a way back (kiln-only): the entry, its
+/// OSR entries, and a release hook that frees the code once kiln retired it
+/// and quiescence was declared — what a `JitBackend` gets through
+/// `release`, for code compiled by a closure. Accepted by
+/// [`Beadie::on_invoke_code`](crate::Beadie::on_invoke_code),
+/// [`on_backedge_code`](crate::Beadie::on_backedge_code) and
+/// [`submit_code`](crate::Beadie::submit_code).
+///
+/// ```
+/// # use kiln_std::NativeCode;
+/// # extern "C" fn jitted() {}
+/// let code = NativeCode::new(jitted as extern "C" fn() as *mut ())
+///     .on_release(|entry| { /* free the code memory at `entry` */ let _ = entry; });
+/// assert!(code.has_release_hook());
+/// ```
+pub struct NativeCode {
+    /// The function's normal entry (null: a failed compile).
+    pub entry: *mut (),
+    /// OSR entries published with it (any order; sorted by kiln).
+    pub osr: Vec<OsrEntry>,
+    release: Option<ReleaseHook>,
+}
+
+// SAFETY: addresses kiln never dereferences, and a `Send` hook.
+unsafe impl Send for NativeCode {}
+
+impl std::fmt::Debug for NativeCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeCode")
+            .field("entry", &self.entry)
+            .field("osr", &self.osr)
+            .field("release_hook", &self.release.is_some())
+            .finish()
+    }
+}
+
+impl NativeCode {
+    /// Code at `entry`, without OSR entries or release hook.
+    pub fn new(entry: *mut ()) -> Self {
+        Self { entry, osr: Vec::new(), release: None }
+    }
+
+    /// The same code with `osr` as its OSR entries.
+    pub fn with_osr(mut self, osr: Vec<OsrEntry>) -> Self {
+        self.osr = osr;
+        self
+    }
+
+    /// The same code with `release` as its release hook: kiln calls it once
+    /// with the entry, after the code was retired and quiescence declared,
+    /// or at once if the code was never published (a stale or refused
+    /// result). Never called without quiescence (unmanaged mode), nor for a
+    /// null entry. Runs under `catch_unwind` (see `Beadie::host_panics`).
+    pub fn on_release(mut self, release: impl FnOnce(*mut ()) + Send + 'static) -> Self {
+        self.release = Some(Box::new(release));
+        self
+    }
+
+    /// Whether a release hook is attached.
+    pub fn has_release_hook(&self) -> bool {
+        self.release.is_some()
+    }
+
+    pub(crate) fn into_parts(self) -> (*mut (), Vec<OsrEntry>, Option<ReleaseHook>) {
+        (self.entry, self.osr, self.release)
+    }
+}
+
 /// What a compile produced, before kiln-std boxes it.
 pub(crate) struct Built {
     pub(crate) entry: *mut (),

@@ -50,8 +50,16 @@ impl Shared {
         let built = match codegen::build(self, source, self.budget.is_some()) {
             Ok(built) => built,
             Err(error) => {
-                self.cache().failed();
-                log::warn!(target: "kiln", "cranelift: {error}");
+                let mut cache = self.cache();
+                cache.failed();
+                if matches!(error, CompileError::Panicked { .. }) {
+                    cache.panicked();
+                    drop(cache);
+                    log::error!(target: "kiln", "cranelift: a host callback panicked (caught): {error}");
+                } else {
+                    drop(cache);
+                    log::warn!(target: "kiln", "cranelift: {error}");
+                }
                 return Err(error);
             }
         };

@@ -862,7 +862,6 @@ where
     W: Pump,
     E: Events,
 {
-
     /// Retires `code` taken out of a bead by hand ([`Bead::take_code`]); it is
     /// released after two quiesces like any other. A full ring hands it back.
     pub fn retire(&self, code: CodeHandle) -> Result<(), Refused<CodeHandle>> {

@@ -114,9 +114,9 @@ fn logged(record: impl FnOnce()) {
 
 impl kiln_core::Events for LogEvents {
     fn promoted(&self, bead: &kiln_core::Bead, tier: u8, kind: kiln_core::JobKind) {
-        logged(|| {
-            log::debug!(target: "kiln", "promote {:p} to tier {tier} ({kind:?}) at {} calls", bead, bead.invocation_count())
-        });
+        logged(
+            || log::debug!(target: "kiln", "promote {:p} to tier {tier} ({kind:?}) at {} calls", bead, bead.invocation_count()),
+        );
     }
     fn queue_full(&self, bead: &kiln_core::Bead) {
         logged(|| log::debug!(target: "kiln", "queue full: {:p} cools down", bead));

@@ -98,10 +98,11 @@ fn a_panicking_release_run_by_a_worker_does_not_kill_it() {
 
 #[test]
 fn a_panicking_release_does_not_unwind_into_quiesce() {
-    let adapter = BackendAdapter::with_config(PanickingRelease::default(), ThresholdPolicy::new(1), BeadieConfig {
-        workers: 0,
-        ..BeadieConfig::default()
-    });
+    let adapter = BackendAdapter::with_config(
+        PanickingRelease::default(),
+        ThresholdPolicy::new(1),
+        BeadieConfig { workers: 0, ..BeadieConfig::default() },
+    );
     let beads = [adapter.register(std::ptr::null_mut(), None), adapter.register(std::ptr::null_mut(), None)];
     for (bound, entry) in beads.iter().zip([one(), two()]) {
         let address = entry as usize;

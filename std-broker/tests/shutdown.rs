@@ -146,10 +146,10 @@ fn a_beadie_with_a_hung_compile_drops_within_its_timeout_and_names_the_worker() 
 
 #[test]
 fn drop_waits_for_a_compile_that_finishes_in_time() {
-    let beadie = Beadie::with_config(ThresholdPolicy::new(1), BeadieConfig {
-        shutdown_timeout: Duration::from_secs(5),
-        ..BeadieConfig::default()
-    });
+    let beadie = Beadie::with_config(
+        ThresholdPolicy::new(1),
+        BeadieConfig { shutdown_timeout: Duration::from_secs(5), ..BeadieConfig::default() },
+    );
     let finished = Arc::new(AtomicBool::new(false));
     let (started, compiling) = mpsc::channel();
     let bead = beadie.register(std::ptr::null_mut(), None);

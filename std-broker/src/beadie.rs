@@ -85,11 +85,11 @@ impl Default for Chain {
 impl Chain {
     /// An empty chain of detached beads.
     pub fn new() -> Self {
-        Self::in_domain(Domain::detached())
+        Self::in_domain(Domain::detached(), Arc::default())
     }
 
-    fn in_domain(domain: Arc<Domain>) -> Self {
-        Self { domain, beads: Mutex::default(), panics: Arc::default() }
+    fn in_domain(domain: Arc<Domain>, panics: Arc<HostPanics>) -> Self {
+        Self { domain, beads: Mutex::default(), panics }
     }
 
     fn beads(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Bead>>> {
@@ -301,9 +301,13 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     pub(crate) fn with_ladder(ladder: PolicyLadder, config: &BeadieConfig, name: &str) -> Self {
         let deopt = DynDeopt(Box::new(kiln_core::ExponentialBackoffPolicy::default()));
+        // One counter for every host callback of this `Beadie`: its
+        // policies', its beads' and its code's.
+        let panics = Arc::<HostPanics>::default();
+        let ladder = ladder.counting_panics_in(Arc::clone(&panics));
         let domain = Domain::new(ladder, deopt, config.queue_capacity.clamp(1, QUEUE));
         Self {
-            chain: Arc::new(Chain::in_domain(Arc::clone(&domain))),
+            chain: Arc::new(Chain::in_domain(Arc::clone(&domain), panics)),
             broker: Broker::on(domain, config, name),
             _policy: PhantomData,
         }
@@ -476,7 +480,9 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     /// Panics caught in host callbacks so far: compile closures, backend
     /// methods (`JitBackend::compile`, `compile_with_osr`, `release`),
-    /// release hooks and `on_invalidate` callbacks of this `Beadie`'s beads.
+    /// release hooks and `on_invalidate` callbacks of this `Beadie`'s beads,
+    /// and its `HotnessPolicy` (a panicking policy is asked again 1,000
+    /// calls later).
     /// Each was logged (`log::error!`, target `kiln`) and contained: a
     /// compile that panicked is a failed compile, a release hook that
     /// panicked counts its code as released (the backend may leak it), an

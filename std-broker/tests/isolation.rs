@@ -162,3 +162,31 @@ fn a_panicking_compile_is_counted_as_a_host_panic() {
     wait_until("the failed compile", || beadie.stats().failures == 1);
     assert_eq!(beadie.host_panics(), 1);
 }
+
+/// Panics the first time it is asked, then promotes at once.
+#[derive(Default)]
+struct PanicsOnce {
+    asked: AtomicUsize,
+}
+
+impl kiln_std::HotnessPolicy for PanicsOnce {
+    fn should_promote(&self, _invocations: u32) -> bool {
+        if self.asked.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("policy exploded");
+        }
+        true
+    }
+}
+
+#[test]
+fn a_panicking_hotness_policy_does_not_unwind_into_on_invoke() {
+    let beadie = Beadie::with_policy(PanicsOnce::default());
+    let bead = beadie.register(std::ptr::null_mut(), None);
+    assert_eq!(beadie.on_invoke(&bead, |_| one()), None);
+    assert_eq!(beadie.host_panics(), 1);
+    assert_eq!(bead.state(), BeadState::Interpreted);
+    // Asked again later (after 1,000 calls): it promotes.
+    wait_until("the compile", || beadie.on_invoke(&bead, |_| one()).is_some());
+    assert_eq!(bead.compiled(), Some(one()));
+    assert_eq!(beadie.host_panics(), 1);
+}

@@ -137,7 +137,10 @@ impl<B: JitBackend> BoundBead<B> {
     /// Compiles `def` now, on this thread, and installs the result
     /// (ahead-of-time compilation, no broker involved). Returns the bead.
     /// Code the bead refuses (it was invalidated) goes straight back to
-    /// [`JitBackend::release`].
+    /// [`JitBackend::release`] (under `catch_unwind`). The backend's
+    /// `compile` runs on the calling thread, outside kiln's isolation: a
+    /// panic in it is the caller's own and unwinds to it, with nothing
+    /// installed and kiln's state untouched.
     pub fn compile(&self, def: B::FunctionDef) -> Result<Arc<Bead>, B::Error> {
         let entry = self.backend.compile(&self.bead, def)?;
         let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));

@@ -353,7 +353,7 @@ impl Bead {
         let reason = kiln_core::BailoutReason::Guard { guard_id: info.guard_id, pc_offset: info.pc_offset };
         let mut seed_decision = None;
         let result = self.domain.broker.record_bailout_with(&&self.core, reason, |bailout| {
-            let decision = policy.on_bailout(self, &info, bailout.bailouts);
+            let decision = self.ask_deopt(policy, &info, bailout.bailouts);
             let core = seed_to_core(&decision, bailout.invocations);
             seed_decision = Some(decision);
             core
@@ -363,13 +363,22 @@ impl Bead {
             // No code to retire: still honour a blacklist, as beadie does.
             (_, decision) => {
                 let decision = decision
-                    .unwrap_or_else(|| policy.on_bailout(self, &info, self.core.bailout_count().saturating_add(1)));
+                    .unwrap_or_else(|| self.ask_deopt(policy, &info, self.core.bailout_count().saturating_add(1)));
                 if decision == DeoptDecision::Blacklist {
                     self.blacklist();
                 }
                 decision
             }
         }
+    }
+
+    /// Asks the host's deopt `policy`, under `catch_unwind`: a panic is
+    /// counted with the host panics and decides `Recompile` (the mildest
+    /// decision: the code that bailed out is retired either way).
+    fn ask_deopt(&self, policy: &dyn DeoptPolicy, info: &BailoutInfo, bailouts: u32) -> DeoptDecision {
+        self.panics
+            .isolate("DeoptPolicy", || policy.on_bailout(self, info, bailouts))
+            .unwrap_or(DeoptDecision::Recompile)
     }
 
     /// Sends the installed code back to the interpreter without counting a

@@ -132,6 +132,37 @@ pub struct Broker {
     domain: Arc<Domain>,
     workers: Mutex<Workers>,
     shutdown_timeout: Duration,
+    /// Beads submitted through this broker, so its drop can drop the work
+    /// of jobs it cancels (a `Beadie` finds them in its chain instead).
+    submitted: Mutex<Submitted>,
+}
+
+/// Weak links to submitted beads, pruned of dead ones as the list doubles.
+#[derive(Debug, Default)]
+struct Submitted {
+    beads: Vec<std::sync::Weak<Bead>>,
+    prune_at: usize,
+}
+
+impl Submitted {
+    fn remember(&mut self, bead: &Arc<Bead>) {
+        if self.beads.len() >= self.prune_at {
+            self.beads.retain(|bead| bead.strong_count() > 0);
+            self.prune_at = (self.beads.len() * 2).max(64);
+        }
+        self.beads.push(Arc::downgrade(bead));
+    }
+}
+
+/// Drops the compile work still attached to `beads` (jobs cancelled at
+/// shutdown). A Compiling bead's worker took, or is about to take, its
+/// own work: it is left alone.
+fn drop_cancelled_work<'a>(beads: impl IntoIterator<Item = &'a Arc<Bead>>) {
+    for bead in beads {
+        if bead.core.state() != kiln_core::BeadState::Compiling {
+            drop(bead.take_work());
+        }
+    }
 }
 
 impl Default for Broker {
@@ -151,7 +182,12 @@ impl Broker {
 
     fn on(domain: Arc<Domain>, config: &BeadieConfig, name: &str) -> Self {
         let workers = Workers::start(&domain, config.workers, name);
-        Self { domain, workers: Mutex::new(workers), shutdown_timeout: config.shutdown_timeout }
+        Self {
+            domain,
+            workers: Mutex::new(workers),
+            shutdown_timeout: config.shutdown_timeout,
+            submitted: Mutex::default(),
+        }
     }
 
     /// Queues `compile` for `bead` (which must not be queued already).
@@ -160,7 +196,7 @@ impl Broker {
         bead: Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
     ) -> SubmitResult {
-        submit_work(&bead, entry_work(compile))
+        self.submit_remembered(&bead, entry_work(compile))
     }
 
     /// Queues an OSR-aware `compile` for `bead`.
@@ -169,7 +205,15 @@ impl Broker {
         bead: Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
     ) -> SubmitResult {
-        submit_work(&bead, osr_work(compile))
+        self.submit_remembered(&bead, osr_work(compile))
+    }
+
+    fn submit_remembered(&self, bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
+        let result = submit_work(bead, work);
+        if result.is_accepted() {
+            self.submitted.lock().unwrap_or_else(|e| e.into_inner()).remember(bead);
+        }
+        result
     }
 
     /// Worker threads.
@@ -180,8 +224,14 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // Inside a `Beadie`, its drop already did all this (and waited):
+        // `wait` returns at once then.
         let workers = self.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        workers.shutdown(&self.domain, self.shutdown_timeout);
+        workers.begin_shutdown(&self.domain);
+        let submitted = std::mem::take(&mut self.submitted.get_mut().unwrap_or_else(|e| e.into_inner()).beads);
+        let beads: Vec<Arc<Bead>> = submitted.iter().filter_map(std::sync::Weak::upgrade).collect();
+        drop_cancelled_work(&beads);
+        workers.wait(self.shutdown_timeout);
     }
 }
 
@@ -559,14 +609,9 @@ impl<P: HotnessPolicy> Drop for Beadie<P> {
         workers.begin_shutdown(&self.broker.domain);
         // Cancelled jobs leave their compile work attached to the bead (it
         // is taken only when a compile starts); drop it now, so closures and
-        // backend definitions are released with the jobs. A Compiling bead's
-        // worker took (or is about to take) its own work: leave it.
+        // backend definitions are released with the jobs.
         let beads = std::mem::take(&mut *self.chain.beads());
-        for bead in &beads {
-            if bead.core.state() != kiln_core::BeadState::Compiling {
-                drop(bead.take_work());
-            }
-        }
+        drop_cancelled_work(&beads);
         workers.wait(self.broker.shutdown_timeout);
         // Release the chain's references without recursion (a Vec drop).
         drop(beads);

@@ -128,12 +128,6 @@ impl Workers {
         stuck
     }
 
-    /// [`begin_shutdown`](Self::begin_shutdown), then [`wait`](Self::wait).
-    pub(crate) fn shutdown(&mut self, domain: &Domain, timeout: Duration) -> usize {
-        self.begin_shutdown(domain);
-        self.wait(timeout)
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.handles.len()
     }

@@ -190,3 +190,24 @@ fn a_panicking_hotness_policy_does_not_unwind_into_on_invoke() {
     assert_eq!(bead.compiled(), Some(one()));
     assert_eq!(beadie.host_panics(), 1);
 }
+
+/// A deopt policy that panics.
+struct ExplodingDeopt;
+
+impl kiln_std::DeoptPolicy for ExplodingDeopt {
+    fn on_bailout(&self, _bead: &Bead, _info: &kiln_std::BailoutInfo, _bailouts: u32) -> kiln_std::DeoptDecision {
+        panic!("deopt policy exploded");
+    }
+}
+
+#[test]
+fn a_panicking_deopt_policy_does_not_unwind_into_on_bailout() {
+    let beadie = Beadie::with_policy(ThresholdPolicy::new(1_000_000));
+    let bead = beadie.register(std::ptr::null_mut(), None);
+    assert!(bead.eager_install(one()));
+    let info = kiln_std::BailoutInfo { guard_id: 1, pc_offset: 0, generation: bead.generation() };
+    assert_eq!(bead.on_bailout(info, &ExplodingDeopt), kiln_std::DeoptDecision::Recompile);
+    assert_eq!(bead.compiled(), None, "the code that bailed out is retired");
+    assert_eq!(bead.bailout_count(), 1);
+    assert_eq!(beadie.host_panics(), 1);
+}

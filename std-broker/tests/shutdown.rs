@@ -11,8 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_std::{
-    BackendAdapter, Bead, BeadState, Beadie, BeadieConfig, CompileError, HotnessPolicy, JitBackend, ThresholdPolicy,
-    TieredAdapter, TieredDeoptPolicy,
+    BackendAdapter, Bead, BeadState, Beadie, BeadieConfig, Broker, CompileError, HotnessPolicy, JitBackend,
+    ThresholdPolicy, TieredAdapter, TieredDeoptPolicy,
 };
 
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -237,4 +237,43 @@ fn a_tiered_adapter_with_a_hung_compile_drops_within_its_timeout() {
     gate.open();
 
     assert_bounded(took);
+}
+
+/// beadie's standalone `Broker` (detached beads, default 2 s timeout): the
+/// jobs its drop cancels drop their closures too. (The only test here on
+/// the process-wide detached domain, whose queue a `Broker`'s drop empties.)
+#[test]
+fn a_standalone_broker_drops_the_work_of_cancelled_jobs() {
+    let broker = Broker::with_capacity(16);
+    let gate = Arc::new(Gate::default());
+    let (started, compiling) = mpsc::channel();
+    let hung = Bead::new(std::ptr::null_mut(), None);
+    let waiting = Arc::clone(&gate);
+    let submitted = broker.submit(Arc::clone(&hung), move |_| {
+        started.send(()).unwrap();
+        waiting.wait();
+        code()
+    });
+    assert!(submitted.is_accepted());
+    compiling.recv_timeout(Duration::from_secs(5)).expect("the compile started");
+    let drops = Arc::new(AtomicUsize::new(0));
+    let queued: Vec<Arc<Bead>> = (0..4).map(|_| Bead::new(std::ptr::null_mut(), None)).collect();
+    for bead in &queued {
+        let tracked = Tracked(Arc::clone(&drops));
+        let submitted = broker.submit(Arc::clone(bead), move |_| {
+            let _keep = &tracked;
+            code()
+        });
+        assert!(submitted.is_accepted());
+    }
+
+    let timeout = BeadieConfig::default().shutdown_timeout;
+    let started = Instant::now();
+    drop(broker);
+    let took = started.elapsed();
+    let dropped = drops.load(Ordering::SeqCst);
+    gate.open();
+
+    assert!(took >= timeout && took < timeout.mul_f64(1.5), "drop took {took:?} for a {timeout:?} timeout");
+    assert_eq!(dropped, queued.len(), "cancelled jobs dropped their compile closures");
 }

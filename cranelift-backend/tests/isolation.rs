@@ -52,3 +52,29 @@ fn under_kiln_std_a_panicking_body_callback_fails_the_compile_only() {
     // Caught inside the backend: nothing reached kiln-std as a panic.
     assert_eq!(adapter.beadie().host_panics(), 0);
 }
+
+#[test]
+fn under_kiln_core_a_panicking_define_callback_is_a_failed_compile() {
+    use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoPump};
+    use kiln_cranelift::CraneliftCompiler;
+
+    let beads = [Bead::new(ptr::null_mut()), Bead::new(ptr::without_provenance_mut(1))];
+    let broker: Broker<&Bead, kiln_core::ThresholdPolicy, AlwaysRecompilePolicy> =
+        Broker::new(kiln_core::ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+    let backend = CraneliftConfig::new().build().expect("host supported");
+    let mut compiler = CraneliftCompiler::new(backend.clone(), |request: &CompileRequest<'_, &Bead>| {
+        if request.bead.core_handle().is_null() {
+            panic!("define exploded");
+        }
+        Ok(add_def("defined", 1))
+    });
+    for bead in &beads {
+        broker.on_invoke(&bead);
+    }
+    let report = broker.pump(&mut compiler, Budget::unlimited());
+    assert_eq!((report.ran, broker.stats().failures, broker.stats().compiles), (2, 1, 1));
+    assert_eq!(beads[0].compiled(), None);
+    assert!(beads[1].compiled().is_some());
+    let stats = backend.stats();
+    assert_eq!((stats.failed, stats.panicked), (1, 1));
+}

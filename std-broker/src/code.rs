@@ -37,7 +37,10 @@ impl HostPanics {
     /// Counts and logs a caught panic of the host callback `what`.
     pub(crate) fn caught(&self, what: &str, payload: &(dyn Any + Send)) {
         self.0.fetch_add(1, Ordering::Relaxed);
-        log::error!(target: "kiln", "host callback {what} panicked (caught; kiln goes on): {}", panic_message(payload));
+        let message = panic_message(payload);
+        isolate_logger(
+            || log::error!(target: "kiln", "host callback {what} panicked (caught; kiln goes on): {message}"),
+        );
     }
 
     /// Runs the host callback `callback` (named `what` in the log) so that a
@@ -60,9 +63,12 @@ impl HostPanics {
 /// wide (the logger is process wide too).
 static LOGGER_PANICS: AtomicU64 = AtomicU64::new(0);
 
-/// Panics the `log` logger raised inside kiln-std's event hooks (promotion,
-/// compile, deopt, release records), caught and counted process-wide. Not
-/// logged: the logger is what panicked.
+/// Panics the `log` logger raised inside kiln-std's own log calls (its
+/// event hooks: promotion, compile, deopt, release records; its workers'
+/// records), caught and counted process-wide. Not logged: the logger is
+/// what panicked. kiln-core's own records (its `log` feature, on in
+/// kiln-std) are not covered: kiln-core has no `catch_unwind`, so a logger
+/// that panics can still unwind through it — a logger must not panic.
 pub fn logger_panics() -> u64 {
     LOGGER_PANICS.load(Ordering::Relaxed)
 }

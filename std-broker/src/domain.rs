@@ -324,11 +324,11 @@ impl Compiler<BeadHandle> for StdCompiler {
             Err(panic) => {
                 // Counted and logged with the other host-callback panics.
                 bead.panics.caught("compile", &*panic);
-                log::debug!(target: "kiln", "compile of {:p} failed: it panicked", request.bead.bead());
+                logged(|| log::debug!(target: "kiln", "compile of {:p} failed: it panicked", request.bead.bead()));
                 return Err(CompileFailure::Panicked(crate::code::panic_message(&*panic)));
             }
         };
-        log::trace!(target: "kiln", "compile closure took {:?}", started.elapsed());
+        logged(|| log::trace!(target: "kiln", "compile closure took {:?}", started.elapsed()));
         CodeObject::publishable(built, Arc::clone(&self.ledger))
     }
 

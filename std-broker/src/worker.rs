@@ -1,6 +1,9 @@
 //! Worker threads: each parks until kiln-core's coalesced wake-up unparks
 //! it, pumps the domain's queue, and runs a reclamation step.
 //!
+//! The logger is host code: a worker's log calls are isolated like
+//! kiln-std's event hooks (see `logger_panics`).
+//!
 //! Shutdown is bounded and waits once: the owner raises `stop`, cancels
 //! queued jobs (they are not run; `Beadie` also drops their compile work),
 //! unparks the workers and waits at most `timeout` for them — however many
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{Budget, StdClock};
 
+use crate::code::isolate_logger;
 use crate::domain::Domain;
 
 /// Spin-then-park: how often an idle worker looks at the queue by itself,
@@ -88,7 +92,7 @@ impl Workers {
         self.stop.store(true, Ordering::Release);
         let cancelled = domain.broker.cancel_queued();
         if cancelled > 0 {
-            log::debug!(target: "kiln", "shutdown: cancelled {cancelled} queued jobs");
+            isolate_logger(|| log::debug!(target: "kiln", "shutdown: cancelled {cancelled} queued jobs"));
         }
         for handle in &self.handles {
             handle.thread().unpark();
@@ -107,11 +111,13 @@ impl Workers {
         while !running.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                log::warn!(
-                    target: "kiln",
-                    "shutdown: worker(s) {} still running a compile after {timeout:?}; detached",
-                    running.join(", ")
-                );
+                let names = running.join(", ");
+                isolate_logger(|| {
+                    log::warn!(
+                        target: "kiln",
+                        "shutdown: worker(s) {names} still running a compile after {timeout:?}; detached"
+                    )
+                });
                 break;
             }
             running = self.liveness.changed.wait_timeout(running, left).unwrap_or_else(|e| e.into_inner()).0;
@@ -157,7 +163,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
         if report.ran > 0 || report.dropped > 0 {
-            log::trace!(target: "kiln", "pump: {report:?}");
+            isolate_logger(|| log::trace!(target: "kiln", "pump: {report:?}"));
             idle_since = Instant::now();
         }
         if report.ran > 0 || reclaimed.elapsed() >= RECLAIM_EVERY {

@@ -828,10 +828,10 @@ where
     W: Pump,
     E: Events,
 {
-    /// Retires `bead`'s installed code (released after two quiesces, like
-    /// any retired code) and makes its in-flight compiles stale (their
-    /// results are released, never installed), keeping its bailout count
-    /// and tier cap — unlike [`reload`](Self::reload), nothing about the
+    /// Retires the installed code of `handle`'s bead (released after two
+    /// quiesces, like any retired code) and makes its in-flight compiles
+    /// stale (their results are released, never installed), keeping its
+    /// bailout count and tier cap — unlike [`reload`](Self::reload), nothing about the
     /// function's history is forgotten. The next call asks the policy again,
     /// so a bead that is still hot is promoted at once; a blacklisted bead
     /// stays blacklisted. For code that went stale without the function

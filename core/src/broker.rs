@@ -824,7 +824,50 @@ where
             Ok(())
         })
     }
+}
 
+impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
+where
+    H: BeadRef,
+    P: HotnessPolicy,
+    D: DeoptPolicy,
+    W: Pump,
+    E: Events,
+{
+    /// Retires the installed code of `handle`'s bead (released after two
+    /// quiesces, like any retired code) and makes its in-flight compiles
+    /// stale (their results are released, never installed), keeping its
+    /// bailout count and tier cap — unlike [`reload`](Self::reload), nothing about the
+    /// function's history is forgotten. The next call asks the policy again,
+    /// so a bead that is still hot is promoted at once; a blacklisted bead
+    /// stays blacklisted. For code that went stale without the function
+    /// changing (it embeds an address that moved). Refuses an invalidated
+    /// bead (`Invalidated`) and a full retire ring (`RetireFull`), changing
+    /// nothing.
+    pub fn retire_installed(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
+        let bead = handle.bead();
+        self.shared.with(|shared| {
+            let word = self.unpublish_locked(shared, bead, KilnError::Invalidated)?;
+            if word.phase() != Phase::Blacklisted {
+                bead.state.store(word.with_phase(Phase::Interpreted));
+                bead.arm(1, 0);
+                bead.arm_backedges(1, 0);
+            } else {
+                bead.state.store(word);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
+where
+    H: BeadRef,
+    P: HotnessPolicy,
+    D: DeoptPolicy,
+    W: Pump,
+    E: Events,
+{
     /// Retires `code` taken out of a bead by hand ([`Bead::take_code`]); it is
     /// released after two quiesces like any other. A full ring hands it back.
     pub fn retire(&self, code: CodeHandle) -> Result<(), Refused<CodeHandle>> {
@@ -1312,6 +1355,42 @@ mod tests {
         assert_eq!(bead.state(), BeadState::Queued);
         broker.pump(&mut jit, Budget::unlimited());
         assert_eq!(bead.compiled(), NonNull::new(code(2)));
+    }
+
+    #[test]
+    fn retire_installed_keeps_history_and_makes_compiles_stale() {
+        let bead = Bead::new(ptr::null_mut());
+        let broker = broker(ThresholdPolicy::new(2), AlwaysRecompilePolicy);
+        let mut jit = FakeJit::default();
+        call_n(&broker, &bead, 2);
+        broker.pump(&mut jit, Budget::unlimited());
+        let guard = BailoutReason::Guard { guard_id: 0, pc_offset: 0 };
+        broker.record_bailout_with(&&bead, guard, |_| DeoptDecision::RevertToTier(0)).unwrap();
+        call_n(&broker, &bead, 2);
+        broker.pump(&mut jit, Budget::unlimited());
+        assert_eq!(bead.compiled(), NonNull::new(code(2)));
+        let generation = bead.generation();
+
+        broker.retire_installed(&&bead).unwrap();
+        assert_eq!((bead.compiled(), bead.state()), (None, BeadState::Interpreted));
+        assert_ne!(bead.generation(), generation);
+        assert_eq!((bead.bailout_count(), bead.tier_cap()), (1, 0), "history kept, unlike reload");
+        broker.quiesce(&mut jit);
+        assert_eq!(jit.released, [], "retired code waits for the second quiesce");
+        broker.quiesce(&mut jit);
+        assert_eq!(jit.released, [1, 2]);
+
+        // A compile in flight goes stale; the next call promotes again.
+        call_n(&broker, &bead, 1);
+        let job = broker.claim().unwrap();
+        broker.retire_installed(&&bead).unwrap();
+        assert_eq!(job.run(&mut jit), JobOutcome::Stale);
+        assert_eq!(jit.released, [1, 2, 3], "the stale result is released at once");
+        assert_eq!(bead.compiled(), None);
+        call_n(&broker, &bead, 1);
+        assert_eq!(bead.state(), BeadState::Queued);
+        broker.invalidate(&&bead).unwrap();
+        assert_eq!(broker.retire_installed(&&bead), Err(KilnError::Invalidated));
     }
 
     #[test]

@@ -49,11 +49,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let built = match codegen::build(self, source, self.budget.is_some()) {
             Ok(built) => built,
-            Err(error) => {
-                self.cache().failed();
-                log::warn!(target: "kiln", "cranelift: {error}");
-                return Err(error);
-            }
+            Err(error) => return Err(self.failed(error)),
         };
         if let Some(budget) = self.budget
             && built.bytes > budget
@@ -84,6 +80,22 @@ impl Shared {
             started.elapsed().as_secs_f64() * 1e6,
         );
         Ok(id)
+    }
+
+    /// Counts the failed compile (and a caught panic) and logs it; returns
+    /// `error`.
+    pub(crate) fn failed(&self, error: CompileError) -> CompileError {
+        let mut cache = self.cache();
+        cache.failed();
+        if matches!(error, CompileError::Panicked { .. }) {
+            cache.panicked();
+            drop(cache);
+            log::error!(target: "kiln", "cranelift: a host callback panicked (caught): {error}");
+        } else {
+            drop(cache);
+            log::warn!(target: "kiln", "cranelift: {error}");
+        }
+        error
     }
 
     /// Sends `victims` back to the interpreter: kiln-std beads now (see

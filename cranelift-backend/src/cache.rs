@@ -47,6 +47,10 @@ pub struct CodeStats {
     pub freed: u64,
     /// Compiles that failed.
     pub failed: u64,
+    /// Of those, compiles in which the host's body callback (or Cranelift
+    /// itself) panicked: caught, logged (`log::error!`, target `kiln`) and
+    /// turned into `CompileError::Panicked`, never unwound into kiln.
+    pub panicked: u64,
     /// Units evicted for the budget.
     pub evicted: u64,
     /// The budget, if any.
@@ -83,6 +87,10 @@ impl CodeCache {
 
     pub(crate) fn failed(&mut self) {
         self.stats.failed += 1;
+    }
+
+    pub(crate) fn panicked(&mut self) {
+        self.stats.panicked += 1;
     }
 
     /// Adds `unit`; returns its id.

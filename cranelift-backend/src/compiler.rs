@@ -13,6 +13,9 @@
 //! evictions of kiln-core code wait in the backend until the host calls
 //! [`CraneliftCompiler::evict`] with its broker (after each `pump`, say).
 //!
+//! The `define` callback runs under `catch_unwind`: a panic is a failed
+//! compile (`CompileError::Panicked`, counted in `CodeStats::panicked`).
+//!
 //! With a `Clone` callback the compiler is `Clone`: clones share the backend
 //! and the book of which bead owns which unit, and compile in parallel
 //! (Cranelift runs outside every lock), so a job system can run one clone
@@ -20,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -134,7 +138,19 @@ where
     type Error = CompileError;
 
     fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CompileError> {
-        let def = (self.define)(request)?;
+        // `define` is host code run wherever the host pumps (its own thread,
+        // a frame pump, a job-system task): a panic is a failed compile,
+        // not an unwind through kiln-core.
+        let def = match catch_unwind(AssertUnwindSafe(|| (self.define)(request))) {
+            Ok(def) => def?,
+            Err(payload) => {
+                let message = crate::codegen::panic_message(&payload);
+                return Err(self
+                    .backend
+                    .shared
+                    .failed(CompileError::Panicked { function: "(define callback)".to_owned(), message }));
+            }
+        };
         let id = match def.kind {
             DefKind::Source(source) => self.backend.shared.compile_unit(&source, Owner::Core)?,
             DefKind::Prepared(prepared) => self.backend.adopt(prepared, Owner::Core)?,

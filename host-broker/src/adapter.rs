@@ -103,6 +103,13 @@ pub struct PumpStats {
     pub stale: usize,
     /// Tasks that stopped early because the broker's retire ring was full.
     pub retire_full: usize,
+    /// Panics caught in host code other than a compile (those are in
+    /// `panicked`): `JobSystem::spawn` (the wake-up that called it counts
+    /// nothing more; its task slot is freed), `JobSystem::help`, a
+    /// compiler's `release` of a stale or refused result, or a task body.
+    /// Each was logged; none escaped into the broker, the interpreter's
+    /// call or the job system.
+    pub host_panics: usize,
 }
 
 /// [`JobSystemPump::attach`] was called twice.
@@ -174,6 +181,7 @@ struct Control {
     panicked: Counter,
     stale: Counter,
     retire_full: Counter,
+    host_panics: Counter,
 }
 
 impl Control {
@@ -222,10 +230,18 @@ impl Control {
             let result = catch_unwind(AssertUnwindSafe(|| compiler.compile(&job.request())));
             let ticks = clock.now().saturating_sub(started);
             match result {
-                Ok(result) => match job.finish(compiler, result, Some(ticks)) {
-                    JobOutcome::Published => self.published.bump(),
-                    JobOutcome::Failed => self.failed.bump(),
-                    JobOutcome::Stale => self.stale.bump(),
+                // `finish` may hand a stale or refused result to the
+                // compiler's `release`: host code, which must not unwind
+                // into the job system (rayon aborts on an escaped panic).
+                // The broker's own transition happens before it.
+                Ok(result) => match catch_unwind(AssertUnwindSafe(|| job.finish(compiler, result, Some(ticks)))) {
+                    Ok(JobOutcome::Published) => self.published.bump(),
+                    Ok(JobOutcome::Failed) => self.failed.bump(),
+                    Ok(JobOutcome::Stale) => self.stale.bump(),
+                    Err(_panic) => {
+                        warn!("kiln-host: the compiler's release panicked; caught");
+                        self.host_panics.bump();
+                    }
                 },
                 Err(_panic) => {
                     warn!("kiln-host: compile panicked; counted as a failed compile");
@@ -279,32 +295,57 @@ impl<J: JobSystem> Shared<J> {
             return;
         }
         control.spawned.bump();
-        let shared = Arc::clone(self);
-        self.jobs.spawn(move || shared.task());
+        // The slot travels with the task: if the job system drops the task
+        // without running it (or its `spawn` panics), the slot is freed.
+        let slot = Slot { shared: Arc::clone(self), started: false };
+        let spawned = catch_unwind(AssertUnwindSafe(|| {
+            self.jobs.spawn(move || {
+                let mut slot = slot;
+                slot.started = true;
+                slot.shared.task();
+            })
+        }));
+        if spawned.is_err() {
+            // Reached from `Pump::wake`, i.e. from an interpreter's call into
+            // the broker: the panic must stop here.
+            warn!("kiln-host: JobSystem::spawn panicked; caught, no task spawned");
+            control.host_panics.bump();
+        }
     }
 
     fn task(self: &Arc<Self>) {
-        let _slot = Slot(self);
         // This task serves every request made so far. SeqCst pairs with the
         // store in `wake`.
         self.control.requested.store(false, Ordering::SeqCst);
         if let Some(body) = self.body.get() {
-            body(&self.control);
+            // Everything host-facing inside is caught already; this is the
+            // last line (a compiler's `clone`, say) before the job system.
+            if catch_unwind(AssertUnwindSafe(|| body(&self.control))).is_err() {
+                warn!("kiln-host: a pump task panicked outside a compile; caught");
+                self.control.host_panics.bump();
+            }
         }
     }
 }
 
-/// A task's slot: released when the task ends, even by unwinding.
-struct Slot<'a, J: JobSystem>(&'a Arc<Shared<J>>);
+/// A task's slot: taken in `kick`, released when the task ends (even by
+/// unwinding) or when the job system drops it unrun.
+struct Slot<J: JobSystem> {
+    shared: Arc<Shared<J>>,
+    /// The task ran: only a task that ran may spawn a successor (a task
+    /// dropped unrun, e.g. by a `spawn` that panics, would otherwise retry
+    /// the same `spawn` from inside it).
+    started: bool,
+}
 
-impl<J: JobSystem> Drop for Slot<'_, J> {
+impl<J: JobSystem> Drop for Slot<J> {
     fn drop(&mut self) {
-        let shared = self.0;
+        let shared = &self.shared;
         let control = &shared.control;
         // SeqCst: the decrement, then the load of `requested`, pair with the
         // store of `requested`, then the increment, in `wake` (see there).
         let left = control.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        if control.requested.load(Ordering::SeqCst) {
+        if self.started && control.requested.load(Ordering::SeqCst) {
             shared.kick(false);
         }
         if left == 0 {
@@ -474,6 +515,7 @@ impl<J: JobSystem> JobSystemPump<J> {
             panicked: control.panicked.get(),
             stale: control.stale.get(),
             retire_full: control.retire_full.get(),
+            host_panics: control.host_panics.get(),
         }
     }
 
@@ -510,7 +552,10 @@ impl<J: JobSystem> JobSystemPump<J> {
                 let slice = (deadline - now).min(Duration::from_millis(1));
                 let _ = control.idle.wait_timeout(guard, slice);
             }
-            self.shared.jobs.help();
+            if catch_unwind(AssertUnwindSafe(|| self.shared.jobs.help())).is_err() {
+                warn!("kiln-host: JobSystem::help panicked; caught");
+                control.host_panics.bump();
+            }
         }
         let in_flight = self.in_flight();
         if in_flight == 0 { Ok(()) } else { Err(StopTimeout { in_flight }) }

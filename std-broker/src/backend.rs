@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use crate::OsrEntry;
 use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
-use crate::beadie::{Beadie, invoke_with, outlined};
-use crate::code::{Built, CompileFailure, ReleaseHook};
+use crate::beadie::{Beadie, BeadieConfig, backedge_with, invoke_with, outlined};
+use crate::code::{CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
 
 /// A backend's failure, as a message.
@@ -137,10 +137,13 @@ impl<B: JitBackend> BoundBead<B> {
     /// Compiles `def` now, on this thread, and installs the result
     /// (ahead-of-time compilation, no broker involved). Returns the bead.
     /// Code the bead refuses (it was invalidated) goes straight back to
-    /// [`JitBackend::release`].
+    /// [`JitBackend::release`] (under `catch_unwind`). The backend's
+    /// `compile` runs on the calling thread, outside kiln's isolation: a
+    /// panic in it is the caller's own and unwinds to it, with nothing
+    /// installed and kiln's state untouched.
     pub fn compile(&self, def: B::FunctionDef) -> Result<Arc<Bead>, B::Error> {
         let entry = self.backend.compile(&self.bead, def)?;
-        let built = Built { entry, osr: Vec::new(), release: Some(release_hook(&self.backend)) };
+        let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));
         if self.bead.install_built(built, true).is_none() {
             log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
         }
@@ -187,7 +190,14 @@ impl<B: JitBackend> BackendAdapter<B> {
 impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     /// An adapter promoting by `policy`.
     pub fn with_policy(backend: B, policy: P) -> Self {
-        Self { beadie: Beadie::with_policy(policy), backend: Arc::new(backend) }
+        Self::with_config(backend, policy, BeadieConfig::default())
+    }
+
+    /// An adapter promoting by `policy`, with kiln's settings (workers,
+    /// queue capacity, `shutdown_timeout`: dropping the adapter waits at
+    /// most that long for a compile in the backend).
+    pub fn with_config(backend: B, policy: P, config: BeadieConfig) -> Self {
+        Self { beadie: Beadie::with_config(policy, config), backend: Arc::new(backend) }
     }
 
     /// Registers a function (see [`Beadie::register`]).
@@ -224,6 +234,28 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
             return Some(entry.as_ptr());
         }
         outlined(|| invoke_with(&bound.bead, || backend_work(&bound.backend, factory)))
+    }
+
+    /// A loop back-edge probe at `site` inside a long-running interpreted
+    /// call (see [`Beadie::on_backedge`]): the OSR entry for `site` if the
+    /// installed code has one; otherwise counts the back-edge, and the probe
+    /// that makes the loop hot hands `factory` to the broker thread, which
+    /// compiles its definition with [`JitBackend::compile_with_osr`]. The
+    /// entry and the OSR entries are published together and given back to
+    /// [`JitBackend::release`] once retired, like any backend code.
+    #[inline(always)]
+    pub fn on_backedge<F>(&self, bound: &BoundBead<B>, site: u64, factory: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
+    {
+        if let Some(entry) = bound.bead.core.osr_entry(site) {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| {
+            backedge_with(&bound.bead, site, || {
+                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+            })
+        })
     }
 
     /// Drops invalidated beads from the chain.
@@ -278,7 +310,7 @@ fn backend_work<B: JitBackend>(
         osr.extend(compiled_osr);
         // A null entry is refused later (`NullEntry`) without running the hook.
         let release = NonNull::new(entry).map(|_| release_hook(&backend));
-        Ok(Built { entry, osr, release })
+        Ok(bead.built(entry, osr, release))
     })
 }
 

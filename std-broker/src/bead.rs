@@ -4,12 +4,13 @@
 //! Its methods are beadie's, so `Arc<Bead>` works as in beadie.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_core::{BeadRef, KilnError};
 
 use crate::OsrEntry;
-use crate::code::{Built, CodeObject, CompileFailure};
+use crate::code::{Built, CodeObject, CompileFailure, HostPanics, ReleaseHook};
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, seed_to_core};
 use crate::domain::Domain;
 
@@ -105,6 +106,12 @@ pub struct Bead {
     pub(crate) domain: Arc<Domain>,
     work: Mutex<Option<CompileWork>>,
     on_invalidate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Where panics of this bead's host callbacks are counted (its
+    /// `Beadie`'s counter).
+    pub(crate) panics: Arc<HostPanics>,
+    /// The bead's code embeds its core's address (see
+    /// [`Bead::set_code_embeds_core`]).
+    embeds_core: AtomicBool,
 }
 
 impl std::fmt::Debug for Bead {
@@ -117,11 +124,12 @@ impl Bead {
     /// A bead outside any `Beadie` (it never promotes by itself; code comes
     /// through `eager_install` / `swap_compiled`).
     pub fn new(core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Self> {
-        Self::in_domain(Domain::detached(), core, on_invalidate)
+        Self::in_domain(Domain::detached(), HostPanics::detached(), core, on_invalidate)
     }
 
     pub(crate) fn in_domain(
         domain: Arc<Domain>,
+        panics: Arc<HostPanics>,
         core: CoreHandle,
         on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> Arc<Self> {
@@ -130,7 +138,14 @@ impl Bead {
             domain,
             work: Mutex::new(None),
             on_invalidate: Mutex::new(on_invalidate),
+            panics,
+            embeds_core: AtomicBool::new(false),
         })
+    }
+
+    /// A compile's output for this bead, before kiln-std boxes it.
+    pub(crate) fn built(&self, entry: *mut (), osr: Vec<OsrEntry>, release: Option<ReleaseHook>) -> Built {
+        Built { entry, osr, release, panics: Arc::clone(&self.panics) }
     }
 
     /// The kiln-core bead inside.
@@ -182,7 +197,7 @@ impl Bead {
     }
 
     fn swap(&self, new_code: *mut (), osr: Vec<OsrEntry>, eager: bool) -> Option<SwapResult> {
-        self.install_built(Built { entry: new_code, osr, release: None }, eager)
+        self.install_built(self.built(new_code, osr, None), eager)
     }
 
     /// Publishes `built` as this bead's code at the installed tier (tier 0
@@ -196,9 +211,7 @@ impl Bead {
             _ => None,
         };
         let Some(tier) = tier else {
-            if let (false, Some(release)) = (built.entry.is_null(), built.release) {
-                release(built.entry);
-            }
+            built.release_unpublished();
             return None;
         };
         let old_code = self.compiled().unwrap_or(std::ptr::null_mut());
@@ -254,10 +267,49 @@ impl Bead {
         }
     }
 
-    /// Points the bead at a moved function object.
+    /// Points the bead at a moved function object (the host's GC moved it).
+    ///
+    /// By default a moved object is the same function: installed code stays,
+    /// and a compile running across the move is installed as usual. If the
+    /// bead's code embeds its core's address
+    /// ([`set_code_embeds_core`](Self::set_code_embeds_core)), that code is
+    /// stale instead: installed code is retired (released after the usual
+    /// two quiesces) and a compile in flight is discarded (released, never
+    /// installed); bailouts and the tier cap are kept, and the next hot call
+    /// promotes the bead again, compiling against the new address.
     pub fn update_core(&self, new_ptr: CoreHandle) {
+        // The new address is stored before the generation bump below: a
+        // compile claimed after the bump reads it (the broker's lock orders
+        // the claim after the bump, and the bump after this store).
         self.core.update_core(new_ptr);
         log::trace!(target: "kiln", "bead {:p}: core moved to {new_ptr:p}", self);
+        if !self.code_embeds_core() {
+            return;
+        }
+        match self.domain.retry_if_ring_full(|| self.domain.broker.retire_installed(&&self.core)) {
+            Ok(()) | Err(KilnError::Invalidated) => {}
+            Err(error) => {
+                log::warn!(target: "kiln", "bead {:p}: code embedding the moved core not retired: {error}", self)
+            }
+        }
+    }
+
+    /// Declares whether this bead's compiled code embeds its core's address
+    /// (kiln-only; default `false`). With `true`, [`update_core`](Self::update_core)
+    /// retires installed code and discards compiles in flight, so code
+    /// compiled against the old address never runs after the move.
+    ///
+    /// Such a bead can starve: if the object moves more often than a compile
+    /// takes, every compile is discarded and the bead keeps interpreting.
+    pub fn set_code_embeds_core(&self, embeds: bool) {
+        // Relaxed: a setting read by `update_core`; it orders no other data.
+        self.embeds_core.store(embeds, Ordering::Relaxed);
+    }
+
+    /// Whether this bead's code embeds its core's address (see
+    /// [`set_code_embeds_core`](Self::set_code_embeds_core)).
+    pub fn code_embeds_core(&self) -> bool {
+        self.embeds_core.load(Ordering::Relaxed)
     }
 
     /// The function is gone: code retired, in-flight compiles discarded, the
@@ -284,7 +336,9 @@ impl Bead {
             Ok(()) => {
                 let hook = self.on_invalidate.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(hook) = hook {
-                    hook();
+                    // The bead is invalidated already; a panicking hook must
+                    // not unwind into the caller of `invalidate`.
+                    self.panics.isolate("on_invalidate", hook);
                 }
             }
             Err(KilnError::AlreadyInvalidated) => {}
@@ -299,7 +353,7 @@ impl Bead {
         let reason = kiln_core::BailoutReason::Guard { guard_id: info.guard_id, pc_offset: info.pc_offset };
         let mut seed_decision = None;
         let result = self.domain.broker.record_bailout_with(&&self.core, reason, |bailout| {
-            let decision = policy.on_bailout(self, &info, bailout.bailouts);
+            let decision = self.ask_deopt(policy, &info, bailout.bailouts);
             let core = seed_to_core(&decision, bailout.invocations);
             seed_decision = Some(decision);
             core
@@ -309,13 +363,22 @@ impl Bead {
             // No code to retire: still honour a blacklist, as beadie does.
             (_, decision) => {
                 let decision = decision
-                    .unwrap_or_else(|| policy.on_bailout(self, &info, self.core.bailout_count().saturating_add(1)));
+                    .unwrap_or_else(|| self.ask_deopt(policy, &info, self.core.bailout_count().saturating_add(1)));
                 if decision == DeoptDecision::Blacklist {
                     self.blacklist();
                 }
                 decision
             }
         }
+    }
+
+    /// Asks the host's deopt `policy`, under `catch_unwind`: a panic is
+    /// counted with the host panics and decides `Recompile` (the mildest
+    /// decision: the code that bailed out is retired either way).
+    fn ask_deopt(&self, policy: &dyn DeoptPolicy, info: &BailoutInfo, bailouts: u32) -> DeoptDecision {
+        self.panics
+            .isolate("DeoptPolicy", || policy.on_bailout(self, info, bailouts))
+            .unwrap_or(DeoptDecision::Recompile)
     }
 
     /// Sends the installed code back to the interpreter without counting a

@@ -10,7 +10,7 @@ use kiln_core::{JobKind, KilnError, Stats};
 
 use crate::OsrEntry;
 use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle, SwapResult};
-use crate::code::Built;
+use crate::code::{HostPanics, NativeCode};
 use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
 use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
 use crate::worker::Workers;
@@ -73,6 +73,7 @@ impl Default for BeadieConfig {
 pub struct Chain {
     domain: Arc<Domain>,
     beads: Mutex<Vec<Arc<Bead>>>,
+    panics: Arc<HostPanics>,
 }
 
 impl Default for Chain {
@@ -84,11 +85,11 @@ impl Default for Chain {
 impl Chain {
     /// An empty chain of detached beads.
     pub fn new() -> Self {
-        Self::in_domain(Domain::detached())
+        Self::in_domain(Domain::detached(), Arc::default())
     }
 
-    fn in_domain(domain: Arc<Domain>) -> Self {
-        Self { domain, beads: Mutex::default() }
+    fn in_domain(domain: Arc<Domain>, panics: Arc<HostPanics>) -> Self {
+        Self { domain, beads: Mutex::default(), panics }
     }
 
     fn beads(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Bead>>> {
@@ -97,7 +98,7 @@ impl Chain {
 
     /// Registers a new bead.
     pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
-        let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
+        let bead = Bead::in_domain(Arc::clone(&self.domain), Arc::clone(&self.panics), core, on_invalidate);
         self.beads().push(Arc::clone(&bead));
         bead
     }
@@ -131,6 +132,37 @@ pub struct Broker {
     domain: Arc<Domain>,
     workers: Mutex<Workers>,
     shutdown_timeout: Duration,
+    /// Beads submitted through this broker, so its drop can drop the work
+    /// of jobs it cancels (a `Beadie` finds them in its chain instead).
+    submitted: Mutex<Submitted>,
+}
+
+/// Weak links to submitted beads, pruned of dead ones as the list doubles.
+#[derive(Debug, Default)]
+struct Submitted {
+    beads: Vec<std::sync::Weak<Bead>>,
+    prune_at: usize,
+}
+
+impl Submitted {
+    fn remember(&mut self, bead: &Arc<Bead>) {
+        if self.beads.len() >= self.prune_at {
+            self.beads.retain(|bead| bead.strong_count() > 0);
+            self.prune_at = (self.beads.len() * 2).max(64);
+        }
+        self.beads.push(Arc::downgrade(bead));
+    }
+}
+
+/// Drops the compile work still attached to `beads` (jobs cancelled at
+/// shutdown). A Compiling bead's worker took, or is about to take, its
+/// own work: it is left alone.
+fn drop_cancelled_work<'a>(beads: impl IntoIterator<Item = &'a Arc<Bead>>) {
+    for bead in beads {
+        if bead.core.state() != kiln_core::BeadState::Compiling {
+            drop(bead.take_work());
+        }
+    }
 }
 
 impl Default for Broker {
@@ -150,7 +182,12 @@ impl Broker {
 
     fn on(domain: Arc<Domain>, config: &BeadieConfig, name: &str) -> Self {
         let workers = Workers::start(&domain, config.workers, name);
-        Self { domain, workers: Mutex::new(workers), shutdown_timeout: config.shutdown_timeout }
+        Self {
+            domain,
+            workers: Mutex::new(workers),
+            shutdown_timeout: config.shutdown_timeout,
+            submitted: Mutex::default(),
+        }
     }
 
     /// Queues `compile` for `bead` (which must not be queued already).
@@ -159,7 +196,7 @@ impl Broker {
         bead: Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
     ) -> SubmitResult {
-        submit_work(&bead, entry_work(compile))
+        self.submit_remembered(&bead, entry_work(compile))
     }
 
     /// Queues an OSR-aware `compile` for `bead`.
@@ -168,7 +205,15 @@ impl Broker {
         bead: Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
     ) -> SubmitResult {
-        submit_work(&bead, osr_work(compile))
+        self.submit_remembered(&bead, osr_work(compile))
+    }
+
+    fn submit_remembered(&self, bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
+        let result = submit_work(bead, work);
+        if result.is_accepted() {
+            self.submitted.lock().unwrap_or_else(|e| e.into_inner()).remember(bead);
+        }
+        result
     }
 
     /// Worker threads.
@@ -179,22 +224,45 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // Inside a `Beadie`, its drop already did all this (and waited):
+        // `wait` returns at once then.
         let workers = self.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        workers.shutdown(&self.domain, self.shutdown_timeout);
+        workers.begin_shutdown(&self.domain);
+        let submitted = std::mem::take(&mut self.submitted.get_mut().unwrap_or_else(|e| e.into_inner()).beads);
+        let beads: Vec<Arc<Bead>> = submitted.iter().filter_map(std::sync::Weak::upgrade).collect();
+        drop_cancelled_work(&beads);
+        workers.wait(self.shutdown_timeout);
     }
 }
 
 /// Wraps a seed compile closure as compile work.
 pub(crate) fn entry_work(compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static) -> CompileWork {
-    Box::new(move |bead, _tier| Ok(Built { entry: compile(bead), osr: Vec::new(), release: None }))
+    Box::new(move |bead, _tier| Ok(bead.built(compile(bead), Vec::new(), None)))
 }
 
 /// Wraps a seed OSR compile closure as compile work.
 pub(crate) fn osr_work(compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static) -> CompileWork {
     Box::new(move |bead, _tier| {
         let OsrCompileResult { entry, osr } = compile(bead);
-        Ok(Built { entry, osr, release: None })
+        Ok(bead.built(entry, osr, None))
     })
+}
+
+/// Wraps a kiln-only compile closure (code with a release hook) as work.
+pub(crate) fn code_work(compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static) -> CompileWork {
+    Box::new(move |bead, _tier| {
+        let (entry, osr, release) = compile(bead).into_parts();
+        // A null entry is refused later (`NullEntry`) without running the hook.
+        Ok(bead.built(entry, osr, release.filter(|_| !entry.is_null())))
+    })
+}
+
+/// The slow half of a back-edge probe: core's counting path, attaching the
+/// work only if this probe wins the promotion.
+#[inline]
+pub(crate) fn backedge_with(bead: &Arc<Bead>, site: u64, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
+    let handle = BeadHandle::from_arc(bead);
+    bead.domain.broker.on_backedge_with(handle, site, |_, _| bead.set_work(work())).map(NonNull::as_ptr)
 }
 
 /// Submits `work` for `bead` now, at tier 0 (or the next tier up).
@@ -289,9 +357,13 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     pub(crate) fn with_ladder(ladder: PolicyLadder, config: &BeadieConfig, name: &str) -> Self {
         let deopt = DynDeopt(Box::new(kiln_core::ExponentialBackoffPolicy::default()));
+        // One counter for every host callback of this `Beadie`: its
+        // policies', its beads' and its code's.
+        let panics = Arc::<HostPanics>::default();
+        let ladder = ladder.counting_panics_in(Arc::clone(&panics));
         let domain = Domain::new(ladder, deopt, config.queue_capacity.clamp(1, QUEUE));
         Self {
-            chain: Arc::new(Chain::in_domain(Arc::clone(&domain))),
+            chain: Arc::new(Chain::in_domain(Arc::clone(&domain), panics)),
             broker: Broker::on(domain, config, name),
             _policy: PhantomData,
         }
@@ -343,13 +415,45 @@ impl<P: HotnessPolicy> Beadie<P> {
         if let Some(entry) = bead.core.osr_entry(site) {
             return Some(entry.as_ptr());
         }
-        outlined(|| {
-            let handle = BeadHandle::from_arc(bead);
-            bead.domain
-                .broker
-                .on_backedge_with(handle, site, |_, _| bead.set_work(osr_work(compile)))
-                .map(NonNull::as_ptr)
-        })
+        outlined(|| backedge_with(bead, site, || osr_work(compile)))
+    }
+
+    /// [`on_invoke`](Self::on_invoke) for compiles that return
+    /// [`NativeCode`] (kiln-only): OSR entries and a release hook travel with
+    /// the entry, so retired closure-compiled code is freed, not leaked.
+    #[inline(always)]
+    pub fn on_invoke_code<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
+    {
+        if let Some(entry) = bead.core.fast_entry() {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| invoke_with(bead, || code_work(compile)))
+    }
+
+    /// [`on_backedge`](Self::on_backedge) for compiles that return
+    /// [`NativeCode`] (kiln-only): the OSR compile's code carries its
+    /// release hook.
+    #[inline(always)]
+    pub fn on_backedge_code<F>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
+    {
+        if let Some(entry) = bead.core.osr_entry(site) {
+            return Some(entry.as_ptr());
+        }
+        outlined(|| backedge_with(bead, site, || code_work(compile)))
+    }
+
+    /// [`submit`](Self::submit) for compiles that return [`NativeCode`]
+    /// (kiln-only).
+    pub fn submit_code(
+        &self,
+        bead: &Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
+    ) -> SubmitResult {
+        submit_work(bead, code_work(compile))
     }
 
     /// Drops invalidated beads from the chain.
@@ -430,6 +534,21 @@ impl<P: HotnessPolicy> Beadie<P> {
         report
     }
 
+    /// Panics caught in host callbacks so far: compile closures, backend
+    /// methods (`JitBackend::compile`, `compile_with_osr`, `release`),
+    /// release hooks and `on_invalidate` callbacks of this `Beadie`'s beads,
+    /// and its `HotnessPolicy` (a panicking policy is asked again 1,000
+    /// calls later).
+    /// Each was logged (`log::error!`, target `kiln`) and contained: a
+    /// compile that panicked is a failed compile, a release hook that
+    /// panicked counts its code as released (the backend may leak it), an
+    /// `on_invalidate` that panicked leaves the bead invalidated. A worker
+    /// never dies of one and no panic unwinds into the caller of
+    /// `quiesce`, `invalidate` or `on_invoke`.
+    pub fn host_panics(&self) -> u64 {
+        self.chain.panics.get()
+    }
+
     /// kiln's counters (promotions, compiles, failures, queue depth, ...).
     pub fn stats(&self) -> Stats {
         self.chain.domain.broker.stats()
@@ -489,11 +608,18 @@ pub(crate) fn invoke_with(bead: &Arc<Bead>, work: impl FnOnce() -> CompileWork) 
 
 impl<P: HotnessPolicy> Drop for Beadie<P> {
     fn drop(&mut self) {
-        // Cancels queued jobs and waits (bounded) for the workers; the
-        // broker's own drop then finds nothing left to do.
+        // One bounded wait for the whole stack: the workers are stopped and
+        // waited for here, and the inner `Broker`'s drop finds them waited
+        // for and returns at once.
         let workers = self.broker.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        workers.shutdown(&self.broker.domain, self.broker.shutdown_timeout);
+        workers.begin_shutdown(&self.broker.domain);
+        // Cancelled jobs leave their compile work attached to the bead (it
+        // is taken only when a compile starts); drop it now, so closures and
+        // backend definitions are released with the jobs.
+        let beads = std::mem::take(&mut *self.chain.beads());
+        drop_cancelled_work(&beads);
+        workers.wait(self.broker.shutdown_timeout);
         // Release the chain's references without recursion (a Vec drop).
-        std::mem::take(&mut *self.chain.beads());
+        drop(beads);
     }
 }

@@ -93,31 +93,42 @@ impl kiln_core::Pump for Waker {
 }
 
 /// Logs every transition through `log` (target `kiln`) and counts failures.
+///
+/// The logger is host code: each hook runs it under `catch_unwind`, so a
+/// panicking logger neither kills a worker nor unwinds into kiln-core (see
+/// [`logger_panics`](crate::logger_panics)).
 #[derive(Default)]
 pub(crate) struct LogEvents;
 
+/// Runs one log call, containing a panic of the logger.
+fn logged(record: impl FnOnce()) {
+    crate::code::isolate_logger(record);
+}
+
 impl kiln_core::Events for LogEvents {
     fn promoted(&self, bead: &kiln_core::Bead, tier: u8, kind: kiln_core::JobKind) {
-        log::debug!(target: "kiln", "promote {:p} to tier {tier} ({kind:?}) at {} calls", bead, bead.invocation_count());
+        logged(
+            || log::debug!(target: "kiln", "promote {:p} to tier {tier} ({kind:?}) at {} calls", bead, bead.invocation_count()),
+        );
     }
     fn queue_full(&self, bead: &kiln_core::Bead) {
-        log::debug!(target: "kiln", "queue full: {:p} cools down", bead);
+        logged(|| log::debug!(target: "kiln", "queue full: {:p} cools down", bead));
     }
     fn compiled(&self, bead: &kiln_core::Bead, tier: u8, ticks: Option<u64>) {
         let micros = ticks.map_or(0.0, |ns| ns as f64 / 1_000.0);
-        log::debug!(target: "kiln", "compiled {:p} at tier {tier} in {micros:.1} µs", bead);
+        logged(|| log::debug!(target: "kiln", "compiled {:p} at tier {tier} in {micros:.1} µs", bead));
     }
     fn compile_failed(&self, bead: &kiln_core::Bead, tier: u8) {
-        log::warn!(target: "kiln", "compile of {:p} at tier {tier} failed; now {:?}", bead, bead.state());
+        logged(|| log::warn!(target: "kiln", "compile of {:p} at tier {tier} failed; now {:?}", bead, bead.state()));
     }
     fn deoptimized(&self, bead: &kiln_core::Bead, decision: kiln_core::DeoptDecision) {
-        log::debug!(target: "kiln", "deopt {:p}: {decision:?}", bead);
+        logged(|| log::debug!(target: "kiln", "deopt {:p}: {decision:?}", bead));
     }
     fn invalidated(&self, bead: &kiln_core::Bead) {
-        log::debug!(target: "kiln", "invalidated {:p}", bead);
+        logged(|| log::debug!(target: "kiln", "invalidated {:p}", bead));
     }
     fn released(&self, code: CodeHandle) {
-        log::trace!(target: "kiln", "released code {:#x}", code.get());
+        logged(|| log::trace!(target: "kiln", "released code {:#x}", code.get()));
     }
 }
 
@@ -265,16 +276,13 @@ impl Compiler<BeadHandle> for StdCompiler {
         let built = match outcome {
             Ok(result) => result?,
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic".into());
-                log::warn!(target: "kiln", "compile of {:p} panicked: {message}", request.bead.bead());
-                return Err(CompileFailure::Panicked(message));
+                // Counted and logged with the other host-callback panics.
+                bead.panics.caught("compile", &*panic);
+                logged(|| log::debug!(target: "kiln", "compile of {:p} failed: it panicked", request.bead.bead()));
+                return Err(CompileFailure::Panicked(crate::code::panic_message(&*panic)));
             }
         };
-        log::trace!(target: "kiln", "compile closure took {:?}", started.elapsed());
+        logged(|| log::trace!(target: "kiln", "compile closure took {:?}", started.elapsed()));
         CodeObject::publishable(built, Arc::clone(&self.ledger))
     }
 

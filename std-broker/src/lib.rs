@@ -41,7 +41,7 @@ mod worker;
 pub use backend::{BackendAdapter, BoundBead, CompileError, JitBackend, OsrBuild};
 pub use bead::{Bead, BeadState, CoreHandle, ReloadOutcome, SwapResult};
 pub use beadie::{Beadie, BeadieConfig, Broker, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
-pub use code::CompileFailure;
+pub use code::{CompileFailure, NativeCode, logger_panics};
 pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
     TieredDeoptPolicy,

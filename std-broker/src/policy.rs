@@ -4,7 +4,11 @@
 //! built-in ones do) lets kiln count down to it with a plain load and store;
 //! one that does not is asked on every interpreted call, as beadie asks.
 
+use std::sync::Arc;
+
 use kiln_core::{Decision, HotnessStats};
+
+use crate::code::HostPanics;
 
 /// Decides when a bead's invocation count warrants promotion.
 pub trait HotnessPolicy: Send + Sync + 'static {
@@ -63,24 +67,41 @@ fn wait_for(policy: &dyn HotnessPolicy, invocations: u32) -> Decision {
 
 /// A ladder of seed policies as one kiln-core policy: tier `i` is reached
 /// when `tiers[i].should_promote(invocations)`.
+///
+/// The policies are host code, asked on interpreter threads and on workers
+/// (after a publish): each question runs under `catch_unwind`, and a panic
+/// is counted with the `Beadie`'s host panics and answered "ask again in
+/// [`AFTER_PANIC`] calls".
 pub(crate) struct PolicyLadder {
     tiers: Vec<Box<dyn HotnessPolicy>>,
+    panics: Arc<HostPanics>,
 }
+
+/// Calls (or back-edge units) to wait after a policy panicked.
+const AFTER_PANIC: u32 = 1_000;
 
 impl PolicyLadder {
     pub(crate) fn new(tiers: Vec<Box<dyn HotnessPolicy>>) -> Self {
         assert!(!tiers.is_empty(), "at least one tier");
         assert!(tiers.len() <= usize::from(kiln_core::MAX_TIER) + 1, "at most 15 tiers");
-        Self { tiers }
+        Self { tiers, panics: Arc::default() }
     }
 
     pub(crate) fn single(policy: Box<dyn HotnessPolicy>) -> Self {
         Self::new(vec![policy])
     }
-}
 
-impl kiln_core::HotnessPolicy for PolicyLadder {
-    fn decide(&self, stats: &HotnessStats) -> Decision {
+    /// The same ladder, counting policy panics in `panics`.
+    pub(crate) fn counting_panics_in(mut self, panics: Arc<HostPanics>) -> Self {
+        self.panics = panics;
+        self
+    }
+
+    fn ask(&self, question: impl FnOnce() -> Decision) -> Decision {
+        self.panics.isolate("HotnessPolicy", question).unwrap_or(Decision::wait(AFTER_PANIC))
+    }
+
+    fn decide_unguarded(&self, stats: &HotnessStats) -> Decision {
         let top = (self.tiers.len() - 1).min(usize::from(stats.tier_cap));
         let next = stats.tier.map_or(0, |tier| usize::from(tier) + 1);
         if next > top {
@@ -93,15 +114,7 @@ impl kiln_core::HotnessPolicy for PolicyLadder {
         }
     }
 
-    fn max_tier(&self) -> u8 {
-        (self.tiers.len() - 1) as u8
-    }
-
-    /// Back-edges count as a tenth of a call each for the first tier's
-    /// policy (HotSpot's back-edge thresholds are an order of magnitude
-    /// above its call thresholds too): an OSR compile is queued when
-    /// `should_promote(backedges / 10)`.
-    fn decide_backedge(&self, stats: &HotnessStats) -> Decision {
+    fn decide_backedge_unguarded(&self, stats: &HotnessStats) -> Decision {
         if stats.tier.is_some() {
             return Decision::NEVER;
         }
@@ -115,6 +128,24 @@ impl kiln_core::HotnessPolicy for PolicyLadder {
             }
             None => Decision::wait(BACKEDGES_PER_CALL),
         }
+    }
+}
+
+impl kiln_core::HotnessPolicy for PolicyLadder {
+    fn decide(&self, stats: &HotnessStats) -> Decision {
+        self.ask(|| self.decide_unguarded(stats))
+    }
+
+    fn max_tier(&self) -> u8 {
+        (self.tiers.len() - 1) as u8
+    }
+
+    /// Back-edges count as a tenth of a call each for the first tier's
+    /// policy (HotSpot's back-edge thresholds are an order of magnitude
+    /// above its call thresholds too): an OSR compile is queued when
+    /// `should_promote(backedges / 10)`.
+    fn decide_backedge(&self, stats: &HotnessStats) -> Decision {
+        self.ask(|| self.decide_backedge_unguarded(stats))
     }
 }
 

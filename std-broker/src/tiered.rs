@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::SubmitResult;
 use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle};
 use crate::beadie::{Beadie, BeadieConfig, entry_work, outlined, submit_work_at};
-use crate::code::Built;
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, TieredDeoptPolicy};
 use crate::policy::{HotnessPolicy, PolicyLadder};
 
@@ -131,9 +130,20 @@ impl TieredAdapter {
     ///
     /// As for [`new`](Self::new).
     pub fn with_deopt_policy(policies: Vec<Box<dyn HotnessPolicy>>, deopt: impl DeoptPolicy) -> Self {
+        let config = BeadieConfig { workers: policies.len(), ..BeadieConfig::default() };
+        Self::with_config(policies, deopt, config)
+    }
+
+    /// [`with_deopt_policy`](Self::with_deopt_policy) with kiln's settings:
+    /// `config.workers` replaces the one-per-tier default, and dropping the
+    /// adapter waits at most `config.shutdown_timeout` for running compiles.
+    ///
+    /// # Panics
+    ///
+    /// As for [`new`](Self::new).
+    pub fn with_config(policies: Vec<Box<dyn HotnessPolicy>>, deopt: impl DeoptPolicy, config: BeadieConfig) -> Self {
         assert!(!policies.is_empty(), "TieredAdapter needs at least one tier");
         let tiers = policies.len();
-        let config = BeadieConfig { workers: tiers, ..BeadieConfig::default() };
         Self {
             beadie: Beadie::with_ladder(PolicyLadder::new(policies), &config, "tier"),
             tiers,
@@ -253,7 +263,7 @@ where
     F: Fn(usize, &Arc<Bead>) -> *mut () + Send + 'static,
 {
     // A null entry becomes `CompileFailure::NullEntry` when it is boxed.
-    Box::new(move |bead, tier| Ok(Built { entry: compile(usize::from(tier), bead), osr: Vec::new(), release: None }))
+    Box::new(move |bead, tier| Ok(bead.built(compile(usize::from(tier), bead), Vec::new(), None)))
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
 //! Worker threads: each parks until kiln-core's coalesced wake-up unparks
 //! it, pumps the domain's queue, and runs a reclamation step.
 //!
-//! Shutdown is bounded: the owner raises `stop`, cancels queued jobs (they
-//! are not run), unparks the workers and waits at most `timeout` for them.
-//! A worker stuck in a compile that never returns is left behind, detached;
-//! its bead stays Compiling until that compile ends, which is consistent,
-//! and the result is then published or released as usual.
+//! The logger is host code: a worker's log calls are isolated like
+//! kiln-std's event hooks (see `logger_panics`).
+//!
+//! Shutdown is bounded and waits once: the owner raises `stop`, cancels
+//! queued jobs (they are not run; `Beadie` also drops their compile work),
+//! unparks the workers and waits at most `timeout` for them — however many
+//! layers (`Beadie`, `Broker`, adapters) drop around the same workers, only
+//! the first drop waits. A worker stuck in a compile that never returns is
+//! left behind, detached, and named in a warning; its bead stays Compiling
+//! until that compile ends, which is consistent, and the result is then
+//! published or released as usual.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{Budget, StdClock};
 
+use crate::code::isolate_logger;
 use crate::domain::Domain;
 
 /// Spin-then-park: how often an idle worker looks at the queue by itself,
@@ -27,10 +34,11 @@ const DEEP_SLEEP: Duration = Duration::from_millis(5);
 /// How often a worker runs a reclamation step.
 const RECLAIM_EVERY: Duration = Duration::from_millis(1);
 
-/// Counts live workers so shutdown can wait for them with a timeout.
+/// Names the workers still running, so shutdown can wait for them with a
+/// timeout and name the ones it leaves behind.
 #[derive(Debug, Default)]
 struct Liveness {
-    alive: Mutex<usize>,
+    running: Mutex<Vec<String>>,
     changed: Condvar,
 }
 
@@ -39,6 +47,9 @@ pub(crate) struct Workers {
     stop: Arc<AtomicBool>,
     liveness: Arc<Liveness>,
     handles: Vec<JoinHandle<()>>,
+    /// `wait` ran: a second shutdown (an outer layer's drop after an inner
+    /// one's) must not wait again.
+    waited: bool,
 }
 
 impl Workers {
@@ -46,17 +57,20 @@ impl Workers {
     pub(crate) fn start(domain: &Arc<Domain>, count: usize, name: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let liveness = Arc::new(Liveness::default());
-        *liveness.alive.lock().unwrap_or_else(|e| e.into_inner()) = count;
-        let handles: Vec<JoinHandle<()>> = (0..count)
-            .map(|index| {
+        let names: Vec<String> = (0..count).map(|index| format!("kiln-{name}-{index}")).collect();
+        *liveness.running.lock().unwrap_or_else(|e| e.into_inner()) = names.clone();
+        let handles: Vec<JoinHandle<()>> = names
+            .into_iter()
+            .map(|thread_name| {
                 let (domain, stop, liveness) = (Arc::clone(domain), Arc::clone(&stop), Arc::clone(&liveness));
+                let own_name = thread_name.clone();
                 std::thread::Builder::new()
-                    .name(format!("kiln-{name}-{index}"))
+                    .name(thread_name)
                     .spawn(move || {
                         run(&domain, &stop);
                         drop(domain);
-                        let mut alive = liveness.alive.lock().unwrap_or_else(|e| e.into_inner());
-                        *alive -= 1;
+                        let mut running = liveness.running.lock().unwrap_or_else(|e| e.into_inner());
+                        running.retain(|name| *name != own_name);
                         liveness.changed.notify_all();
                     })
                     .expect("spawning a kiln worker thread")
@@ -67,34 +81,52 @@ impl Workers {
         for handle in &handles {
             handle.thread().unpark();
         }
-        Self { stop, liveness, handles }
+        Self { stop, liveness, handles, waited: false }
     }
 
-    /// Stops the workers, waiting at most `timeout`. Returns how many are
-    /// still running (stuck in a compile) when it gives up.
-    pub(crate) fn shutdown(&mut self, domain: &Domain, timeout: Duration) -> usize {
+    /// Stops the workers: raises the stop flag, cancels queued jobs (they
+    /// are not run) and unparks every worker. Does not wait; see
+    /// [`wait`](Self::wait). Idempotent.
+    pub(crate) fn begin_shutdown(&self, domain: &Domain) {
+        // Release pairs with the Acquire loads of `stop` in `run`.
         self.stop.store(true, Ordering::Release);
         let cancelled = domain.broker.cancel_queued();
         if cancelled > 0 {
-            log::debug!(target: "kiln", "shutdown: cancelled {cancelled} queued jobs");
+            isolate_logger(|| log::debug!(target: "kiln", "shutdown: cancelled {cancelled} queued jobs"));
         }
         for handle in &self.handles {
             handle.thread().unpark();
         }
+    }
+
+    /// Waits at most `timeout` for the workers to end, once: a later call
+    /// returns at once. Workers still running then (stuck in a compile that
+    /// never returns) are detached and named in a warning. Returns how many.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> usize {
+        if std::mem::replace(&mut self.waited, true) {
+            return self.liveness.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+        }
         let deadline = Instant::now() + timeout;
-        let mut alive = self.liveness.alive.lock().unwrap_or_else(|e| e.into_inner());
-        while *alive > 0 {
+        let mut running = self.liveness.running.lock().unwrap_or_else(|e| e.into_inner());
+        while !running.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                log::warn!(target: "kiln", "shutdown: {} worker(s) still compiling after {timeout:?}; detached", *alive);
+                let names = running.join(", ");
+                isolate_logger(|| {
+                    log::warn!(
+                        target: "kiln",
+                        "shutdown: worker(s) {names} still running a compile after {timeout:?}; detached"
+                    )
+                });
                 break;
             }
-            alive = self.liveness.changed.wait_timeout(alive, left).unwrap_or_else(|e| e.into_inner()).0;
+            running = self.liveness.changed.wait_timeout(running, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        let stuck = *alive;
-        drop(alive);
+        let stuck = running.len();
+        drop(running);
         for handle in self.handles.drain(..) {
             if stuck == 0 {
+                // Every worker left `run`; joining only reaps the thread.
                 let _ = handle.join();
             }
             // Otherwise dropping the handle detaches the thread.
@@ -131,7 +163,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
         if report.ran > 0 || report.dropped > 0 {
-            log::trace!(target: "kiln", "pump: {report:?}");
+            isolate_logger(|| log::trace!(target: "kiln", "pump: {report:?}"));
             idle_since = Instant::now();
         }
         if report.ran > 0 || reclaimed.elapsed() >= RECLAIM_EVERY {

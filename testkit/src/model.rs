@@ -16,9 +16,12 @@
 //! `RetireFull` and `ClaimError::RetireFull` are hit constantly. The hotness
 //! and deopt policies are real ones (a two-tier `TierLadder`; a threshold,
 //! tiered, backoff or decaying-blacklist deopt policy) wrapped to log what
-//! the broker asked them; the model takes each *decision* from that log and
-//! predicts everything else on its own — it never calls the broker, a bead
-//! or an OSR table to compute a prediction.
+//! the broker asked them; the model takes each *decision* from that log
+//! (checking the stats the broker showed the policy) and predicts everything
+//! else on its own — it never calls the broker, a bead or an OSR table to
+//! compute a prediction. The one other input from the broker's side is a
+//! `submit`'s priority, which the runner reads from the bead's call and
+//! back-edge counters: the model does not model those counters.
 //!
 //! After every operation the runner asserts that the real broker matches
 //! the model exactly (each bead's state, generation, installed entry, tier,

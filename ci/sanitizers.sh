@@ -58,10 +58,14 @@ exists() {
     previous=$word
   done
   [ -n "$package" ] && [ -n "$want" ] || { echo "sanitizers: cannot read a test target from: $*" >&2; exit 2; }
+  local targets
+  targets=$(targets_of "$package")
+  # A misspelt package is a mistake in the list, not a target still to come.
+  [ -n "$targets" ] || { echo "sanitizers: no package $package in this workspace" >&2; exit 2; }
   if [ "$want" = lib ]; then
-    targets_of "$package" | grep -Eq '^(lib|rlib) '
+    grep -Eq '^(lib|rlib) ' <<<"$targets"
   else
-    targets_of "$package" | grep -qx "$want"
+    grep -qx "$want" <<<"$targets"
   fi
 }
 

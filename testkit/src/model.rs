@@ -19,13 +19,13 @@
 //! the broker asked them; the model takes each *decision* from that log
 //! (checking the stats the broker showed the policy) and predicts everything
 //! else on its own — it never calls the broker, a bead or an OSR table to
-//! compute a prediction. The one other input from the broker's side is a
-//! `submit`'s priority, which the runner reads from the bead's call and
-//! back-edge counters: the model does not model those counters.
+//! compute a prediction (it counts calls and back-edges itself, so even a
+//! `submit`'s priority is its own).
 //!
 //! After every operation the runner asserts that the real broker matches
 //! the model exactly (each bead's state, generation, installed entry, tier,
-//! tier cap, bailout count and OSR entries; queue length and limit; every
+//! tier cap, bailout count, call and back-edge counts and OSR entries; the
+//! stats each policy was shown; queue length and limit; every
 //! `Stats` counter; wake-ups; promotion hooks; compile requests; released
 //! handles; pump reports; claim and job outcomes; refused values handed
 //! back untouched) and that these invariants hold:

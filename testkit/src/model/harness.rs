@@ -41,6 +41,7 @@ impl<'b, const QUEUE: usize, const RETIRE: usize> Harness<'b, QUEUE, RETIRE> {
         let mut hook = None;
         let got = self.broker.on_invoke_with(&self.handles[bead], |tier, kind| hook = Some((bead, tier, kind)));
         self.hooks.extend(hook);
+        self.model.count_call(bead);
         let mut log = self.take_log();
         self.model.consult(bead, None, &mut log);
         assert!(log.is_empty(), "unexpected policy calls: {log:?}");
@@ -51,6 +52,7 @@ impl<'b, const QUEUE: usize, const RETIRE: usize> Harness<'b, QUEUE, RETIRE> {
         let mut hook = None;
         let got = self.broker.on_backedge_with(&self.handles[bead], site, |tier, kind| hook = Some((bead, tier, kind)));
         self.hooks.extend(hook);
+        self.model.count_backedge(bead, site);
         let mut log = self.take_log();
         self.model.consult(bead, Some(site), &mut log);
         assert!(log.is_empty(), "unexpected policy calls: {log:?}");
@@ -208,8 +210,7 @@ impl<'b, const QUEUE: usize, const RETIRE: usize> Harness<'b, QUEUE, RETIRE> {
             Op::Submit { bead, tier, osr_site } => {
                 let bead = bead % beads;
                 let kind = osr_site.map_or(JobKind::Invoke, |site| JobKind::Osr { site: SITES[site % SITES.len()] });
-                let record = self.handles[bead].bead();
-                let priority = record.invocation_count().saturating_add(record.backedge_count());
+                let priority = self.model.priority(bead);
                 let mut hook = None;
                 let result = self.broker.submit_with(&self.handles[bead], tier, kind, |tier, kind| {
                     hook = Some((bead, tier, kind));
@@ -248,6 +249,8 @@ impl<'b, const QUEUE: usize, const RETIRE: usize> Harness<'b, QUEUE, RETIRE> {
             assert_eq!(real.tier(), expected.code.map(|code| code.tier), "bead {index}: tier");
             assert_eq!(real.tier_cap(), expected.tier_cap, "bead {index}: tier cap");
             assert_eq!(real.bailout_count(), expected.bailouts, "bead {index}: bailouts");
+            assert_eq!(real.invocation_count(), expected.invocations, "bead {index}: calls counted");
+            assert_eq!(real.backedge_count(), expected.backedges, "bead {index}: back-edges counted");
             assert_eq!(real.is_invalidated(), expected.phase == Phase::Invalidated);
             assert_eq!(real.is_blacklisted(), expected.phase == Phase::Blacklisted);
             for site in SITES {

@@ -1,13 +1,14 @@
 //! The reference model: a plain, sequential description of what kiln-core's
 //! broker must do, written from its documented behaviour.
 //!
-//! It keeps its own copy of every bead (phase, generation, code, tier cap,
-//! bailouts), the queue (stale entries included, popped by priority then
-//! age), held jobs, the retire ring with each entry's epoch, the wake flag
-//! and every `Stats` counter. It never calls the broker, a bead or an OSR
-//! table to predict anything: policy *decisions* are the one input it takes
-//! from outside, replayed from the log the wrapped policies wrote (and it
-//! checks the stats the broker showed them).
+//! It keeps its own copy of every bead (phase, generation, code and whether
+//! it is final, tier cap, bailouts, calls and back-edges counted), the queue
+//! (stale entries included, popped by priority then age), held jobs, the
+//! retire ring with each entry's epoch, the wake flag and every `Stats`
+//! counter. It never calls the broker, a bead or an OSR table to predict
+//! anything: policy *decisions* are the one input it takes from outside,
+//! replayed from the log the wrapped policies wrote (and it checks the stats
+//! the broker showed them).
 
 use std::collections::VecDeque;
 use std::vec::Vec;
@@ -46,11 +47,30 @@ pub(crate) struct ModelBead {
     pub(crate) code: Option<Code>,
     pub(crate) tier_cap: u8,
     pub(crate) bailouts: u32,
+    /// Calls counted (`Bead::invocation_count`): every `on_invoke` that does
+    /// not take the fast path.
+    pub(crate) invocations: u32,
+    /// Back-edges counted (weight 1 each): every `on_backedge` that finds no
+    /// OSR entry for its site.
+    pub(crate) backedges: u32,
+    /// The installed code is final, so `on_invoke` returns it on the fast
+    /// path without counting the call (warm code is counted toward the next
+    /// tier).
+    pub(crate) fast: bool,
 }
 
 impl ModelBead {
     pub(crate) fn new() -> Self {
-        Self { phase: Phase::Interpreted, generation: 0, code: None, tier_cap: MAX_TIER, bailouts: 0 }
+        Self {
+            phase: Phase::Interpreted,
+            generation: 0,
+            code: None,
+            tier_cap: MAX_TIER,
+            bailouts: 0,
+            invocations: 0,
+            backedges: 0,
+            fast: false,
+        }
     }
 
     pub(crate) fn rest(&self) -> Phase {
@@ -180,6 +200,31 @@ impl Model {
         assert_eq!(stats.tier_cap, self.final_tier(bead), "stats.tier_cap");
         assert_eq!(stats.queue_len, self.queue.len(), "stats.queue_len");
         assert_eq!(stats.queue_capacity, self.queue_limit, "stats.queue_capacity");
+        assert_eq!(stats.invocations, model.invocations, "stats.invocations");
+        assert_eq!(stats.backedges, model.backedges, "stats.backedges");
+    }
+
+    /// An `on_invoke` of `bead`: counted unless final code is installed.
+    pub(crate) fn count_call(&mut self, bead: usize) {
+        let model = &mut self.beads[bead];
+        if !model.fast {
+            model.invocations = model.invocations.wrapping_add(1);
+        }
+    }
+
+    /// An `on_backedge` of `bead` at `site`: counted (weight 1, the
+    /// ladder's) unless the installed code has an OSR entry there.
+    pub(crate) fn count_backedge(&mut self, bead: usize, site: u64) {
+        let model = &mut self.beads[bead];
+        if Table::lookup(model.code.and_then(|code| code.table), site).is_none() {
+            model.backedges = model.backedges.wrapping_add(1);
+        }
+    }
+
+    /// The priority a `submit` queues with: calls plus back-edges.
+    pub(crate) fn priority(&self, bead: usize) -> u32 {
+        let model = &self.beads[bead];
+        model.invocations.saturating_add(model.backedges)
     }
 
     pub(crate) fn promote(&mut self, bead: usize, tier: u8, priority: u32, kind: JobKind) -> Result<(), KilnError> {
@@ -187,8 +232,10 @@ impl Model {
         let model = &self.beads[bead];
         assert!(matches!(model.phase, Phase::Interpreted | Phase::Compiled), "promoted from {:?}", model.phase);
         if model.code.is_some_and(|code| tier <= code.tier) {
-            return Ok(()); // Nothing above the installed code: it becomes final.
+            self.beads[bead].fast = true; // Nothing above the installed code: it becomes final.
+            return Ok(());
         }
+        let model = &self.beads[bead];
         self.hooks.push((bead, tier, kind));
         if self.queue.len() < self.queue_limit {
             let generation = model.generation;
@@ -246,11 +293,15 @@ impl Model {
             DeoptDecision::RevertToTier(cap) => {
                 model.tier_cap = cap.min(MAX_TIER);
                 model.phase = rest;
+                if model.code.is_some_and(|code| code.tier >= cap) {
+                    model.fast = true; // Installed code at or above the new cap is final.
+                }
             }
             DeoptDecision::Blacklist => match model.code {
                 Some(code) => {
                     model.tier_cap = code.tier;
                     model.phase = rest;
+                    model.fast = true;
                 }
                 None => {
                     model.phase = Phase::Blacklisted;
@@ -302,6 +353,7 @@ impl Model {
                 let old = self.beads[bead].code.replace(code);
                 self.retire(old);
                 self.beads[bead].phase = Phase::Compiled;
+                self.beads[bead].fast = is_final;
                 self.stats.compiles += 1;
                 if !is_final {
                     match log.pop_front() {
@@ -319,6 +371,7 @@ impl Model {
                 };
                 assert_eq!(bailout.reason, BailoutReason::CompileFailed);
                 assert_eq!((bailout.bailouts, bailout.tier), (model.bailouts, ticket.tier));
+                assert_eq!(bailout.invocations, model.invocations, "bailout.invocations");
                 self.apply_decision(bead, decision, log);
                 self.stats.failures += 1;
                 JobOutcome::Failed
@@ -397,7 +450,9 @@ impl Model {
         if self.beads[bead].phase == Phase::Invalidated {
             return Err(KilnError::Invalidated);
         }
-        self.change_code(bead, Some(code), Phase::Compiled)?;
+        // Final if nothing above it may come (decided before the swap).
+        let is_final = code.tier >= self.final_tier(bead);
+        self.change_code(bead, Some(code), Phase::Compiled)?.fast = is_final;
         Ok(())
     }
 
@@ -416,6 +471,7 @@ impl Model {
         let old = core::mem::replace(&mut self.beads[bead].code, code);
         self.retire(old);
         let model = &mut self.beads[bead];
+        model.fast = false; // The caller says if new code is final.
         model.bump_generation();
         model.phase = phase;
         Ok(model)
@@ -461,7 +517,9 @@ impl Model {
         };
         assert!(matches!(bailout.reason, BailoutReason::Guard { .. }));
         assert_eq!((bailout.bailouts, bailout.tier), (model.bailouts, code.tier));
+        assert_eq!(bailout.invocations, model.invocations, "bailout.invocations");
         let old = model.code.take();
+        model.fast = false;
         model.bump_generation();
         self.retire(old);
         self.apply_decision(bead, decision, log);

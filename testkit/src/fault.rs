@@ -17,6 +17,11 @@
 //! - [`panicking_on_invalidate`] and [`FaultyEvents`]: kiln-std's
 //!   `on_invalidate` hook and kiln-core's `Events`, panicking on plan.
 //!
+//! The stress tests' shared pieces live here too: [`StressConfig`] (seed,
+//! operations, threads, injected yields from the environment),
+//! [`Quiescence`] (host-declared quiescence following kiln's rule) and
+//! [`Tally`] (operation counters), with [`SplitMix64`] as the seeded PRNG.
+//!
 //! Every injected fault is counted by kind ([`FaultPlan::injected`]), so a
 //! run can report "faults injected: N by kind". Injected panics carry
 //! [`INJECTED_PANIC`] in their message; [`quiet_injected_panics`] keeps
@@ -25,6 +30,7 @@
 mod backend;
 mod compiler;
 mod hooks;
+mod stress;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +40,7 @@ use std::time::Duration;
 pub use backend::{FABRICATED_SITES, FaultyBackend, PoisonBackend, PoisonDef};
 pub use compiler::{FaultyCompiler, PoisonCompiler};
 pub use hooks::{EVENT_NAMES, FaultyEvents, InvalidateProbe, panicking_on_invalidate};
+pub use stress::{Quiescence, StressConfig, Tally, env_u64};
 
 /// Every injected panic's message starts with this.
 pub const INJECTED_PANIC: &str = "kiln-testkit injected panic";
@@ -418,8 +425,15 @@ impl SplitMix64 {
     }
 }
 
+/// Injected panics raised on kiln's own threads (named `kiln-*`), counted by
+/// the hook [`quiet_injected_panics`] installs.
+static ON_KILN_THREADS: AtomicU64 = AtomicU64::new(0);
+/// Of those, the panics of a faulty `release`.
+static RELEASES_ON_KILN_THREADS: AtomicU64 = AtomicU64::new(0);
+
 /// Installs (once per process) a panic hook that keeps injected panics out
-/// of the output and passes every other panic to the previous hook.
+/// of the output (counting those raised on kiln's worker threads) and
+/// passes every other panic to the previous hook.
 pub fn quiet_injected_panics() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
@@ -427,19 +441,40 @@ pub fn quiet_injected_panics() {
         std::panic::set_hook(Box::new(move |info| {
             if !is_injected(info.payload()) {
                 previous(info);
+            } else if std::thread::current().name().is_some_and(|name| name.starts_with("kiln-")) {
+                ON_KILN_THREADS.fetch_add(1, Ordering::Relaxed);
+                if panic_message(info.payload()).contains("release") {
+                    RELEASES_ON_KILN_THREADS.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     });
 }
 
-/// Whether a panic payload is one of the plan's injected panics.
-pub fn is_injected(payload: &(dyn std::any::Any + Send)) -> bool {
-    let message = payload
+/// Injected panics raised on kiln's worker threads so far (caught by kiln
+/// or not), if [`quiet_injected_panics`] was installed.
+pub fn injected_panics_on_kiln_threads() -> u64 {
+    ON_KILN_THREADS.load(Ordering::Relaxed)
+}
+
+/// Of [`injected_panics_on_kiln_threads`], the panics of a faulty
+/// `release` (kiln runs releases outside any `catch_unwind` today, so each
+/// of these unwound through a worker's reclamation step).
+pub fn release_panics_on_kiln_threads() -> u64 {
+    RELEASES_ON_KILN_THREADS.load(Ordering::Relaxed)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("");
-    message.starts_with(INJECTED_PANIC)
+        .unwrap_or("")
+}
+
+/// Whether a panic payload is one of the plan's injected panics.
+pub fn is_injected(payload: &(dyn std::any::Any + Send)) -> bool {
+    panic_message(payload).starts_with(INJECTED_PANIC)
 }
 
 /// A [`PoisonArena`](crate::poison::PoisonArena) had no room for more code.

@@ -145,6 +145,7 @@ impl Scenario {
             mode,
             host_pump: false,
             reload_heavy: false,
+            reloader: false,
             release_panics: false,
             closures: false,
             long_runs: false,

@@ -859,3 +859,89 @@ fn std_drop_with_hung_compile() {
     drop(bead);
     let _ = BeadState::Compiling;
 }
+
+/// The unmanaged → managed switch, step by step: a runner holds code, the
+/// code is retired while the `Beadie` is unmanaged, a `pump` runs a
+/// reclamation step, and then the host makes its first `quiesce` — which
+/// must not free code retired before it (it has no predecessor; see
+/// RECLAMATION.md, "Changing who declares quiescence"). Repeated on fresh
+/// `Beadie`s; any release of the held code before the runner lets go is an
+/// early free.
+#[test]
+fn std_switch_directed() {
+    const ROUNDS: usize = 8;
+    let arena = Arc::new(PoisonArena::new(1 << 12, 0).keep_going());
+    let mut early = 0;
+    for _ in 0..ROUNDS {
+        let adapter = BackendAdapter::with_policy(PoisonBackend::new(Arc::clone(&arena)), ThresholdPolicy::new(1));
+        let bound = adapter.register(std::ptr::null_mut(), None);
+        let compiled = settle(|| adapter.on_invoke(&bound, |_| PoisonDef::default()).is_some());
+        assert!(compiled, "the worker never compiled");
+        let (holding, go) = (Barrier::new(2), Barrier::new(2));
+        std::thread::scope(|scope| {
+            let runner = scope.spawn(|| {
+                // A compiled call that runs for a while: it holds the entry.
+                let entry = adapter.on_invoke(&bound, |_| PoisonDef::default()).expect("compiled");
+                let before = arena.execute(entry, 0);
+                holding.wait();
+                go.wait();
+                (before, arena.execute(entry, 0))
+            });
+            holding.wait();
+            // The host (holding no code itself): retire, one reclamation
+            // step while unmanaged, then its first declaration.
+            assert_eq!(bound.reload(), kiln_std::ReloadOutcome::WillRecompile);
+            adapter.beadie().pump(Budget::jobs(0));
+            adapter.beadie().quiesce();
+            go.wait();
+            let (before, after) = runner.join().unwrap();
+            assert!(before.is_ok());
+            if after.is_err() {
+                early += 1;
+            }
+        });
+    }
+    println!("== std_switch_directed: {early} early frees in {ROUNDS} switches");
+    assert_eq!(
+        early, 0,
+        "the first quiesce after unmanaged mode freed code a runner was still running, {early} of {ROUNDS} times"
+    );
+}
+
+/// A backend whose first `release` panics (after freeing), in registered
+/// mode, step by step: the release runs on the worker's reclamation step.
+/// Afterwards the `Beadie` must still compile (a bead promoted later must
+/// not stay Queued) and its books must balance.
+#[test]
+fn std_release_panic_directed() {
+    quiet_injected_panics();
+    let arena = Arc::new(PoisonArena::new(1 << 12, 0).keep_going());
+    let plan = Arc::new(FaultPlan::none().at(FaultKind::ReleasePanic, 1));
+    let backend = FaultyBackend::new(PoisonBackend::new(Arc::clone(&arena)), Arc::clone(&plan));
+    let adapter = BackendAdapter::with_policy(backend, ThresholdPolicy::new(1));
+    let thread = adapter.beadie().register_thread();
+    let first = adapter.register(std::ptr::null_mut(), None);
+    assert!(settle(|| adapter.on_invoke(&first, |_| PoisonDef::default()).is_some()), "the worker never compiled");
+    assert_eq!(first.reload(), kiln_std::ReloadOutcome::WillRecompile);
+    // Report quiescent points until the worker released the retired code.
+    let released = settle(|| {
+        thread.quiescent();
+        arena.report().released == 1
+    });
+    assert!(released, "retired code was never released");
+    let second = adapter.register(std::ptr::null_mut(), None);
+    let compiled = settle(|| adapter.on_invoke(&second, |_| PoisonDef::default()).is_some());
+    let (compiled_objects, released_objects) = adapter.beadie().code_counts();
+    println!(
+        "== std_release_panic_directed: release panics on kiln threads {}; a later promotion compiled: {compiled}; \
+         kiln-std compiled {compiled_objects}, released {released_objects}, state of the later bead {:?}",
+        release_panics_on_kiln_threads(),
+        second.bead().state()
+    );
+    assert!(
+        compiled,
+        "after a panicking release the worker compiles no more: the bead stays {:?}",
+        second.bead().state()
+    );
+    assert_eq!(released_objects, 1, "the panicking release is not counted released by kiln-std");
+}

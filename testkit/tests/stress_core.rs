@@ -426,7 +426,7 @@ fn stress(test: &str, config: StressConfig) {
 
 /// Default operations: short in debug builds, ≥ 10⁶ in release.
 fn default_ops() -> u64 {
-    if cfg!(debug_assertions) { 200_000 } else { 1_000_000 }
+    if cfg!(debug_assertions) { 1_000_000 } else { 2_000_000 }
 }
 
 #[test]

@@ -101,6 +101,9 @@ struct Run<'r, 'a> {
     quiescence: Quiescence,
     runners_left: AtomicUsize,
     ops: Tally,
+    /// Self-check: the host declares quiescence without waiting for the
+    /// runners (breaking kiln-core's rule), so the run must see early frees.
+    break_the_rule: bool,
 }
 
 impl Run<'_, '_> {
@@ -117,7 +120,7 @@ impl Run<'_, '_> {
     }
 
     fn execute(&self, entry: NonNull<()>, rng: &mut SplitMix64) {
-        let work = if rng.chance(5_000) { 5_000 } else { 8 + rng.below(48) as u32 };
+        let work = if self.break_the_rule || rng.chance(5_000) { 5_000 } else { 8 + rng.below(48) as u32 };
         // Failures are counted by the arena (it keeps going) and fail the run at its end.
         let _ = self.arena.execute(entry.as_ptr(), work);
     }
@@ -265,9 +268,17 @@ impl Run<'_, '_> {
         let mut jit = self.jit.clone();
         while self.running() {
             self.plan.step();
-            let declared = self.quiescence.try_declare(|| {
+            let declared = if self.break_the_rule {
+                // Two declarations back to back: whatever was retired before
+                // them is released at once.
                 self.catching(|| self.broker.quiesce(&mut jit));
-            });
+                self.catching(|| self.broker.quiesce(&mut jit));
+                true
+            } else {
+                self.quiescence.try_declare(|| {
+                    self.catching(|| self.broker.quiesce(&mut jit));
+                })
+            };
             if declared {
                 self.ops.bump(op::QUIESCE);
             } else {
@@ -295,7 +306,7 @@ fn plan(seed: u64, yields: bool) -> FaultPlan {
         .yielding(yields)
 }
 
-fn stress(test: &str, config: StressConfig) {
+fn stress(test: &str, config: StressConfig, break_the_rule: bool) {
     quiet_injected_panics();
     let started = Instant::now();
     let plan = Arc::new(plan(config.seed, config.yields));
@@ -319,6 +330,7 @@ fn stress(test: &str, config: StressConfig) {
         quiescence: Quiescence::new(config.threads),
         runners_left: AtomicUsize::new(config.threads),
         ops: Tally::new(OPS),
+        break_the_rule,
     };
 
     std::thread::scope(|scope| {
@@ -431,7 +443,7 @@ fn default_ops() -> u64 {
 
 #[test]
 fn core_host_quiesce() {
-    stress("core_host_quiesce", StressConfig::from_env(0x5EED_C0DE_0001, default_ops(), 4));
+    stress("core_host_quiesce", StressConfig::from_env(0x5EED_C0DE_0001, default_ops(), 4), false);
 }
 
 #[test]
@@ -440,5 +452,16 @@ fn core_oversubscribed_with_injected_yields() {
     stress(
         "core_oversubscribed_with_injected_yields",
         StressConfig { threads: base.threads.max(8), yields: true, ..base },
+        false,
     );
+}
+
+/// The harness can fail: a host that quiesces without waiting for its
+/// runners breaks kiln-core's rule, and code is then released while
+/// runners still run it — the run must report early frees.
+#[test]
+#[should_panic(expected = "early frees")]
+fn core_rule_violation_is_caught() {
+    let base = StressConfig::from_env(0x5EED_C0DE_0003, default_ops() / 4, 4);
+    stress("core_rule_violation_is_caught", StressConfig { yields: true, ..base }, true);
 }

@@ -410,7 +410,13 @@ fn stress(test: &str, config: StressConfig, break_the_rule: bool) {
     }
 
     println!("== {test}: seed {:#x}, {} runner threads, yields {}", config.seed, config.threads, config.yields);
-    println!("   ops {} in {:.2?} (+ drain {:.2?})", run.ops, ran_for, started.elapsed() - ran_for);
+    println!(
+        "   runner ops {}, all ops {} in {:.2?} (+ drain {:.2?})",
+        config.ops,
+        run.ops,
+        ran_for,
+        started.elapsed() - ran_for
+    );
     println!("   faults injected: {}", plan.injected());
     println!("   {report}");
     println!(

@@ -51,12 +51,12 @@ run() {
     # The variants' own report lines (each starts "== name:"), the failure
     # messages (with the seed and the command that repeats them), and the
     # verdict.
-    sed -E 's/^test [a-z_0-9:]+ \.\.\. //' "$log" \
+    sed -E 's/^test [a-z_0-9:]+ \.\.\. //; s/^[.iFE]+(== )/\1/' "$log" \
         | grep -E '^(== |   [a-zA-Z]|  - |repeat: |test result)|panicked at' \
         | grep -vE '^   +at '
     awk '/^failures:$/ { listing = 1; next } listing && /^    [a-z_0-9:]+$/ { print "   failed: " $1 }' "$log" | sort -u
     echo "-- $label: $result"
-    sed -E 's/^test [a-z_0-9:]+ \.\.\. //' "$log" >>"$log.all"
+    sed -E 's/^test [a-z_0-9:]+ \.\.\. //; s/^[.iFE]+(== )/\1/' "$log" >>"$log.all"
 }
 
 : >"$log.all"

@@ -905,6 +905,7 @@ fn std_switch_directed() {
         });
     }
     println!("== std_switch_directed: {early} early frees in {ROUNDS} switches");
+    println!("   early frees {early}, leaks 0, stuck beads 0");
     assert_eq!(
         early, 0,
         "the first quiesce after unmanaged mode freed code a runner was still running, {early} of {ROUNDS} times"
@@ -940,6 +941,14 @@ fn std_release_panic_directed() {
          kiln-std compiled {compiled_objects}, released {released_objects}, state of the later bead {:?}",
         release_panics_on_kiln_threads(),
         second.bead().state()
+    );
+    let installed = [&first, &second].iter().filter(|bound| bound.bead().compiled().is_some()).count() as u64;
+    println!(
+        "   early frees {}, leaks {}, stuck beads {}",
+        arena.report().early_frees,
+        (compiled_objects - released_objects)
+            .saturating_sub(installed + u64::from(adapter.beadie().stats().retire_depth)),
+        u8::from(!compiled)
     );
     assert!(
         compiled,

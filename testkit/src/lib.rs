@@ -6,7 +6,9 @@
 //!   by side with the real broker.
 //! - [`fault`]: fault-injecting compilers and backends (fail, panic, null,
 //!   hang until released, slow, bad OSR tables, panicking release and
-//!   callbacks), at chosen points or at random from a seed.
+//!   callbacks), at chosen points or at random from a seed, each fault
+//!   counted by kind; plus what the stress tests share (settings from the
+//!   environment, host-declared quiescence by kiln's rule).
 //! - [`poison`]: fake code objects that poison themselves when released, so
 //!   a runner that executes released code is caught.
 

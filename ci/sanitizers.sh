@@ -15,6 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KILN_SANITIZER_TESTS="${KILN_SANITIZER_TESTS:-
+-p kiln-testkit --test stress_core
+-p kiln-testkit --test stress_std
+-p kiln-std --test reclaim
 -p kiln-std --test stress
 -p kiln-std --test broker
 -p kiln-core --lib

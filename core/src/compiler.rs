@@ -116,6 +116,13 @@ impl Compiled {
 /// worker, the main loop between frames); it must not call back into the
 /// broker that handed it the job. `release` is called exactly once per handle
 /// that kiln accepted, and only once no thread can still run the code.
+///
+/// `release` must not panic: kiln-core is `no_std` and catches nothing, so a
+/// panic inside [`Broker::quiesce`](crate::Broker::quiesce) unwinds out of it
+/// and the handles after the panicking one in that batch are lost (leaked,
+/// never freed early). kiln-std and kiln-host's std adapters run host code
+/// under `catch_unwind` for this reason. A panicking `compile` inside a
+/// [`Job`](crate::Job) is safe: the job's drop hands the bead back to rest.
 pub trait Compiler<H> {
     /// What a failed compile reports (logged with `{:?}`).
     type Error: core::fmt::Debug;

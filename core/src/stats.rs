@@ -13,7 +13,10 @@ use crate::job::JobKind;
 use crate::sync::{AtomicU32, Ordering};
 
 /// Hooks called on every state transition worth knowing about. All methods
-/// default to doing nothing.
+/// default to doing nothing. They must not panic: kiln-core catches nothing,
+/// so a panic unwinds into the broker call that fired the event (a panic in
+/// `released` loses the rest of that `quiesce`'s batch, as for
+/// [`Compiler::release`](crate::Compiler::release)).
 pub trait Events {
     /// A bead won promotion and its job was queued.
     fn promoted(&self, bead: &Bead, tier: u8, kind: JobKind) {

@@ -17,8 +17,9 @@
 //!   worker, a host pump, a full retire ring) reads the epoch `e`, checks
 //!   that every live registered slot reported `e`, and asks kiln-core to
 //!   advance from `e` — one step under kiln-core's lock, so of two
-//!   reclaimers that saw the same reports only one advances. With no live
-//!   registered thread nobody vouches for anything, and nothing advances.
+//!   reclaimers that saw the same reports only one advances. Once every
+//!   registered thread has unregistered, rounds complete without reports:
+//!   by the contract below no thread runs kiln code any more.
 //!
 //! # The limbo across a mode switch
 //!
@@ -189,23 +190,17 @@ impl Reclaimer {
         }
     }
 
-    /// Every live registered thread reported in `epoch`, and there is one.
+    /// Every live registered thread reported in `epoch`. In `Registered`
+    /// mode the registry is never empty by accident: a slot is pushed before
+    /// the switch (`register`), so an empty round means every registered
+    /// thread unregistered, and none runs kiln code any more.
     fn round_complete(&self, epoch: u32) -> bool {
         let threads = lock(&self.threads);
-        let mut live = 0;
-        for slot in threads.iter() {
-            // Acquire pairs with the Release in `unregister`.
-            if !slot.live.load(Ordering::Acquire) {
-                continue;
-            }
-            live += 1;
-            // Acquire pairs with the Release in `report`.
-            let seen = slot.seen.load(Ordering::Acquire);
-            if (seen.wrapping_sub(epoch) as i32) < 0 {
-                return false;
-            }
-        }
-        live > 0
+        threads.iter().all(|slot| {
+            // Acquire pairs with the Release in `unregister`, and the one on
+            // `seen` with the Release in `report`.
+            !slot.live.load(Ordering::Acquire) || (slot.seen.load(Ordering::Acquire).wrapping_sub(epoch) as i32) >= 0
+        })
     }
 
     /// Keeps `code` (retired, possibly still running) in the limbo.

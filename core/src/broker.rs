@@ -824,16 +824,7 @@ where
             Ok(())
         })
     }
-}
 
-impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
-where
-    H: BeadRef,
-    P: HotnessPolicy,
-    D: DeoptPolicy,
-    W: Pump,
-    E: Events,
-{
     /// Retires the installed code of `handle`'s bead (released after two
     /// quiesces, like any retired code) and makes its in-flight compiles
     /// stale (their results are released, never installed), keeping its
@@ -858,16 +849,7 @@ where
             Ok(())
         })
     }
-}
 
-impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
-where
-    H: BeadRef,
-    P: HotnessPolicy,
-    D: DeoptPolicy,
-    W: Pump,
-    E: Events,
-{
     /// Retires `code` taken out of a bead by hand ([`Bead::take_code`]); it is
     /// released after two quiesces like any other. A full ring hands it back.
     pub fn retire(&self, code: CodeHandle) -> Result<(), Refused<CodeHandle>> {

@@ -4,7 +4,7 @@
 //! - [`model`]: a plain reference model of kiln-core's broker that an
 //!   operation sequence (from proptest or from the fuzzer) runs against side
 //!   by side with the real broker.
-//! - [`fault`]: fault-injecting compilers and backends (fail, panic, null,
+//! - `fault` (feature `std`): fault-injecting compilers and backends (fail, panic, null,
 //!   hang until released, slow, bad OSR tables, panicking release and
 //!   callbacks), at chosen points or at random from a seed, each fault
 //!   counted by kind; plus what the stress tests share (settings from the

@@ -27,10 +27,10 @@
 //! managed mode happens with the limbo locked: kiln-core raises its floor
 //! to the current epoch, and every unstamped entry is stamped with that
 //! floor, so it is released two advances after the switch (kiln-core's
-//! invariant 3) — the same wait as code still in the ring. An entry parked
-//! after the switch (a worker that drained the ring just before it, or a
-//! retirement the full ring refused) is stamped with the epoch at parking,
-//! which is no earlier than its retirement.
+//! invariant 3) — the same wait as code still in the ring. A step drains
+//! the ring into the limbo with the limbo locked, so no switch falls
+//! between the two. A retirement the full ring refused is parked stamped
+//! with the epoch at parking, which is no earlier than the retirement.
 //!
 //! # Contract for registered threads
 //!
@@ -52,8 +52,6 @@ pub(crate) trait EpochBroker {
     fn mode(&self) -> ReclaimMode;
     /// `Broker::enter_reclaim_mode`: the floor after the call.
     fn enter(&self, mode: ReclaimMode) -> u32;
-    /// `Broker::reclaim_floor`.
-    fn floor(&self) -> u32;
     /// `Broker::quiesce_with`.
     fn quiesce(&self, release: &mut dyn FnMut(CodeHandle)) -> usize;
     /// `Broker::quiesce_from`.
@@ -79,9 +77,6 @@ where
     }
     fn enter(&self, mode: ReclaimMode) -> u32 {
         self.enter_reclaim_mode(mode)
-    }
-    fn floor(&self) -> u32 {
-        self.reclaim_floor()
     }
     fn quiesce(&self, release: &mut dyn FnMut(CodeHandle)) -> usize {
         self.quiesce_with(release)
@@ -109,15 +104,6 @@ struct Parked {
     code: CodeHandle,
     /// The epoch its two advances count from; `None` while unmanaged.
     since: Option<u32>,
-}
-
-/// When code being parked was retired.
-#[derive(Clone, Copy, Debug)]
-enum Retired {
-    /// While the broker was unmanaged (drained from its ring by `step`).
-    WhileUnmanaged,
-    /// Just now (a retirement the full ring refused).
-    Now,
 }
 
 /// The registry and the limbo of one domain.
@@ -172,9 +158,12 @@ impl Reclaimer {
     pub(crate) fn step(&self, broker: &impl EpochBroker, release: &mut dyn FnMut(CodeHandle)) -> usize {
         match broker.mode() {
             ReclaimMode::Unmanaged => {
-                let mut parked = Vec::new();
-                broker.park(&mut |code| parked.push(code));
-                self.park_all(broker, parked, Retired::WhileUnmanaged);
+                // Drained and parked under the limbo lock: a switch, which
+                // stamps the limbo under the same lock, falls before or after
+                // both, so drained code is always stamped by it (never left
+                // unstamped, never stamped late).
+                let mut limbo = lock(&self.limbo);
+                broker.park(&mut |code| limbo.push(Parked { code, since: None }));
                 0
             }
             // Workers never declare quiescence for a host that declares it.
@@ -205,24 +194,15 @@ impl Reclaimer {
 
     /// Keeps `code` (retired, possibly still running) in the limbo.
     pub(crate) fn park(&self, broker: &impl EpochBroker, code: CodeHandle) {
-        self.park_all(broker, vec![code], Retired::Now);
-    }
-
-    fn park_all(&self, broker: &impl EpochBroker, codes: Vec<CodeHandle>, retired: Retired) {
-        if codes.is_empty() {
-            return;
-        }
         let mut limbo = lock(&self.limbo);
         // The mode is switched with the limbo locked (`enter`), so this read
-        // is ordered with the switch and its stamping by the lock.
-        let since = match (broker.mode(), retired) {
-            (ReclaimMode::Unmanaged, _) => None,
-            // Drained from the ring before a switch that happened since: the
-            // switch's floor, exactly as if it had been parked in time.
-            (_, Retired::WhileUnmanaged) => Some(broker.floor()),
-            (_, Retired::Now) => Some(broker.epoch()),
+        // is ordered with the switch and its stamping by the lock. The epoch
+        // read now is no earlier than the retirement.
+        let since = match broker.mode() {
+            ReclaimMode::Unmanaged => None,
+            _ => Some(broker.epoch()),
         };
-        limbo.extend(codes.into_iter().map(|code| Parked { code, since }));
+        limbo.push(Parked { code, since });
     }
 
     /// Switches the broker's mode with the limbo locked, stamping what was

@@ -4,9 +4,11 @@
 # tests run in the dev profile under `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run() { cargo run --quiet --release -p kiln-examples --example "$@"; }
+# game_loop and job_system need the job systems and the plotting stack,
+# which the README's first command (fib) does not build.
+run() { cargo run --quiet --release -p kiln-examples --features host,plot --example "$@"; }
 
-cargo build --release -p kiln-examples --examples
+cargo build --release -p kiln-examples --features host,plot --examples
 
 echo "--- fib (n=15, 50 runs, 1 timed run per row)"
 run fib -- 15 50 1

@@ -240,8 +240,10 @@ mod tests {
     /// Compile times in µs of one tier as a frame pump saw them: a cold
     /// first compile (the JIT warming up) at 40× the usual cost, then
     /// ordinary compiles with ±20 % noise and one page-fault spike.
-    const RECORDED: [u64; 24] =
-        [20_000, 520, 480, 505, 610, 450, 500, 530, 470, 495, 515, 20_000, 480, 500, 525, 490, 505, 470, 540, 500, 460, 515, 495, 510];
+    const RECORDED: [u64; 24] = [
+        20_000, 520, 480, 505, 610, 450, 500, 530, 470, 495, 515, 20_000, 480, 500, 525, 490, 505, 470, 540, 500, 460,
+        515, 495, 510,
+    ];
 
     #[test]
     fn one_slow_compile_does_not_make_the_pump_cautious() {

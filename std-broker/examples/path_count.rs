@@ -1,0 +1,241 @@
+//! Deterministic instruction counts of kiln-std's paths, for
+//! `ci/callgrind_std.sh`.
+//!
+//! Each path runs in an `#[inline(never)]` function named `kiln_count_*`, so
+//! callgrind can count exactly one loop per run (`--toggle-collect`). Every
+//! per-call loop has the same harness: the bead is read through `black_box`
+//! each iteration and the result is written through `black_box`;
+//! `kiln_count_harness` is that harness alone, so a count minus the harness
+//! count is what the operation itself costs. The per-bead loop (`register`)
+//! and the per-crossing loop (`crossing`) are counted whole.
+//!
+//! Loops (the argument names one; without one, all run once, uncounted):
+//!
+//! - `harness`: the harness alone;
+//! - `beadie`, `bound`, `tiered`: a compiled bead's `on_invoke` through
+//!   `Beadie`, `BackendAdapter` (`BoundBead`) and a two-tier `TieredAdapter`
+//!   at its top tier;
+//! - `blacklisted`: `on_invoke` on a blacklisted bead;
+//! - `waiting`: `on_invoke` on a bead whose compile is queued (no worker
+//!   runs it);
+//! - `osr_entry`: `Bead::osr_entry` on a bead with 8 OSR entries, the site
+//!   found in the middle;
+//! - `register`: `Beadie::register` ([`REGISTER`] beads, into a vector
+//!   reserved beforehand);
+//! - `crossing`: the call that crosses the threshold and queues the compile
+//!   ([`CROSSINGS`] beads, each one call below its threshold beforehand; no
+//!   worker, so no wake-up is counted).
+
+use std::hint::black_box;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_std::{BackendAdapter, Bead, Beadie, BeadieConfig, JitBackend, OsrEntry, ThresholdPolicy};
+
+/// Calls per per-call loop.
+const N: u64 = 1_000_000;
+/// Beads registered by the `register` loop.
+const REGISTER: usize = 100_000;
+/// Threshold crossings counted by the `crossing` loop (within the default
+/// queue capacity, so every one is queued).
+const CROSSINGS: usize = 200;
+
+extern "C" fn native() -> i64 {
+    1
+}
+
+fn native_ptr() -> *mut () {
+    native as extern "C" fn() -> i64 as *mut ()
+}
+
+/// A backend whose "compile" hands out `native`.
+struct NativeBackend;
+
+impl JitBackend for NativeBackend {
+    type FunctionDef = ();
+    type Error = std::convert::Infallible;
+    fn compile(&self, _bead: &Arc<Bead>, _def: ()) -> Result<*mut (), Self::Error> {
+        Ok(native_ptr())
+    }
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("path_count: the fixture never reached its state");
+}
+
+/// A broker with no worker thread: queued jobs stay queued.
+fn idle_beadie(threshold: u32) -> Beadie {
+    Beadie::with_config(ThresholdPolicy::new(threshold), BeadieConfig { workers: 0, ..BeadieConfig::default() })
+}
+
+#[inline(never)]
+fn kiln_count_harness(bead: &Arc<Bead>) {
+    for _ in 0..N {
+        let bead: &Arc<Bead> = black_box(bead);
+        black_box(bead);
+        black_box(Some(ptr::null_mut::<()>()));
+    }
+}
+
+/// `Beadie::on_invoke` N times: the bead decides which path is counted.
+/// `tag` keeps the three callers' bodies apart, so they are not merged into
+/// one symbol (callgrind counts by name).
+#[inline(always)]
+fn beadie_loop(beadie: &Beadie, bead: &Arc<Bead>, tag: u8) {
+    black_box(tag);
+    for _ in 0..N {
+        black_box(beadie.on_invoke(black_box(bead), |_| native_ptr()));
+    }
+}
+
+#[inline(never)]
+fn kiln_count_beadie(beadie: &Beadie, bead: &Arc<Bead>) {
+    beadie_loop(beadie, bead, 1);
+}
+
+#[inline(never)]
+fn kiln_count_blacklisted(beadie: &Beadie, bead: &Arc<Bead>) {
+    beadie_loop(beadie, bead, 2);
+}
+
+#[inline(never)]
+fn kiln_count_waiting(beadie: &Beadie, bead: &Arc<Bead>) {
+    beadie_loop(beadie, bead, 3);
+}
+
+#[inline(never)]
+fn kiln_count_bound(adapter: &BackendAdapter<NativeBackend>, bound: &kiln_std::BoundBead<NativeBackend>) {
+    for _ in 0..N {
+        black_box(adapter.on_invoke(black_box(bound), |_| ()));
+    }
+}
+
+#[inline(never)]
+fn kiln_count_tiered(adapter: &kiln_std::TieredAdapter, bound: &kiln_std::TieredBound) {
+    for _ in 0..N {
+        black_box(adapter.on_invoke(black_box(bound), |_, _| native_ptr()));
+    }
+}
+
+#[inline(never)]
+fn kiln_count_osr_entry(bead: &Arc<Bead>, site: u64) {
+    for _ in 0..N {
+        black_box(black_box(bead).osr_entry(black_box(site)));
+    }
+}
+
+#[inline(never)]
+fn kiln_count_register(beadie: &Beadie, into: &mut Vec<Arc<Bead>>) {
+    for _ in 0..REGISTER {
+        into.push(beadie.register(black_box(ptr::null_mut()), None));
+    }
+}
+
+#[inline(never)]
+fn kiln_count_crossing(beadie: &Beadie, beads: &[Arc<Bead>]) {
+    for bead in beads {
+        black_box(beadie.on_invoke(black_box(bead), |_| native_ptr()));
+    }
+}
+
+fn compiled_beadie() -> (Beadie, Arc<Bead>) {
+    let beadie = Beadie::with_policy(ThresholdPolicy::new(1));
+    let bead = beadie.register(ptr::null_mut(), None);
+    wait_for(|| {
+        beadie.on_invoke(&bead, |_| native_ptr());
+        bead.compiled().is_some()
+    });
+    (beadie, bead)
+}
+
+fn run(path: &str) {
+    match path {
+        "harness" => {
+            let (_beadie, bead) = compiled_beadie();
+            kiln_count_harness(&bead);
+        }
+        "beadie" => {
+            let (beadie, bead) = compiled_beadie();
+            assert!(beadie.on_invoke(&bead, |_| native_ptr()).is_some());
+            kiln_count_beadie(&beadie, &bead);
+        }
+        "bound" => {
+            let adapter = BackendAdapter::with_policy(NativeBackend, ThresholdPolicy::new(1));
+            let bound = adapter.register(ptr::null_mut(), None);
+            wait_for(|| adapter.on_invoke(&bound, |_| ()).is_some());
+            kiln_count_bound(&adapter, &bound);
+        }
+        "tiered" => {
+            let adapter = kiln_std::TieredAdapter::new(vec![
+                Box::new(ThresholdPolicy::new(1)) as Box<dyn kiln_std::HotnessPolicy>,
+                Box::new(ThresholdPolicy::new(3)),
+            ]);
+            let bound = adapter.register(ptr::null_mut(), None);
+            // The top tier is reached once a call returns code and the bead
+            // has no further promotion to wait for.
+            wait_for(|| {
+                adapter.on_invoke(&bound, |_, _| native_ptr());
+                bound.bead().core().fast_entry().is_some()
+            });
+            kiln_count_tiered(&adapter, &bound);
+        }
+        "blacklisted" => {
+            let beadie = idle_beadie(1_000);
+            let bead = beadie.register(ptr::null_mut(), None);
+            bead.blacklist();
+            assert!(bead.is_blacklisted());
+            kiln_count_blacklisted(&beadie, &bead);
+        }
+        "waiting" => {
+            let beadie = idle_beadie(1);
+            let bead = beadie.register(ptr::null_mut(), None);
+            for _ in 0..2 {
+                beadie.on_invoke(&bead, |_| native_ptr());
+            }
+            assert_eq!(bead.state(), kiln_std::BeadState::Queued);
+            kiln_count_waiting(&beadie, &bead);
+            assert_eq!(bead.state(), kiln_std::BeadState::Queued);
+        }
+        "osr_entry" => {
+            let beadie = idle_beadie(1_000);
+            let bead = beadie.register(ptr::null_mut(), None);
+            assert!(bead.eager_install(native_ptr()));
+            let osr = (0..8u64).map(|site| OsrEntry { site: site * 16, code: native_ptr() }).collect();
+            assert!(bead.swap_compiled_with_osr(native_ptr(), osr).is_some());
+            assert!(bead.osr_entry(64).is_some());
+            kiln_count_osr_entry(&bead, 64);
+        }
+        "register" => {
+            let beadie = idle_beadie(1_000);
+            let mut beads = Vec::with_capacity(REGISTER);
+            kiln_count_register(&beadie, &mut beads);
+            assert_eq!(beads.len(), REGISTER);
+        }
+        "crossing" => {
+            let beadie = idle_beadie(2);
+            let beads: Vec<_> = (0..CROSSINGS).map(|_| beadie.register(ptr::null_mut(), None)).collect();
+            for bead in &beads {
+                assert!(beadie.on_invoke(bead, |_| native_ptr()).is_none());
+            }
+            kiln_count_crossing(&beadie, &beads);
+            assert!(beads.iter().all(|bead| bead.state() == kiln_std::BeadState::Queued));
+        }
+        other => panic!("path_count: unknown loop `{other}`"),
+    }
+}
+
+fn main() {
+    const ALL: [&str; 9] =
+        ["harness", "beadie", "bound", "tiered", "blacklisted", "waiting", "osr_entry", "register", "crossing"];
+    match std::env::args().nth(1) {
+        Some(path) => run(&path),
+        None => ALL.into_iter().for_each(run),
+    }
+}

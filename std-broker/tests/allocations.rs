@@ -1,0 +1,162 @@
+//! Heap use of kiln-std's paths, counted by a global allocator that counts
+//! the current thread's allocations: none on any per-call path, and a
+//! bounded number of bytes per registered bead.
+//!
+//! The per-bead figure is guarded against [`BYTES_PER_BEAD_MAX`], the value
+//! measured when it was last improved; a change that lowers it lowers the
+//! constant in the same commit.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_std::{BackendAdapter, Bead, BeadState, Beadie, BeadieConfig, JitBackend, ThresholdPolicy};
+
+/// Live heap bytes per registered bead through `Beadie::register`, the
+/// chain's slot included: the last measured figure. Today: a 64-byte
+/// aligned `Arc<Bead>` (256 B with its header) and an 8-byte chain slot.
+const BYTES_PER_BEAD_MAX: usize = 264;
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
+}
+
+fn note(allocations: u64, bytes: i64) {
+    // `try_with`: a thread being torn down may still free memory.
+    let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + allocations));
+    let _ = LIVE_BYTES.try_with(|live| live.set(live.get() + bytes));
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counting only touches thread-locals that never allocate (const-initialised
+// `Cell`s).
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(1, layout.size() as i64);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(0, -(layout.size() as i64));
+        // SAFETY: `ptr` was allocated by `System` with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(1, new_size as i64 - layout.size() as i64);
+        // SAFETY: forwarded with the caller's arguments.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Allocations and net live bytes of this thread during `f`.
+fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, i64) {
+    let (allocations, bytes) = (ALLOCATIONS.with(Cell::get), LIVE_BYTES.with(Cell::get));
+    let result = f();
+    (result, ALLOCATIONS.with(Cell::get) - allocations, LIVE_BYTES.with(Cell::get) - bytes)
+}
+
+extern "C" fn native() -> i64 {
+    1
+}
+
+fn native_ptr() -> *mut () {
+    native as extern "C" fn() -> i64 as *mut ()
+}
+
+struct NativeBackend;
+
+impl JitBackend for NativeBackend {
+    type FunctionDef = ();
+    type Error = std::convert::Infallible;
+    fn compile(&self, _bead: &Arc<Bead>, _def: ()) -> Result<*mut (), Self::Error> {
+        Ok(native_ptr())
+    }
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("never reached the state the test needs");
+}
+
+fn idle_beadie(threshold: u32) -> Beadie {
+    Beadie::with_config(ThresholdPolicy::new(threshold), BeadieConfig { workers: 0, ..BeadieConfig::default() })
+}
+
+const CALLS: usize = 10_000;
+
+#[test]
+fn compiled_calls_never_allocate() {
+    let beadie = Beadie::with_policy(ThresholdPolicy::new(1));
+    let bead = beadie.register(ptr::null_mut(), None);
+    wait_for(|| beadie.on_invoke(&bead, |_| native_ptr()).is_some());
+    let (native_calls, allocations, _) =
+        counted(|| (0..CALLS).filter(|_| beadie.on_invoke(&bead, |_| native_ptr()).is_some()).count());
+    assert_eq!((native_calls, allocations), (CALLS, 0));
+
+    let adapter = BackendAdapter::with_policy(NativeBackend, ThresholdPolicy::new(1));
+    let bound = adapter.register(ptr::null_mut(), None);
+    wait_for(|| adapter.on_invoke(&bound, |_| ()).is_some());
+    let (native_calls, allocations, _) =
+        counted(|| (0..CALLS).filter(|_| adapter.on_invoke(&bound, |_| ()).is_some()).count());
+    assert_eq!((native_calls, allocations), (CALLS, 0));
+}
+
+#[test]
+fn blacklisted_and_waiting_calls_never_allocate() {
+    let beadie = idle_beadie(1);
+    let blacklisted = beadie.register(ptr::null_mut(), None);
+    blacklisted.blacklist();
+    let waiting = beadie.register(ptr::null_mut(), None);
+    beadie.on_invoke(&waiting, |_| native_ptr());
+    beadie.on_invoke(&waiting, |_| native_ptr());
+    assert_eq!(waiting.state(), BeadState::Queued);
+    for bead in [&blacklisted, &waiting] {
+        let (native_calls, allocations, _) =
+            counted(|| (0..CALLS).filter(|_| beadie.on_invoke(bead, |_| native_ptr()).is_some()).count());
+        assert_eq!((native_calls, allocations), (0, 0), "bead in state {:?}", bead.state());
+    }
+}
+
+#[test]
+fn counting_calls_below_the_threshold_never_allocate() {
+    let beadie = idle_beadie(1_000_000);
+    let bead = beadie.register(ptr::null_mut(), None);
+    let (native_calls, allocations, _) =
+        counted(|| (0..CALLS).filter(|_| beadie.on_invoke(&bead, |_| native_ptr()).is_some()).count());
+    assert_eq!((native_calls, allocations), (0, 0));
+}
+
+#[test]
+fn a_registered_bead_costs_a_bounded_number_of_heap_bytes() {
+    // A power of two, so the chain's vector is exactly full: its slack does
+    // not count against the bead.
+    const BEADS: usize = 4_096;
+    let beadie = idle_beadie(1_000);
+    let mut beads = Vec::with_capacity(BEADS);
+    let ((), _, bytes) = counted(|| {
+        for _ in 0..BEADS {
+            beads.push(beadie.register(ptr::null_mut(), None));
+        }
+    });
+    // `beads` was reserved before counting began: only kiln's bytes count.
+    assert_eq!(beads.len(), BEADS);
+    let per_bead = bytes as f64 / BEADS as f64;
+    println!("heap per registered bead: {per_bead:.1} B");
+    assert!(per_bead > 64.0, "at least kiln-core's bead: {per_bead:.1} B");
+    assert!(per_bead <= BYTES_PER_BEAD_MAX as f64, "{per_bead:.1} B per bead > {BYTES_PER_BEAD_MAX} B");
+}

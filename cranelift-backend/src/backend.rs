@@ -18,7 +18,7 @@ use cranelift_codegen::ir::Type;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use kiln_core::{CodeHandle, OsrEntry};
 
-use crate::cache::{CodeCache, CodeStats, Victim};
+use crate::cache::{CodeCache, CodeStats};
 use crate::codegen;
 use crate::config::{ConfigError, CraneliftConfig, HostSymbol};
 use crate::def::{DefKind, FunctionDef, Source};
@@ -43,8 +43,11 @@ impl Shared {
     }
 
     /// Compiles `source` and registers the unit for `owner`; returns its
-    /// id. If the budget is exceeded, the coldest units are evicted: kiln-std
-    /// beads at once, kiln-core ones queued for their compiler's `evict`.
+    /// id. If the budget is exceeded, the coldest units are chosen and
+    /// queued for eviction, never evicted here: this runs inside a kiln
+    /// compile, which must not call back into kiln. They are sent back once
+    /// the compile is over, by their owner's path: kiln-std's post-compile
+    /// hook (`JitBackend::after_compile`) or `CraneliftCompiler::evict`.
     pub(crate) fn compile_unit(&self, source: &Source, owner: Owner) -> Result<u64, CompileError> {
         let started = std::time::Instant::now();
         let built = match codegen::build(self, source, self.budget.is_some()) {
@@ -67,16 +70,16 @@ impl Shared {
             cache.sweep();
             cache.choose_victims(id)
         } else {
-            Vec::new()
+            0
         };
         let resident = cache.stats().resident_bytes;
         drop(cache);
-        self.evict(victims);
         log::debug!(
             target: "kiln",
-            "cranelift: compiled `{}` ({} OSR entries, {bytes} B of code, {resident} B resident) in {:.1} µs",
+            "cranelift: compiled `{}` ({} OSR entries, {bytes} B of code, {resident} B resident{}) in {:.1} µs",
             source.name,
             source.osr.len(),
+            if victims > 0 { format!(", {victims} cold units to evict") } else { String::new() },
             started.elapsed().as_secs_f64() * 1e6,
         );
         Ok(id)
@@ -96,22 +99,6 @@ impl Shared {
             log::warn!(target: "kiln", "cranelift: {error}");
         }
         error
-    }
-
-    /// Sends `victims` back to the interpreter: kiln-std beads now (see
-    /// `jit_backend`), kiln-core ones through their compiler's `evict`.
-    fn evict(&self, victims: Vec<Victim>) {
-        for victim in victims {
-            log::debug!(target: "kiln", "cranelift: code budget reached, evicting unit {}", victim.id);
-            match &victim.bead {
-                Some(bead) => {
-                    if !crate::jit_backend::evict_through_bead(bead, victim.entry, self.eviction_pause) {
-                        self.cache().unevict(victim.id);
-                    }
-                }
-                None => self.cache().queue_core_victim(victim.id),
-            }
-        }
     }
 
     /// Frees unit `id`; false if there is none.

@@ -12,7 +12,11 @@
 //! Eviction goes through the bead (`Bead::evict`): recompilation pauses for
 //! the configured number of calls and the code is retired like any other
 //! deopt, so it is freed only once no thread can run it. It is not a
-//! bailout: the bead's `bailout_count` is untouched.
+//! bailout: the bead's `bailout_count` is untouched. A compile only chooses
+//! the victims (it runs inside kiln's compile, which must not call back into
+//! kiln); [`JitBackend::after_compile`], which kiln-std runs once the
+//! compile is over and its result published, evicts them. A backend
+//! wrapping this one must forward `after_compile`, or evictions wait.
 //!
 //! OSR entries compiled with a function come back from
 //! [`JitBackend::compile_with_osr`], so `on_invoke_osr` with an empty
@@ -56,6 +60,18 @@ impl JitBackend for CraneliftBackend {
         Ok((entry, osr))
     }
 
+    fn after_compile(&self, _bead: &Arc<Bead>) {
+        // Every queued kiln-std victim, whichever compile chose it (another
+        // worker's, a standalone `compile_function`'s).
+        let victims = self.shared.cache().take_bead_victims();
+        for (id, entry, bead) in victims {
+            log::debug!(target: "kiln", "cranelift: code budget reached, evicting unit {id}");
+            if !evict_through_bead(&bead, entry, self.shared.eviction_pause) {
+                self.shared.cache().unevict(id);
+            }
+        }
+    }
+
     fn release(&self, code: *mut ()) {
         let id = self.shared.cache().id_of_entry(code as usize);
         match id {
@@ -72,7 +88,7 @@ impl JitBackend for CraneliftBackend {
 /// is on its way to release (evicted now, or its bead is gone); false if
 /// it is not the bead's installed code or kiln refused (the unit may be
 /// chosen again later).
-pub(crate) fn evict_through_bead(bead: &Weak<Bead>, entry: usize, pause: u32) -> bool {
+fn evict_through_bead(bead: &Weak<Bead>, entry: usize, pause: u32) -> bool {
     // A dropped bead retired its code already.
     let Some(bead) = bead.upgrade() else { return true };
     let installed = |bead: &Bead| bead.compiled().map(|code| code as usize) == Some(entry);

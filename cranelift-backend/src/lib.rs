@@ -19,11 +19,15 @@
 //! of its own (a *unit*: the function's entry and its OSR entries, retired
 //! together), freed when kiln releases that code. A unit costs at least one
 //! page. With [`CraneliftConfig::code_budget`], a compile that takes the
-//! resident code past the budget evicts the coldest functions back to the
-//! interpreter (coldness from a use bit the code sets on entry, swept like
-//! page reference bits); their memory returns once kiln releases them. The
-//! compiler is never turned off: only a single function larger than the
-//! whole budget fails to compile.
+//! resident code past the budget chooses the coldest functions (coldness
+//! from a use bit the code sets on entry, swept like page reference bits),
+//! and they are evicted back to the interpreter once that compile is over —
+//! never from inside it, since a compile must not call back into kiln:
+//! kiln-core hosts call [`CraneliftCompiler::evict`] after pumping, kiln-std
+//! runs the backend's post-compile hook (`JitBackend::after_compile`). Their
+//! memory returns once kiln releases them. The compiler is never turned
+//! off: only a single function larger than the whole budget fails to
+//! compile.
 //!
 //! ## Failure
 //!

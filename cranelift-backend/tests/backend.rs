@@ -406,3 +406,74 @@ fn kiln_std_budget_evicts_through_the_bead() {
     let _: fn(&CraneliftBackend, &Arc<kiln_std::Bead>, FunctionDef) -> Result<*mut (), CompileError> =
         <CraneliftBackend as JitBackend>::compile;
 }
+
+/// [`CraneliftBackend`] as kiln-std sees it, watching one bead: after the
+/// backend's compile returned — still inside kiln's compile — it notes
+/// whether the watched bead's code was taken away meanwhile.
+struct Watching {
+    inner: CraneliftBackend,
+    watched: std::sync::Mutex<Option<Arc<kiln_std::Bead>>>,
+    evicted_inside_a_compile: std::sync::atomic::AtomicBool,
+}
+
+impl JitBackend for Watching {
+    type FunctionDef = FunctionDef;
+    type Error = CompileError;
+
+    fn compile(&self, bead: &Arc<kiln_std::Bead>, def: FunctionDef) -> Result<*mut (), CompileError> {
+        let watched = self.watched.lock().unwrap().clone();
+        let before = watched.as_ref().and_then(|watched| watched.compiled());
+        let entry = self.inner.compile(bead, def)?;
+        let after = watched.as_ref().and_then(|watched| watched.compiled());
+        if before.is_some() && after.is_none() {
+            self.evicted_inside_a_compile.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(entry)
+    }
+
+    fn after_compile(&self, bead: &Arc<kiln_std::Bead>) {
+        self.inner.after_compile(bead);
+    }
+
+    fn release(&self, code: *mut ()) {
+        self.inner.release(code);
+    }
+}
+
+#[test]
+fn kiln_std_budget_evicts_after_the_compile_not_inside_it() {
+    // Room for one unit: the second compile needs the first one's page.
+    let backend = CraneliftConfig::new().code_budget(4096).eviction_pause(500).build().unwrap();
+    let watching = Watching {
+        inner: backend,
+        watched: std::sync::Mutex::default(),
+        evicted_inside_a_compile: std::sync::atomic::AtomicBool::new(false),
+    };
+    let config = kiln_std::BeadieConfig { workers: 0, ..kiln_std::BeadieConfig::default() };
+    let adapter = BackendAdapter::with_config(watching, kiln_std::ThresholdPolicy::new(1), config);
+    let (first, second) = (adapter.register(ptr::null_mut(), None), adapter.register(ptr::null_mut(), None));
+    adapter.on_invoke(&first, |_| add_def("first", 1));
+    adapter.beadie().pump(kiln_std::Budget::unlimited());
+    assert!(first.bead().compiled().is_some());
+    *adapter.backend().watched.lock().unwrap() = Some(Arc::clone(first.bead()));
+
+    adapter.on_invoke(&second, |_| add_def("second", 2));
+    adapter.beadie().pump(kiln_std::Budget::unlimited());
+    assert!(
+        !adapter.backend().evicted_inside_a_compile.load(std::sync::atomic::Ordering::Relaxed),
+        "a compile evicted another bead: it must only choose it, and evict once the compile is over"
+    );
+    // Evicted by the post-compile hook, after the pump returned.
+    assert!(second.bead().compiled().is_some(), "the new function is installed");
+    assert_eq!(first.bead().compiled(), None, "the cold function went back to the interpreter");
+    assert_eq!(first.bead().state(), kiln_std::BeadState::Interpreted);
+    let stats = adapter.backend().inner.stats();
+    assert_eq!(stats.evicted, 1);
+    assert!(stats.resident_bytes - stats.evicting_bytes <= 4096, "{stats:?}");
+    // Once released, the memory is back within the budget.
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    let stats = adapter.backend().inner.stats();
+    assert_eq!((stats.live_units, stats.resident_bytes, stats.evicting_bytes), (1, 4096, 0), "{stats:?}");
+}

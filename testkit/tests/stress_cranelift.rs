@@ -75,6 +75,10 @@ impl JitBackend for Tracked {
         Ok((entry, osr))
     }
 
+    fn after_compile(&self, bead: &Arc<Bead>) {
+        self.inner.after_compile(bead);
+    }
+
     fn release(&self, code: *mut ()) {
         if self.live.write().unwrap().remove(&(code as usize)).is_none() {
             self.unknown_releases.fetch_add(1, Ordering::Relaxed);

@@ -23,7 +23,7 @@ use crate::codegen;
 use crate::config::{ConfigError, CraneliftConfig, HostSymbol};
 use crate::def::{DefKind, FunctionDef, Source};
 use crate::error::CompileError;
-use crate::unit::{Owner, PreparedUnit, Unit};
+use crate::unit::{Owner, Unit};
 
 /// The state every clone of a backend shares.
 pub(crate) struct Shared {
@@ -224,11 +224,7 @@ impl CraneliftBackend {
     /// until [`free`](Self::free)d; it counts toward the budget but is never
     /// evicted (no bead can send it back to an interpreter).
     pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CompileError> {
-        let id = match def.kind {
-            DefKind::Source(source) => self.shared.compile_unit(&source, Owner::Host)?,
-            DefKind::Prepared(prepared) => self.adopt(prepared, Owner::Host)?,
-            DefKind::Failed(error) => return Err(error),
-        };
+        let (id, _) = self.compile_def(def, Owner::Host)?;
         let cache = self.shared.cache();
         let unit = cache.get(id).expect("just compiled");
         Ok(CompiledFunction {
@@ -237,6 +233,18 @@ impl CraneliftBackend {
             handle: CodeHandle::from_raw(id as usize).expect("unit ids start at 1"),
             bytes: unit.bytes,
         })
+    }
+
+    /// Compiles `def` for `owner` — or, for a definition compiled ahead by
+    /// `prepare` (kiln-std adapter), takes its unit over — and returns the
+    /// unit's id and whether it was compiled ahead (its OSR entries then
+    /// travelled with it already).
+    pub(crate) fn compile_def(&self, def: FunctionDef, owner: Owner) -> Result<(u64, bool), CompileError> {
+        match def.kind {
+            DefKind::Source(source) => Ok((self.shared.compile_unit(&source, owner)?, false)),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(prepared) => Ok((self.adopt(prepared?, owner)?, true)),
+        }
     }
 
     /// Frees the code behind `handle` (one from [`compile_function`](Self::compile_function)
@@ -249,44 +257,5 @@ impl CraneliftBackend {
     pub unsafe fn free(&self, handle: CodeHandle) -> bool {
         // SAFETY: (1) by this function's contract.
         unsafe { self.shared.free_unit(handle.get() as u64) }
-    }
-
-    /// Compiles `def` now (on the calling thread: call it from a kiln-std
-    /// compile factory, which runs on the broker thread) and returns it as
-    /// a kiln-std `OsrBuild` carrying its OSR entries, for
-    /// `BackendAdapter::on_invoke_osr`, for factories that want the OSR
-    /// entries in hand (usually unnecessary: `JitBackend::compile_with_osr`
-    /// publishes them from a plain definition). The returned definition
-    /// carries the compiled unit, and compiling it hands the unit to the bead. A failed compile is carried too and
-    /// reported by that compile. Dropped uncompiled, the unit is freed —
-    /// so the entries in `osr` are valid only until then.
-    pub fn prepare(&self, def: FunctionDef) -> kiln_std::OsrBuild<FunctionDef> {
-        let source = match def.kind {
-            DefKind::Source(source) => source,
-            kind @ (DefKind::Prepared(_) | DefKind::Failed(_)) => {
-                return kiln_std::OsrBuild { def: FunctionDef { kind }, osr: Vec::new() };
-            }
-        };
-        match self.shared.compile_unit(&source, Owner::Host) {
-            Ok(id) => {
-                let osr = self.shared.cache().get(id).map(|unit| unit.osr.to_vec()).unwrap_or_default();
-                let sites = osr.iter().map(|entry| entry.site).collect();
-                let prepared = PreparedUnit::new(Arc::clone(&self.shared), id, source.name, sites);
-                kiln_std::OsrBuild { def: FunctionDef { kind: DefKind::Prepared(prepared) }, osr }
-            }
-            Err(error) => kiln_std::OsrBuild { def: FunctionDef { kind: DefKind::Failed(error) }, osr: Vec::new() },
-        }
-    }
-
-    /// Takes a prepared unit over for `owner`.
-    pub(crate) fn adopt(&self, prepared: PreparedUnit, owner: Owner) -> Result<u64, CompileError> {
-        if !Arc::ptr_eq(&prepared.shared, &self.shared) {
-            return Err(CompileError::ForeignDefinition);
-        }
-        let id = prepared.take();
-        if let Some(unit) = self.shared.cache().get_mut(id) {
-            unit.owner = owner;
-        }
-        Ok(id)
     }
 }

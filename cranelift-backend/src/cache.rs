@@ -106,10 +106,12 @@ impl CodeCache {
         self.units.get(&id)
     }
 
+    #[cfg(feature = "std-adapter")]
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Unit> {
         self.units.get_mut(&id)
     }
 
+    #[cfg(feature = "std-adapter")]
     pub(crate) fn id_of_entry(&self, entry: usize) -> Option<u64> {
         self.by_entry.get(&entry).copied()
     }
@@ -197,6 +199,7 @@ impl CodeCache {
 
     /// Takes the queued victims compiled for kiln-std beads, with their
     /// entries and beads; the others stay.
+    #[cfg(feature = "std-adapter")]
     pub(crate) fn take_bead_victims(&mut self) -> Vec<(u64, usize, std::sync::Weak<kiln_std::Bead>)> {
         let mut taken = Vec::new();
         let units = &self.units;

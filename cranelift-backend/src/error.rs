@@ -58,9 +58,9 @@ pub enum CompileError {
         /// The configured budget.
         budget: usize,
     },
-    /// A definition carried to [`JitBackend::compile`](kiln_std::JitBackend::compile)
-    /// by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare)
-    /// belongs to another backend.
+    /// A definition carried to kiln-std's `JitBackend::compile` by
+    /// `CraneliftBackend::prepare` (feature `std-adapter`) belongs to
+    /// another backend.
     ForeignDefinition,
 }
 

@@ -1,6 +1,11 @@
-//! kiln-std's [`JitBackend`] for [`CraneliftBackend`]: the backend behind a
-//! `BackendAdapter` (or a `TieredAdapter` tier), compiling on kiln-std's
-//! broker threads.
+//! The kiln-std adapter (feature `std-adapter`, on by default): kiln-std's
+//! [`JitBackend`] for [`CraneliftBackend`], the backend behind a
+//! `BackendAdapter`, compiling on kiln-std's broker threads; and
+//! [`CraneliftBackend::prepare`], which compiles ahead into a kiln-std
+//! `OsrBuild`. Everything in the crate that names kiln-std is here, but for
+//! the few pieces it needs elsewhere, gated on the same feature
+//! (`Owner::Std`, the prepared kind of `FunctionDef`, the cache's hand-out
+//! of kiln-std victims); without the feature kiln-std is not built at all.
 //!
 //! Each compile is a unit of its own (see `unit`), remembered with a weak
 //! link to its bead. kiln-std calls [`JitBackend::release`] with the entry
@@ -26,12 +31,52 @@
 
 use std::sync::{Arc, Weak};
 
-use kiln_std::{Bead, JitBackend, OsrEntry};
+use kiln_std::{Bead, JitBackend, OsrBuild, OsrEntry};
 
-use crate::backend::CraneliftBackend;
+use crate::backend::{CraneliftBackend, Shared};
 use crate::def::{DefKind, FunctionDef};
 use crate::error::CompileError;
 use crate::unit::Owner;
+
+impl CraneliftBackend {
+    /// Compiles `def` now (on the calling thread: call it from a kiln-std
+    /// compile factory, which runs on the broker thread) and returns it as
+    /// a kiln-std `OsrBuild` carrying its OSR entries, for
+    /// `BackendAdapter::on_invoke_osr`, for factories that want the OSR
+    /// entries in hand (usually unnecessary: `JitBackend::compile_with_osr`
+    /// publishes them from a plain definition). The returned definition
+    /// carries the compiled unit, and compiling it hands the unit to the
+    /// bead. A failed compile is carried too and reported by that compile.
+    /// Dropped uncompiled, the unit is freed — so the entries in `osr` are
+    /// valid only until then. (Feature `std-adapter`.)
+    pub fn prepare(&self, def: FunctionDef) -> OsrBuild<FunctionDef> {
+        let source = match def.kind {
+            DefKind::Source(source) => source,
+            kind @ DefKind::Prepared(_) => return OsrBuild { def: FunctionDef { kind }, osr: Vec::new() },
+        };
+        match self.shared.compile_unit(&source, Owner::Host) {
+            Ok(id) => {
+                let osr = self.shared.cache().get(id).map(|unit| unit.osr.to_vec()).unwrap_or_default();
+                let sites = osr.iter().map(|entry| entry.site).collect();
+                let prepared = PreparedUnit::new(Arc::clone(&self.shared), id, source.name, sites);
+                OsrBuild { def: FunctionDef { kind: DefKind::Prepared(Ok(prepared)) }, osr }
+            }
+            Err(error) => OsrBuild { def: FunctionDef { kind: DefKind::Prepared(Err(error)) }, osr: Vec::new() },
+        }
+    }
+
+    /// Takes a prepared unit over for `owner`.
+    pub(crate) fn adopt(&self, prepared: PreparedUnit, owner: Owner) -> Result<u64, CompileError> {
+        if !Arc::ptr_eq(&prepared.shared, &self.shared) {
+            return Err(CompileError::ForeignDefinition);
+        }
+        let id = prepared.take();
+        if let Some(unit) = self.shared.cache().get_mut(id) {
+            unit.owner = owner;
+        }
+        Ok(id)
+    }
+}
 
 impl JitBackend for CraneliftBackend {
     type FunctionDef = FunctionDef;
@@ -42,12 +87,7 @@ impl JitBackend for CraneliftBackend {
     }
 
     fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CompileError> {
-        let owner = Owner::Std(Arc::downgrade(bead));
-        let (id, adopted) = match def.kind {
-            DefKind::Source(source) => (self.shared.compile_unit(&source, owner)?, false),
-            DefKind::Prepared(prepared) => (self.adopt(prepared, owner)?, true),
-            DefKind::Failed(error) => return Err(error),
-        };
+        let (id, adopted) = self.compile_def(def, Owner::Std(Arc::downgrade(bead)))?;
         let cache = self.shared.cache();
         let unit = cache.get(id);
         let entry = unit.map_or(std::ptr::null_mut(), |unit| unit.entry as *mut ());
@@ -97,4 +137,50 @@ fn evict_through_bead(bead: &Weak<Bead>, entry: usize, pause: u32) -> bool {
     }
     bead.evict(pause);
     !installed(&bead)
+}
+
+/// A unit compiled ahead by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare),
+/// carried inside a [`FunctionDef`](crate::FunctionDef) to kiln-std's
+/// `JitBackend::compile`. Dropped unused, it frees the unit: its code was
+/// never published.
+pub(crate) struct PreparedUnit {
+    pub(crate) shared: Arc<Shared>,
+    id: Option<u64>,
+    name: String,
+    sites: Vec<u64>,
+}
+
+impl std::fmt::Debug for PreparedUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedUnit").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl PreparedUnit {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64, name: String, sites: Vec<u64>) -> Self {
+        Self { shared, id: Some(id), name, sites }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn osr_sites(&self) -> Vec<u64> {
+        self.sites.clone()
+    }
+
+    /// Takes the unit out; the guard no longer frees it.
+    pub(crate) fn take(mut self) -> u64 {
+        self.id.take().expect("a prepared unit is taken once")
+    }
+}
+
+impl Drop for PreparedUnit {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            // SAFETY: (1, 2) the unit was never published: its entry and OSR
+            // entries went only into the `OsrBuild` this definition came in.
+            unsafe { self.shared.free_unit(id) };
+        }
+    }
 }

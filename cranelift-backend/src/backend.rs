@@ -22,7 +22,7 @@ use crate::cache::{CodeCache, CodeStats};
 use crate::codegen;
 use crate::config::{ConfigError, CraneliftConfig, HostSymbol};
 use crate::def::{DefKind, FunctionDef, Source};
-use crate::error::CompileError;
+use crate::error::CraneliftError;
 use crate::unit::{Owner, Unit};
 
 /// The state every clone of a backend shares.
@@ -48,7 +48,7 @@ impl Shared {
     /// compile, which must not call back into kiln. They are sent back once
     /// the compile is over, by their owner's path: kiln-std's post-compile
     /// hook (`JitBackend::after_compile`) or `CraneliftCompiler::evict`.
-    pub(crate) fn compile_unit(&self, source: &Source, owner: Owner) -> Result<u64, CompileError> {
+    pub(crate) fn compile_unit(&self, source: &Source, owner: Owner) -> Result<u64, CraneliftError> {
         let started = std::time::Instant::now();
         let built = match codegen::build(self, source, self.budget.is_some()) {
             Ok(built) => built,
@@ -61,7 +61,7 @@ impl Shared {
             // SAFETY: (1, 2) the module's entries were never handed out.
             unsafe { Unit::new(source.name.clone(), built, Owner::Host).free() };
             self.cache().failed();
-            return Err(CompileError::OverBudget { function: source.name.clone(), needed, budget });
+            return Err(CraneliftError::OverBudget { function: source.name.clone(), needed, budget });
         }
         let bytes = built.bytes;
         let mut cache = self.cache();
@@ -87,10 +87,10 @@ impl Shared {
 
     /// Counts the failed compile (and a caught panic) and logs it; returns
     /// `error`.
-    pub(crate) fn failed(&self, error: CompileError) -> CompileError {
+    pub(crate) fn failed(&self, error: CraneliftError) -> CraneliftError {
         let mut cache = self.cache();
         cache.failed();
-        if matches!(error, CompileError::Panicked { .. }) {
+        if matches!(error, CraneliftError::Panicked { .. }) {
             cache.panicked();
             drop(cache);
             log::error!(target: "kiln", "cranelift: a host callback panicked (caught): {error}");
@@ -223,7 +223,7 @@ impl CraneliftBackend {
     /// Compiles `def` into a unit of its own. The code is the caller's
     /// until [`free`](Self::free)d; it counts toward the budget but is never
     /// evicted (no bead can send it back to an interpreter).
-    pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CompileError> {
+    pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CraneliftError> {
         let (id, _) = self.compile_def(def, Owner::Host)?;
         let cache = self.shared.cache();
         let unit = cache.get(id).expect("just compiled");
@@ -239,7 +239,7 @@ impl CraneliftBackend {
     /// `prepare` (kiln-std adapter), takes its unit over — and returns the
     /// unit's id and whether it was compiled ahead (its OSR entries then
     /// travelled with it already).
-    pub(crate) fn compile_def(&self, def: FunctionDef, owner: Owner) -> Result<(u64, bool), CompileError> {
+    pub(crate) fn compile_def(&self, def: FunctionDef, owner: Owner) -> Result<(u64, bool), CraneliftError> {
         match def.kind {
             DefKind::Source(source) => Ok((self.shared.compile_unit(&source, owner)?, false)),
             #[cfg(feature = "std-adapter")]

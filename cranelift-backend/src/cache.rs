@@ -12,7 +12,7 @@
 //! beads, by `CraneliftCompiler::evict` for kiln-core ones. Their memory
 //! returns when kiln releases them (after quiescence). The compiler is never switched off: the new function is
 //! always installed, and only a function larger than the whole budget
-//! fails to compile (`CompileError::OverBudget`, a failed compile that goes
+//! fails to compile (`CraneliftError::OverBudget`, a failed compile that goes
 //! through kiln's failure policy like any other).
 //!
 //! Coldness is measured like page reference bits (the CLOCK / not-recently-
@@ -52,7 +52,7 @@ pub struct CodeStats {
     pub failed: u64,
     /// Of those, compiles in which the host's body callback (or Cranelift
     /// itself) panicked: caught, logged (`log::error!`, target `kiln`) and
-    /// turned into `CompileError::Panicked`, never unwound into kiln.
+    /// turned into `CraneliftError::Panicked`, never unwound into kiln.
     pub panicked: u64,
     /// Units evicted for the budget.
     pub evicted: u64,

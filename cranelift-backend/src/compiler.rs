@@ -14,7 +14,7 @@
 //! [`CraneliftCompiler::evict`] with its broker (after each `pump`, say).
 //!
 //! The `define` callback runs under `catch_unwind`: a panic is a failed
-//! compile (`CompileError::Panicked`, counted in `CodeStats::panicked`).
+//! compile (`CraneliftError::Panicked`, counted in `CodeStats::panicked`).
 //!
 //! With a `Clone` callback the compiler is `Clone`: clones share the backend
 //! and the book of which bead owns which unit, and compile in parallel
@@ -33,7 +33,7 @@ use kiln_core::{
 
 use crate::backend::CraneliftBackend;
 use crate::def::FunctionDef;
-use crate::error::CompileError;
+use crate::error::CraneliftError;
 use crate::unit::Owner;
 
 /// A [`CraneliftBackend`] plus the host's `define` callback, as a
@@ -115,7 +115,7 @@ impl<H, F> CraneliftCompiler<H, F> {
     /// annotation.)
     pub fn new(backend: CraneliftBackend, define: F) -> Self
     where
-        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CraneliftError>,
     {
         Self { backend, define, beads: Arc::default() }
     }
@@ -179,11 +179,11 @@ impl<H: BeadRef, F> CraneliftCompiler<H, F> {
 impl<H, F> Compiler<H> for CraneliftCompiler<H, F>
 where
     H: BeadRef,
-    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CraneliftError>,
 {
-    type Error = CompileError;
+    type Error = CraneliftError;
 
-    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CompileError> {
+    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CraneliftError> {
         // `define` is host code run wherever the host pumps (its own thread,
         // a frame pump, a job-system task): a panic is a failed compile,
         // not an unwind through kiln-core.
@@ -194,10 +194,10 @@ where
                 return Err(self
                     .backend
                     .shared
-                    .failed(CompileError::Panicked { function: "(define callback)".to_owned(), message }));
+                    .failed(CraneliftError::Panicked { function: "(define callback)".to_owned(), message }));
             }
         };
-        let (id, _) = self.backend.compile_def(def, Owner::Core)?;
+        let (id, _) = self.backend.compile_def(def, Owner::Compiler)?;
         self.units().insert(id, request.bead.clone());
         let handle = CodeHandle::from_raw(id as usize).expect("unit ids start at 1");
         let cache = self.backend.shared.cache();

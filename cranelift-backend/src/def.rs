@@ -27,7 +27,7 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
 
 #[cfg(feature = "std-adapter")]
-use crate::error::CompileError;
+use crate::error::CraneliftError;
 #[cfg(feature = "std-adapter")]
 use crate::jit_backend::PreparedUnit;
 
@@ -46,7 +46,7 @@ pub enum Entry {
 
 /// The body callback's type: builds one entry of the function into the
 /// builder (blocks filled and sealed; the backend calls `finalize`).
-/// An `Err` is a failed compile ([`CompileError::Build`](crate::CompileError::Build)).
+/// An `Err` is a failed compile ([`CraneliftError::Build`](crate::CraneliftError::Build)).
 pub type BodyBuilder = dyn Fn(&mut FunctionBuilder<'_>, &mut BuildContext<'_>) -> Result<(), String> + Send + Sync;
 
 /// One OSR entry's declaration.
@@ -73,7 +73,7 @@ pub(crate) enum DefKind {
     /// Compiled already by `CraneliftBackend::prepare` (kiln-std adapter),
     /// or `prepare`'s error, which compiling this reports.
     #[cfg(feature = "std-adapter")]
-    Prepared(Result<PreparedUnit, CompileError>),
+    Prepared(Result<PreparedUnit, CraneliftError>),
 }
 
 /// A function for the backend to compile: name, signature (Cranelift value

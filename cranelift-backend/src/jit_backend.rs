@@ -35,7 +35,7 @@ use kiln_std::{Bead, JitBackend, OsrBuild, OsrEntry};
 
 use crate::backend::{CraneliftBackend, Shared};
 use crate::def::{DefKind, FunctionDef};
-use crate::error::CompileError;
+use crate::error::CraneliftError;
 use crate::unit::Owner;
 
 impl CraneliftBackend {
@@ -66,9 +66,9 @@ impl CraneliftBackend {
     }
 
     /// Takes a prepared unit over for `owner`.
-    pub(crate) fn adopt(&self, prepared: PreparedUnit, owner: Owner) -> Result<u64, CompileError> {
+    pub(crate) fn adopt(&self, prepared: PreparedUnit, owner: Owner) -> Result<u64, CraneliftError> {
         if !Arc::ptr_eq(&prepared.shared, &self.shared) {
-            return Err(CompileError::ForeignDefinition);
+            return Err(CraneliftError::ForeignDefinition);
         }
         let id = prepared.take();
         if let Some(unit) = self.shared.cache().get_mut(id) {
@@ -80,13 +80,13 @@ impl CraneliftBackend {
 
 impl JitBackend for CraneliftBackend {
     type FunctionDef = FunctionDef;
-    type Error = CompileError;
+    type Error = CraneliftError;
 
-    fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), CompileError> {
+    fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), CraneliftError> {
         self.compile_with_osr(bead, def).map(|(entry, _)| entry)
     }
 
-    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CompileError> {
+    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CraneliftError> {
         let (id, adopted) = self.compile_def(def, Owner::Std(Arc::downgrade(bead)))?;
         let cache = self.shared.cache();
         let unit = cache.get(id);

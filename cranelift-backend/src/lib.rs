@@ -41,7 +41,7 @@
 //!
 //! ## Failure
 //!
-//! Invalid IR is a failed compile ([`CompileError::Codegen`], from
+//! Invalid IR is a failed compile ([`CraneliftError::Codegen`], from
 //! Cranelift's verifier, on by default), as is a body callback that errs or
 //! panics: the function keeps interpreting, and kiln's failure policy
 //! decides when to retry.
@@ -72,4 +72,5 @@ pub use cache::CodeStats;
 pub use compiler::CraneliftCompiler;
 pub use config::{ConfigError, CraneliftConfig};
 pub use def::{BodyBuilder, BuildContext, Entry, FunctionDef};
-pub use error::CompileError;
+#[allow(deprecated)]
+pub use error::{CompileError, CraneliftError};

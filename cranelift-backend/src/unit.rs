@@ -29,9 +29,10 @@ pub(crate) enum Owner {
     /// post-compile hook).
     #[cfg(feature = "std-adapter")]
     Std(std::sync::Weak<kiln_std::Bead>),
-    /// Compiled by a [`CraneliftCompiler`](crate::CraneliftCompiler)
-    /// (evicted by its `evict`, through the kiln-core broker).
-    Core,
+    /// Compiled by a [`CraneliftCompiler`](crate::CraneliftCompiler) for a
+    /// kiln-core broker (evicted by the compiler's `evict`, through that
+    /// broker).
+    Compiler,
 }
 
 /// One compile's code: its module, entries, OSR table and budget state.

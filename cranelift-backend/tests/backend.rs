@@ -11,7 +11,7 @@ use cranelift_codegen::ir::types::{I32, I64};
 use kiln_core::{
     AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, CompileRequest, JobKind, NoEvents, NoPump, ThresholdPolicy,
 };
-use kiln_cranelift::{CompileError, ConfigError, CraneliftBackend, CraneliftCompiler, CraneliftConfig, FunctionDef};
+use kiln_cranelift::{ConfigError, CraneliftBackend, CraneliftCompiler, CraneliftConfig, CraneliftError, FunctionDef};
 
 fn backend() -> CraneliftBackend {
     CraneliftConfig::new().build().expect("host supported")
@@ -77,7 +77,7 @@ fn invalid_ir_is_a_failed_compile() {
         Ok(())
     });
     let error = backend.compile_function(wrong_type).unwrap_err();
-    assert!(matches!(&error, CompileError::Codegen { function, .. } if function == "wrong_type"), "{error:?}");
+    assert!(matches!(&error, CraneliftError::Codegen { function, .. } if function == "wrong_type"), "{error:?}");
 
     // A block left without a terminator: the frontend panics in debug
     // builds, the verifier refuses it in release builds.
@@ -88,14 +88,14 @@ fn invalid_ir_is_a_failed_compile() {
         Ok(())
     });
     let error = backend.compile_function(unfinished).unwrap_err();
-    assert!(matches!(&error, CompileError::Panicked { .. } | CompileError::Codegen { .. }), "{error:?}");
+    assert!(matches!(&error, CraneliftError::Panicked { .. } | CraneliftError::Codegen { .. }), "{error:?}");
 
     let refused = FunctionDef::new("refused", &[], &[], |_builder, _cx| Err("unsupported construct".into()));
     let error = backend.compile_function(refused).unwrap_err();
-    assert_eq!(error, CompileError::Build { function: "refused".into(), message: "unsupported construct".into() });
+    assert_eq!(error, CraneliftError::Build { function: "refused".into(), message: "unsupported construct".into() });
 
     let twice = add_def("twice", 1).osr_entry(3, &[I64]).osr_entry(3, &[I64]);
-    assert!(matches!(backend.compile_function(twice), Err(CompileError::InvalidDefinition { .. })));
+    assert!(matches!(backend.compile_function(twice), Err(CraneliftError::InvalidDefinition { .. })));
 
     let unknown_symbol = FunctionDef::new("calls_nowhere", &[], &[I64], |builder, cx| {
         let block = builder.create_block();
@@ -107,7 +107,7 @@ fn invalid_ir_is_a_failed_compile() {
         builder.ins().return_(&[result]);
         Ok(())
     });
-    assert!(matches!(backend.compile_function(unknown_symbol), Err(CompileError::Module { .. })));
+    assert!(matches!(backend.compile_function(unknown_symbol), Err(CraneliftError::Module { .. })));
 
     let stats = backend.stats();
     assert_eq!((stats.failed, stats.live_units, stats.resident_bytes), (5, 0, 0));
@@ -293,9 +293,17 @@ fn budget_evicts_the_coldest_kiln_core_code() {
 }
 
 #[test]
+#[allow(deprecated)]
+fn the_former_error_name_is_the_same_type() {
+    let error: kiln_cranelift::CompileError = CraneliftError::ForeignDefinition;
+    assert_eq!(error.function(), None);
+    assert_eq!(error.to_string(), "the prepared definition belongs to another backend");
+}
+
+#[test]
 fn a_function_larger_than_the_budget_fails_to_compile() {
     let backend = CraneliftConfig::new().code_budget(100).build().unwrap();
     let error = backend.compile_function(add_def("too_big", 1)).unwrap_err();
-    assert!(matches!(error, CompileError::OverBudget { needed: 4096, budget: 100, .. }), "{error:?}");
+    assert!(matches!(error, CraneliftError::OverBudget { needed: 4096, budget: 100, .. }), "{error:?}");
     assert_eq!(backend.stats().resident_bytes, 0);
 }

@@ -8,7 +8,7 @@ use std::ptr;
 
 use common::*;
 use cranelift_codegen::ir::types::I64;
-use kiln_cranelift::{CompileError, CraneliftConfig, FunctionDef};
+use kiln_cranelift::{CraneliftConfig, CraneliftError, FunctionDef};
 
 fn exploding(name: &str) -> FunctionDef {
     FunctionDef::new(name, &[I64], &[I64], |_builder, _cx| panic!("body callback exploded"))
@@ -19,7 +19,7 @@ fn a_panicking_body_callback_is_a_counted_failed_compile() {
     let backend = CraneliftConfig::new().build().expect("host supported");
     let error = backend.compile_function(exploding("exploding")).unwrap_err();
     assert!(
-        matches!(&error, CompileError::Panicked { function, message } if function == "exploding" && message.contains("exploded")),
+        matches!(&error, CraneliftError::Panicked { function, message } if function == "exploding" && message.contains("exploded")),
         "{error:?}"
     );
     let stats = backend.stats();

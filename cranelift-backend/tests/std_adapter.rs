@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::{I32, I64};
-use kiln_cranelift::{CompileError, CraneliftBackend, CraneliftConfig, FunctionDef};
+use kiln_cranelift::{CraneliftBackend, CraneliftConfig, CraneliftError, FunctionDef};
 use kiln_std::{BackendAdapter, JitBackend};
 
 fn backend() -> CraneliftBackend {
@@ -116,7 +116,7 @@ fn kiln_std_budget_evicts_through_the_bead() {
         assert_eq!(adapter.on_invoke(&first, |_| add_def("first", 1)), None);
     }
     assert_eq!(adapter.backend().stats().compiled, 2);
-    let _: fn(&CraneliftBackend, &Arc<kiln_std::Bead>, FunctionDef) -> Result<*mut (), CompileError> =
+    let _: fn(&CraneliftBackend, &Arc<kiln_std::Bead>, FunctionDef) -> Result<*mut (), CraneliftError> =
         <CraneliftBackend as JitBackend>::compile;
 }
 
@@ -131,9 +131,9 @@ struct Watching {
 
 impl JitBackend for Watching {
     type FunctionDef = FunctionDef;
-    type Error = CompileError;
+    type Error = CraneliftError;
 
-    fn compile(&self, bead: &Arc<kiln_std::Bead>, def: FunctionDef) -> Result<*mut (), CompileError> {
+    fn compile(&self, bead: &Arc<kiln_std::Bead>, def: FunctionDef) -> Result<*mut (), CraneliftError> {
         let watched = self.watched.lock().unwrap().clone();
         let before = watched.as_ref().and_then(|watched| watched.compiled());
         let entry = self.inner.compile(bead, def)?;

@@ -10,9 +10,9 @@
 //! be sent back to the interpreter once the compile is over (a compile must
 //! not call back into kiln): by kiln-std's post-compile hook for kiln-std
 //! beads, by `CraneliftCompiler::evict` for kiln-core ones. Their memory
-//! returns when kiln releases them (after quiescence). The compiler is never switched off: the new function is
-//! always installed, and only a function larger than the whole budget
-//! fails to compile (`CraneliftError::OverBudget`, a failed compile that goes
+//! returns when kiln releases them (after quiescence). The compiler is
+//! never switched off: the new function is always installed, and only a
+//! function larger than the whole budget fails to compile (`CraneliftError::OverBudget`, a failed compile that goes
 //! through kiln's failure policy like any other).
 //!
 //! Coldness is measured like page reference bits (the CLOCK / not-recently-

@@ -90,13 +90,14 @@ pub trait JitBackend: Send + Sync + 'static {
     /// Runs once after each compile kiln ran for `bead` — `compile` or
     /// `compile_with_osr`, whether it returned code or an error (on the
     /// broker threads also after a panic, which kiln caught) — on the thread
-    /// that ran it, once kiln has published or refused the result. It runs outside kiln's compile and outside every kiln lock, so
-    /// unlike a compile it may call back into kiln (`Bead::evict`, say: a
-    /// code-memory budget sends cold functions back to the interpreter here,
-    /// never from inside a compile). For a lazy compile (on a broker thread,
-    /// or in [`Beadie::pump`]) it runs after that pump; for
-    /// [`BoundBead::compile`] right after the eager install. A panic in it is
-    /// caught and counted on the broker threads, like a compile's.
+    /// that ran it, once kiln has published or refused the result. It runs
+    /// outside kiln's compile and outside every kiln lock, so unlike a
+    /// compile it may call back into kiln (`Bead::evict`, say: a code-memory
+    /// budget sends cold functions back to the interpreter here, never from
+    /// inside a compile). For a lazy compile (on a broker thread, or in
+    /// [`Beadie::pump`]) it runs after that pump; for [`BoundBead::compile`]
+    /// right after the eager install. A panic in it is caught and counted on
+    /// the broker threads, like a compile's.
     ///
     /// The default does nothing (beadie's backends have no such hook). A
     /// backend wrapping another must forward it.
@@ -157,9 +158,8 @@ impl<B: JitBackend> BoundBead<B> {
     /// [`JitBackend::release`] (under `catch_unwind`). The backend's
     /// `compile` runs on the calling thread, outside kiln's isolation: a
     /// panic in it is the caller's own and unwinds to it, with nothing
-    /// installed and kiln's state untouched.
-    /// [`JitBackend::after_compile`] runs after the install (or the error),
-    /// on the calling thread too.
+    /// installed and kiln's state untouched. [`JitBackend::after_compile`]
+    /// runs after the install (or the error), on the calling thread too.
     pub fn compile(&self, def: B::FunctionDef) -> Result<Arc<Bead>, B::Error> {
         let compiled = self.backend.compile(&self.bead, def);
         if let Ok(entry) = compiled {
@@ -329,7 +329,7 @@ fn backend_work<B: JitBackend>(
         let OsrBuild { def, mut osr } = factory(bead);
         // Armed before the compile so that it fires however the compile
         // ends, a panic included.
-        let _after = AfterCompile { backend: Arc::clone(&backend), bead: Arc::clone(bead) };
+        let _after = AfterCompile(Some((Arc::clone(&backend), Arc::clone(bead))));
         let (entry, compiled_osr) =
             backend.compile_with_osr(bead, def).map_err(|error| CompileFailure::Backend(error.to_string()))?;
         osr.extend(compiled_osr);
@@ -342,17 +342,15 @@ fn backend_work<B: JitBackend>(
 /// Defers [`JitBackend::after_compile`] when dropped, i.e. once the backend
 /// compile is over: the compile work runs inside kiln-core's compile, where
 /// the hook must not run (see `after_compile`), so the pump site runs it.
-struct AfterCompile<B: JitBackend> {
-    backend: Arc<B>,
-    bead: Arc<Bead>,
-}
+struct AfterCompile<B: JitBackend>(Option<(Arc<B>, Arc<Bead>)>);
 
 impl<B: JitBackend> Drop for AfterCompile<B> {
     fn drop(&mut self) {
-        let (backend, bead) = (Arc::clone(&self.backend), Arc::clone(&self.bead));
-        crate::after_compile::defer(move || {
-            bead.panics.isolate("JitBackend::after_compile", || backend.after_compile(&bead));
-        });
+        if let Some((backend, bead)) = self.0.take() {
+            crate::after_compile::defer(move || {
+                bead.panics.isolate("JitBackend::after_compile", || backend.after_compile(&bead));
+            });
+        }
     }
 }
 

@@ -18,12 +18,12 @@ use cranelift_codegen::ir::Type;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use kiln_core::{CodeHandle, OsrEntry};
 
-use crate::cache::{CodeCache, CodeStats, Victim};
+use crate::cache::{CodeCache, CodeStats};
 use crate::codegen;
 use crate::config::{ConfigError, CraneliftConfig, HostSymbol};
 use crate::def::{DefKind, FunctionDef, Source};
-use crate::error::CompileError;
-use crate::unit::{Owner, PreparedUnit, Unit};
+use crate::error::CraneliftError;
+use crate::unit::{Owner, Unit};
 
 /// The state every clone of a backend shares.
 pub(crate) struct Shared {
@@ -43,9 +43,12 @@ impl Shared {
     }
 
     /// Compiles `source` and registers the unit for `owner`; returns its
-    /// id. If the budget is exceeded, the coldest units are evicted: kiln-std
-    /// beads at once, kiln-core ones queued for their compiler's `evict`.
-    pub(crate) fn compile_unit(&self, source: &Source, owner: Owner) -> Result<u64, CompileError> {
+    /// id. If the budget is exceeded, the coldest units are chosen and
+    /// queued for eviction, never evicted here: this runs inside a kiln
+    /// compile, which must not call back into kiln. They are sent back once
+    /// the compile is over, by their owner's path: kiln-std's post-compile
+    /// hook (`JitBackend::after_compile`) or `CraneliftCompiler::evict`.
+    pub(crate) fn compile_unit(&self, source: &Source, owner: Owner) -> Result<u64, CraneliftError> {
         let started = std::time::Instant::now();
         let built = match codegen::build(self, source, self.budget.is_some()) {
             Ok(built) => built,
@@ -58,7 +61,7 @@ impl Shared {
             // SAFETY: (1, 2) the module's entries were never handed out.
             unsafe { Unit::new(source.name.clone(), built, Owner::Host).free() };
             self.cache().failed();
-            return Err(CompileError::OverBudget { function: source.name.clone(), needed, budget });
+            return Err(CraneliftError::OverBudget { function: source.name.clone(), needed, budget });
         }
         let bytes = built.bytes;
         let mut cache = self.cache();
@@ -67,16 +70,16 @@ impl Shared {
             cache.sweep();
             cache.choose_victims(id)
         } else {
-            Vec::new()
+            0
         };
         let resident = cache.stats().resident_bytes;
         drop(cache);
-        self.evict(victims);
         log::debug!(
             target: "kiln",
-            "cranelift: compiled `{}` ({} OSR entries, {bytes} B of code, {resident} B resident) in {:.1} µs",
+            "cranelift: compiled `{}` ({} OSR entries, {bytes} B of code, {resident} B resident{}) in {:.1} µs",
             source.name,
             source.osr.len(),
+            if victims > 0 { format!(", {victims} cold units to evict") } else { String::new() },
             started.elapsed().as_secs_f64() * 1e6,
         );
         Ok(id)
@@ -84,10 +87,10 @@ impl Shared {
 
     /// Counts the failed compile (and a caught panic) and logs it; returns
     /// `error`.
-    pub(crate) fn failed(&self, error: CompileError) -> CompileError {
+    pub(crate) fn failed(&self, error: CraneliftError) -> CraneliftError {
         let mut cache = self.cache();
         cache.failed();
-        if matches!(error, CompileError::Panicked { .. }) {
+        if matches!(error, CraneliftError::Panicked { .. }) {
             cache.panicked();
             drop(cache);
             log::error!(target: "kiln", "cranelift: a host callback panicked (caught): {error}");
@@ -96,22 +99,6 @@ impl Shared {
             log::warn!(target: "kiln", "cranelift: {error}");
         }
         error
-    }
-
-    /// Sends `victims` back to the interpreter: kiln-std beads now (see
-    /// `jit_backend`), kiln-core ones through their compiler's `evict`.
-    fn evict(&self, victims: Vec<Victim>) {
-        for victim in victims {
-            log::debug!(target: "kiln", "cranelift: code budget reached, evicting unit {}", victim.id);
-            match &victim.bead {
-                Some(bead) => {
-                    if !crate::jit_backend::evict_through_bead(bead, victim.entry, self.eviction_pause) {
-                        self.cache().unevict(victim.id);
-                    }
-                }
-                None => self.cache().queue_core_victim(victim.id),
-            }
-        }
     }
 
     /// Frees unit `id`; false if there is none.
@@ -236,12 +223,8 @@ impl CraneliftBackend {
     /// Compiles `def` into a unit of its own. The code is the caller's
     /// until [`free`](Self::free)d; it counts toward the budget but is never
     /// evicted (no bead can send it back to an interpreter).
-    pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CompileError> {
-        let id = match def.kind {
-            DefKind::Source(source) => self.shared.compile_unit(&source, Owner::Host)?,
-            DefKind::Prepared(prepared) => self.adopt(prepared, Owner::Host)?,
-            DefKind::Failed(error) => return Err(error),
-        };
+    pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CraneliftError> {
+        let (id, _) = self.compile_def(def, Owner::Host)?;
         let cache = self.shared.cache();
         let unit = cache.get(id).expect("just compiled");
         Ok(CompiledFunction {
@@ -250,6 +233,18 @@ impl CraneliftBackend {
             handle: CodeHandle::from_raw(id as usize).expect("unit ids start at 1"),
             bytes: unit.bytes,
         })
+    }
+
+    /// Compiles `def` for `owner` — or, for a definition compiled ahead by
+    /// `prepare` (kiln-std adapter), takes its unit over — and returns the
+    /// unit's id and whether it was compiled ahead (its OSR entries then
+    /// travelled with it already).
+    pub(crate) fn compile_def(&self, def: FunctionDef, owner: Owner) -> Result<(u64, bool), CraneliftError> {
+        match def.kind {
+            DefKind::Source(source) => Ok((self.shared.compile_unit(&source, owner)?, false)),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(prepared) => Ok((self.adopt(prepared?, owner)?, true)),
+        }
     }
 
     /// Frees the code behind `handle` (one from [`compile_function`](Self::compile_function)
@@ -262,44 +257,5 @@ impl CraneliftBackend {
     pub unsafe fn free(&self, handle: CodeHandle) -> bool {
         // SAFETY: (1) by this function's contract.
         unsafe { self.shared.free_unit(handle.get() as u64) }
-    }
-
-    /// Compiles `def` now (on the calling thread: call it from a kiln-std
-    /// compile factory, which runs on the broker thread) and returns it as
-    /// a kiln-std `OsrBuild` carrying its OSR entries, for
-    /// `BackendAdapter::on_invoke_osr`, for factories that want the OSR
-    /// entries in hand (usually unnecessary: `JitBackend::compile_with_osr`
-    /// publishes them from a plain definition). The returned definition
-    /// carries the compiled unit, and compiling it hands the unit to the bead. A failed compile is carried too and
-    /// reported by that compile. Dropped uncompiled, the unit is freed —
-    /// so the entries in `osr` are valid only until then.
-    pub fn prepare(&self, def: FunctionDef) -> kiln_std::OsrBuild<FunctionDef> {
-        let source = match def.kind {
-            DefKind::Source(source) => source,
-            kind @ (DefKind::Prepared(_) | DefKind::Failed(_)) => {
-                return kiln_std::OsrBuild { def: FunctionDef { kind }, osr: Vec::new() };
-            }
-        };
-        match self.shared.compile_unit(&source, Owner::Host) {
-            Ok(id) => {
-                let osr = self.shared.cache().get(id).map(|unit| unit.osr.to_vec()).unwrap_or_default();
-                let sites = osr.iter().map(|entry| entry.site).collect();
-                let prepared = PreparedUnit::new(Arc::clone(&self.shared), id, source.name, sites);
-                kiln_std::OsrBuild { def: FunctionDef { kind: DefKind::Prepared(prepared) }, osr }
-            }
-            Err(error) => kiln_std::OsrBuild { def: FunctionDef { kind: DefKind::Failed(error) }, osr: Vec::new() },
-        }
-    }
-
-    /// Takes a prepared unit over for `owner`.
-    pub(crate) fn adopt(&self, prepared: PreparedUnit, owner: Owner) -> Result<u64, CompileError> {
-        if !Arc::ptr_eq(&prepared.shared, &self.shared) {
-            return Err(CompileError::ForeignDefinition);
-        }
-        let id = prepared.take();
-        if let Some(unit) = self.shared.cache().get_mut(id) {
-            unit.owner = owner;
-        }
-        Ok(id)
     }
 }

@@ -5,11 +5,14 @@
 //!
 //! The budget bounds the code memory of live units (`resident`, page
 //! granular). When a compile brings `resident − evicting` over the budget,
-//! the coldest evictable units are sent back to the interpreter until it
-//! fits again; their memory returns when kiln releases them (after
-//! quiescence). The compiler is never switched off: the new function is
-//! always installed, and only a function larger than the whole budget
-//! fails to compile (`CompileError::OverBudget`, a failed compile that goes
+//! the coldest evictable units are chosen until it fits again: marked
+//! evicting at once (so the next compile's books are right) and queued, to
+//! be sent back to the interpreter once the compile is over (a compile must
+//! not call back into kiln): by kiln-std's post-compile hook for kiln-std
+//! beads, by `CraneliftCompiler::evict` for kiln-core ones. Their memory
+//! returns when kiln releases them (after quiescence). The compiler is
+//! never switched off: the new function is always installed, and only a
+//! function larger than the whole budget fails to compile (`CraneliftError::OverBudget`, a failed compile that goes
 //! through kiln's failure policy like any other).
 //!
 //! Coldness is measured like page reference bits (the CLOCK / not-recently-
@@ -49,20 +52,12 @@ pub struct CodeStats {
     pub failed: u64,
     /// Of those, compiles in which the host's body callback (or Cranelift
     /// itself) panicked: caught, logged (`log::error!`, target `kiln`) and
-    /// turned into `CompileError::Panicked`, never unwound into kiln.
+    /// turned into `CraneliftError::Panicked`, never unwound into kiln.
     pub panicked: u64,
     /// Units evicted for the budget.
     pub evicted: u64,
     /// The budget, if any.
     pub budget: Option<usize>,
-}
-
-/// A unit chosen for eviction, to be sent back through its owner.
-#[derive(Debug)]
-pub(crate) struct Victim {
-    pub(crate) id: u64,
-    pub(crate) entry: usize,
-    pub(crate) bead: Option<std::sync::Weak<kiln_std::Bead>>,
 }
 
 /// Live units by id and by entry address, and the budget's books.
@@ -72,8 +67,10 @@ pub(crate) struct CodeCache {
     by_entry: HashMap<usize, u64>,
     next_id: u64,
     stats: CodeStats,
-    /// kiln-core units chosen for eviction, for `CraneliftCompiler::evict`.
-    core_victims: Vec<u64>,
+    /// Units chosen for eviction and not yet sent back, oldest first: a
+    /// compile only chooses; its owner's path evicts once the compile is over
+    /// (`CraneliftCompiler::evict`, kiln-std's post-compile hook).
+    queued_victims: Vec<u64>,
 }
 
 impl CodeCache {
@@ -109,10 +106,12 @@ impl CodeCache {
         self.units.get(&id)
     }
 
+    #[cfg(feature = "std-adapter")]
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Unit> {
         self.units.get_mut(&id)
     }
 
+    #[cfg(feature = "std-adapter")]
     pub(crate) fn id_of_entry(&self, entry: usize) -> Option<u64> {
         self.by_entry.get(&entry).copied()
     }
@@ -145,10 +144,11 @@ impl CodeCache {
     }
 
     /// Marks the coldest evictable units (never `keep`) as evicted until
-    /// the units not yet evicted fit the budget, and returns them.
-    pub(crate) fn choose_victims(&mut self, keep: u64) -> Vec<Victim> {
-        let Some(budget) = self.stats.budget else { return Vec::new() };
-        let mut victims = Vec::new();
+    /// the units not yet evicted fit the budget, and queues them for their
+    /// owners; returns how many it chose.
+    pub(crate) fn choose_victims(&mut self, keep: u64) -> usize {
+        let Some(budget) = self.stats.budget else { return 0 };
+        let mut chosen = 0;
         while self.stats.resident_bytes - self.stats.evicting_bytes > budget {
             let coldest = self
                 .units
@@ -162,13 +162,10 @@ impl CodeCache {
             unit.evicted = true;
             self.stats.evicting_bytes += unit.bytes;
             self.stats.evicted += 1;
-            let bead = match &unit.owner {
-                Owner::Std(bead) => Some(bead.clone()),
-                Owner::Core | Owner::Host => None,
-            };
-            victims.push(Victim { id, entry: unit.entry, bead });
+            self.queued_victims.push(id);
+            chosen += 1;
         }
-        victims
+        chosen
     }
 
     /// An eviction that could not be carried out (kiln refused): the unit
@@ -183,19 +180,34 @@ impl CodeCache {
         }
     }
 
-    pub(crate) fn queue_core_victim(&mut self, id: u64) {
-        self.core_victims.push(id);
-    }
-
-    /// Takes the queued kiln-core victims `owns` accepts; the others stay.
+    /// Takes the queued victims `owns` accepts (the kiln-core units of one
+    /// compiler's book); the others stay.
     pub(crate) fn take_core_victims(&mut self, mut owns: impl FnMut(u64) -> bool) -> Vec<(u64, usize)> {
         let mut taken = Vec::new();
         let units = &self.units;
-        self.core_victims.retain(|&id| match units.get(&id) {
+        self.queued_victims.retain(|&id| match units.get(&id) {
             // Freed meanwhile: nothing left to evict.
             None => false,
             Some(unit) if owns(id) => {
                 taken.push((id, unit.entry));
+                false
+            }
+            Some(_) => true,
+        });
+        taken
+    }
+
+    /// Takes the queued victims compiled for kiln-std beads, with their
+    /// entries and beads; the others stay.
+    #[cfg(feature = "std-adapter")]
+    pub(crate) fn take_bead_victims(&mut self) -> Vec<(u64, usize, std::sync::Weak<kiln_std::Bead>)> {
+        let mut taken = Vec::new();
+        let units = &self.units;
+        self.queued_victims.retain(|&id| match units.get(&id) {
+            // Freed meanwhile: nothing left to evict.
+            None => false,
+            Some(Unit { owner: Owner::Std(bead), entry, .. }) => {
+                taken.push((id, *entry, bead.clone()));
                 false
             }
             Some(_) => true,

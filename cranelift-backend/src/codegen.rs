@@ -3,7 +3,7 @@
 //!
 //! Everything here runs without the backend's lock, so several workers can
 //! compile at once. Host callbacks and Cranelift run under `catch_unwind`:
-//! a panic becomes a [`CompileError`], and a failed compile frees whatever
+//! a panic becomes a [`CraneliftError`], and a failed compile frees whatever
 //! code memory its module had mapped before the error is returned (no code
 //! pointer of it ever left this module).
 
@@ -20,7 +20,7 @@ use kiln_core::OsrEntry;
 
 use crate::backend::Shared;
 use crate::def::{BuildContext, Entry, Source, signature};
-use crate::error::CompileError;
+use crate::error::CraneliftError;
 
 /// A compiled, finalized module not yet registered with the backend.
 pub(crate) struct Built {
@@ -36,13 +36,13 @@ pub(crate) struct Built {
 
 /// Compiles `source` into its own module. `track_use` makes every entry
 /// store 1 into the returned `used` flag.
-pub(crate) fn build(shared: &Shared, source: &Source, track_use: bool) -> Result<Built, CompileError> {
+pub(crate) fn build(shared: &Shared, source: &Source, track_use: bool) -> Result<Built, CraneliftError> {
     let name = &source.name;
     let mut sites: Vec<u64> = source.osr.iter().map(|spec| spec.site).collect();
     sites.sort_unstable();
     if let Some(pair) = sites.windows(2).find(|pair| pair[0] == pair[1]) {
         let message = format!("two OSR entries at site {}", pair[0]);
-        return Err(CompileError::InvalidDefinition { function: name.clone(), message });
+        return Err(CraneliftError::InvalidDefinition { function: name.clone(), message });
     }
 
     let mut jit = JITBuilder::with_isa(shared.isa.clone(), default_libcall_names());
@@ -80,10 +80,10 @@ fn define_all(
     module: &mut JITModule,
     source: &Source,
     used_address: Option<i64>,
-) -> Result<Defined, CompileError> {
+) -> Result<Defined, CraneliftError> {
     let function = &source.name;
     let module_error =
-        |error: ModuleError| CompileError::Module { function: function.clone(), message: error.to_string() };
+        |error: ModuleError| CraneliftError::Module { function: function.clone(), message: error.to_string() };
     let call_conv = shared.isa.default_call_conv();
     let main_signature = signature(call_conv, &source.params, &source.returns);
     let main = module.declare_function(function, Linkage::Local, &main_signature).map_err(module_error)?;
@@ -116,9 +116,9 @@ fn define_all(
         }));
         match built {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(CompileError::Build { function: function.clone(), message }),
+            Ok(Err(message)) => return Err(CraneliftError::Build { function: function.clone(), message }),
             Err(payload) => {
-                return Err(CompileError::Panicked { function: function.clone(), message: panic_message(&payload) });
+                return Err(CraneliftError::Panicked { function: function.clone(), message: panic_message(&payload) });
             }
         }
         if let Some(address) = used_address {
@@ -127,10 +127,10 @@ fn define_all(
         let defined = catch_unwind(AssertUnwindSafe(|| {
             module.define_function(id, &mut context).map_err(|error| match error {
                 ModuleError::Compilation(CodegenError::Verifier(errors)) => {
-                    CompileError::Codegen { function: function.clone(), message: format!("invalid IR: {errors}") }
+                    CraneliftError::Codegen { function: function.clone(), message: format!("invalid IR: {errors}") }
                 }
                 ModuleError::Compilation(error) => {
-                    CompileError::Codegen { function: function.clone(), message: error.to_string() }
+                    CraneliftError::Codegen { function: function.clone(), message: error.to_string() }
                 }
                 error => module_error(error),
             })
@@ -138,7 +138,7 @@ fn define_all(
         match defined {
             Ok(result) => result?,
             Err(payload) => {
-                return Err(CompileError::Panicked { function: function.clone(), message: panic_message(&payload) });
+                return Err(CraneliftError::Panicked { function: function.clone(), message: panic_message(&payload) });
             }
         }
         sizes.push(context.compiled_code().map_or(0, |code| code.code_buffer().len()));
@@ -147,7 +147,7 @@ fn define_all(
     // Linking resolves imports; cranelift-jit panics on an unknown symbol.
     match catch_unwind(AssertUnwindSafe(|| module.finalize_definitions().map_err(module_error))) {
         Ok(result) => result.map(|()| (main, osr_ids, sizes)),
-        Err(payload) => Err(CompileError::Module { function: function.clone(), message: panic_message(&payload) }),
+        Err(payload) => Err(CraneliftError::Module { function: function.clone(), message: panic_message(&payload) }),
     }
 }
 

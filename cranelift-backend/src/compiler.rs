@@ -14,7 +14,7 @@
 //! [`CraneliftCompiler::evict`] with its broker (after each `pump`, say).
 //!
 //! The `define` callback runs under `catch_unwind`: a panic is a failed
-//! compile (`CompileError::Panicked`, counted in `CodeStats::panicked`).
+//! compile (`CraneliftError::Panicked`, counted in `CodeStats::panicked`).
 //!
 //! With a `Clone` callback the compiler is `Clone`: clones share the backend
 //! and the book of which bead owns which unit, and compile in parallel
@@ -32,13 +32,59 @@ use kiln_core::{
 };
 
 use crate::backend::CraneliftBackend;
-use crate::def::{DefKind, FunctionDef};
-use crate::error::CompileError;
+use crate::def::FunctionDef;
+use crate::error::CraneliftError;
 use crate::unit::Owner;
 
 /// A [`CraneliftBackend`] plus the host's `define` callback, as a
 /// kiln-core [`Compiler`] over bead handles `H`. `Clone` if `F` is: clones
 /// compile in parallel and share one book of units.
+///
+/// A host that pumps a kiln-core broker itself (needs no kiln-std):
+///
+/// ```
+/// use cranelift_codegen::ir::{InstBuilder, types::I64};
+/// use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoPump, ThresholdPolicy};
+/// use kiln_cranelift::{CraneliftCompiler, CraneliftConfig, FunctionDef};
+///
+/// /// `square(x) = x * x` as Cranelift IR.
+/// fn square_def() -> FunctionDef {
+///     FunctionDef::new("square", &[I64], &[I64], |builder, _cx| {
+///         let block = builder.create_block();
+///         builder.append_block_params_for_function_params(block);
+///         builder.switch_to_block(block);
+///         builder.seal_block(block);
+///         let x = builder.block_params(block)[0];
+///         let y = builder.ins().imul(x, x);
+///         builder.ins().return_(&[y]);
+///         Ok(())
+///     })
+/// }
+///
+/// let square = Bead::new(std::ptr::null_mut()); // one bead per function
+/// let broker: Broker<&Bead, _, _> = Broker::new(ThresholdPolicy::new(100), AlwaysRecompilePolicy, NoPump, NoEvents);
+/// let backend = CraneliftConfig::new().build().expect("a supported host");
+/// // `define` names the function behind a job (here there is only one).
+/// let mut compiler = CraneliftCompiler::new(backend, |_request: &CompileRequest<'_, &Bead>| Ok(square_def()));
+///
+/// let mut calls = 0;
+/// let code = loop {
+///     calls += 1;
+///     if let Some(code) = broker.on_invoke(&&square) {
+///         break code;
+///     }
+///     // Interpret meanwhile; here the host pumps between calls (a frame
+///     // end, a worker thread), then carries out budget evictions.
+///     broker.pump(&mut compiler, Budget::unlimited());
+///     compiler.evict(&broker);
+/// };
+/// // SAFETY (example): the only code compiled for `square` is `square_def`: (i64) -> i64.
+/// let native_square: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(code.as_ptr()) };
+/// assert_eq!(native_square(12), 144);
+/// assert!(calls > 100);
+/// // Retired code is freed once the host declares quiescence.
+/// broker.quiesce(&mut compiler);
+/// ```
 pub struct CraneliftCompiler<H, F> {
     backend: CraneliftBackend,
     define: F,
@@ -69,7 +115,7 @@ impl<H, F> CraneliftCompiler<H, F> {
     /// annotation.)
     pub fn new(backend: CraneliftBackend, define: F) -> Self
     where
-        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CraneliftError>,
     {
         Self { backend, define, beads: Arc::default() }
     }
@@ -133,11 +179,11 @@ impl<H: BeadRef, F> CraneliftCompiler<H, F> {
 impl<H, F> Compiler<H> for CraneliftCompiler<H, F>
 where
     H: BeadRef,
-    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CraneliftError>,
 {
-    type Error = CompileError;
+    type Error = CraneliftError;
 
-    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CompileError> {
+    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CraneliftError> {
         // `define` is host code run wherever the host pumps (its own thread,
         // a frame pump, a job-system task): a panic is a failed compile,
         // not an unwind through kiln-core.
@@ -148,14 +194,10 @@ where
                 return Err(self
                     .backend
                     .shared
-                    .failed(CompileError::Panicked { function: "(define callback)".to_owned(), message }));
+                    .failed(CraneliftError::Panicked { function: "(define callback)".to_owned(), message }));
             }
         };
-        let id = match def.kind {
-            DefKind::Source(source) => self.backend.shared.compile_unit(&source, Owner::Core)?,
-            DefKind::Prepared(prepared) => self.backend.adopt(prepared, Owner::Core)?,
-            DefKind::Failed(error) => return Err(error),
-        };
+        let (id, _) = self.backend.compile_def(def, Owner::Compiler)?;
         self.units().insert(id, request.bead.clone());
         let handle = CodeHandle::from_raw(id as usize).expect("unit ids start at 1");
         let cache = self.backend.shared.cache();

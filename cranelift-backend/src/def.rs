@@ -26,8 +26,10 @@ use cranelift_frontend::FunctionBuilder;
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
 
-use crate::error::CompileError;
-use crate::unit::PreparedUnit;
+#[cfg(feature = "std-adapter")]
+use crate::error::CraneliftError;
+#[cfg(feature = "std-adapter")]
+use crate::jit_backend::PreparedUnit;
 
 /// Which entry of a function the body callback is building.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,7 +46,7 @@ pub enum Entry {
 
 /// The body callback's type: builds one entry of the function into the
 /// builder (blocks filled and sealed; the backend calls `finalize`).
-/// An `Err` is a failed compile ([`CompileError::Build`]).
+/// An `Err` is a failed compile ([`CraneliftError::Build`](crate::CraneliftError::Build)).
 pub type BodyBuilder = dyn Fn(&mut FunctionBuilder<'_>, &mut BuildContext<'_>) -> Result<(), String> + Send + Sync;
 
 /// One OSR entry's declaration.
@@ -68,10 +70,10 @@ pub(crate) struct Source {
 pub(crate) enum DefKind {
     /// IR still to be built and compiled.
     Source(Source),
-    /// Compiled already by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare).
-    Prepared(PreparedUnit),
-    /// `prepare` failed; compiling this reports the error.
-    Failed(CompileError),
+    /// Compiled already by `CraneliftBackend::prepare` (kiln-std adapter),
+    /// or `prepare`'s error, which compiling this reports.
+    #[cfg(feature = "std-adapter")]
+    Prepared(Result<PreparedUnit, CraneliftError>),
 }
 
 /// A function for the backend to compile: name, signature (Cranelift value
@@ -114,8 +116,10 @@ impl std::fmt::Debug for FunctionDef {
                 .field("returns", &source.returns)
                 .field("osr_sites", &source.osr.iter().map(|spec| spec.site).collect::<Vec<_>>())
                 .finish_non_exhaustive(),
-            DefKind::Prepared(unit) => f.debug_tuple("FunctionDef::Prepared").field(unit).finish(),
-            DefKind::Failed(error) => f.debug_tuple("FunctionDef::Failed").field(error).finish(),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(Ok(unit)) => f.debug_tuple("FunctionDef::Prepared").field(unit).finish(),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(Err(error)) => f.debug_tuple("FunctionDef::Failed").field(error).finish(),
         }
     }
 }
@@ -143,8 +147,10 @@ impl FunctionDef {
     /// the function returns. The body callback is called again with
     /// [`Entry::Osr`] to build it. Has no effect on a prepared definition.
     pub fn osr_entry(mut self, site: u64, params: &[Type]) -> Self {
-        if let DefKind::Source(source) = &mut self.kind {
-            source.osr.push(OsrSpec { site, params: params.to_vec() });
+        match &mut self.kind {
+            DefKind::Source(source) => source.osr.push(OsrSpec { site, params: params.to_vec() }),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(_) => {}
         }
         self
     }
@@ -153,8 +159,10 @@ impl FunctionDef {
     pub fn name(&self) -> &str {
         match &self.kind {
             DefKind::Source(source) => &source.name,
-            DefKind::Prepared(unit) => unit.name(),
-            DefKind::Failed(error) => error.function().unwrap_or(""),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(Ok(unit)) => unit.name(),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(Err(error)) => error.function().unwrap_or(""),
         }
     }
 
@@ -162,8 +170,10 @@ impl FunctionDef {
     pub fn osr_sites(&self) -> Vec<u64> {
         match &self.kind {
             DefKind::Source(source) => source.osr.iter().map(|spec| spec.site).collect(),
-            DefKind::Prepared(unit) => unit.osr_sites(),
-            DefKind::Failed(_) => Vec::new(),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(Ok(unit)) => unit.osr_sites(),
+            #[cfg(feature = "std-adapter")]
+            DefKind::Prepared(Err(_)) => Vec::new(),
         }
     }
 }

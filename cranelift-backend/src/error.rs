@@ -1,4 +1,7 @@
-//! `CompileError`: every way a compile can fail, as a value.
+//! `CraneliftError`: every way compiling a definition can fail, as a value.
+//! (Named for the crate, like `CraneliftConfig`: kiln-std's `CompileError`
+//! is a backend's failure as a message, and Cranelift's own `CodegenError`
+//! is only one of the causes here.)
 //!
 //! A compile never brings the process down for the host's mistakes: invalid
 //! IR is caught by Cranelift's verifier (`Codegen`), a body builder that
@@ -11,7 +14,7 @@
 /// Why a compile produced no code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CompileError {
+pub enum CraneliftError {
     /// The definition's body builder returned an error.
     Build {
         /// The function being built.
@@ -58,13 +61,13 @@ pub enum CompileError {
         /// The configured budget.
         budget: usize,
     },
-    /// A definition carried to [`JitBackend::compile`](kiln_std::JitBackend::compile)
-    /// by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare)
-    /// belongs to another backend.
+    /// A definition carried to kiln-std's `JitBackend::compile` by
+    /// `CraneliftBackend::prepare` (feature `std-adapter`) belongs to
+    /// another backend.
     ForeignDefinition,
 }
 
-impl CompileError {
+impl CraneliftError {
     /// The function the error is about, if it names one.
     pub fn function(&self) -> Option<&str> {
         match self {
@@ -79,7 +82,7 @@ impl CompileError {
     }
 }
 
-impl std::fmt::Display for CompileError {
+impl std::fmt::Display for CraneliftError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Build { function, message } => write!(f, "building `{function}` failed: {message}"),
@@ -95,4 +98,9 @@ impl std::fmt::Display for CompileError {
     }
 }
 
-impl std::error::Error for CompileError {}
+impl std::error::Error for CraneliftError {}
+
+/// The former name of [`CraneliftError`], which read like kiln-std's
+/// `CompileError` (a different type).
+#[deprecated(since = "0.1.0", note = "renamed to `CraneliftError` (kiln-std's `CompileError` is a different type)")]
+pub type CompileError = CraneliftError;

@@ -13,12 +13,10 @@
 //! function's retirement, and a unit costs at least one page of code.
 
 use std::sync::atomic::AtomicU8;
-use std::sync::{Arc, Weak};
 
 use cranelift_jit::JITModule;
 use kiln_core::{OsrEntry, OsrTable};
 
-use crate::backend::Shared;
 use crate::codegen::Built;
 
 /// Who can send a unit's function back to the interpreter, should the
@@ -27,11 +25,14 @@ use crate::codegen::Built;
 pub(crate) enum Owner {
     /// Compiled through the standalone API: the host owns it; never evicted.
     Host,
-    /// Compiled for a kiln-std bead (evicted through the bead).
-    Std(Weak<kiln_std::Bead>),
-    /// Compiled by a [`CraneliftCompiler`](crate::CraneliftCompiler)
-    /// (evicted by its `evict`, through the kiln-core broker).
-    Core,
+    /// Compiled for a kiln-std bead (evicted through the bead, by the
+    /// post-compile hook).
+    #[cfg(feature = "std-adapter")]
+    Std(std::sync::Weak<kiln_std::Bead>),
+    /// Compiled by a [`CraneliftCompiler`](crate::CraneliftCompiler) for a
+    /// kiln-core broker (evicted by the compiler's `evict`, through that
+    /// broker).
+    Compiler,
 }
 
 /// One compile's code: its module, entries, OSR table and budget state.
@@ -96,51 +97,5 @@ impl Unit {
         drop(osr);
         // SAFETY: (1) no code of the module runs or will be called.
         unsafe { module.free_memory() };
-    }
-}
-
-/// A unit compiled ahead by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare),
-/// carried inside a [`FunctionDef`](crate::FunctionDef) to kiln-std's
-/// `JitBackend::compile`. Dropped unused, it frees the unit: its code was
-/// never published.
-pub(crate) struct PreparedUnit {
-    pub(crate) shared: Arc<Shared>,
-    id: Option<u64>,
-    name: String,
-    sites: Vec<u64>,
-}
-
-impl std::fmt::Debug for PreparedUnit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedUnit").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
-    }
-}
-
-impl PreparedUnit {
-    pub(crate) fn new(shared: Arc<Shared>, id: u64, name: String, sites: Vec<u64>) -> Self {
-        Self { shared, id: Some(id), name, sites }
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(crate) fn osr_sites(&self) -> Vec<u64> {
-        self.sites.clone()
-    }
-
-    /// Takes the unit out; the guard no longer frees it.
-    pub(crate) fn take(mut self) -> u64 {
-        self.id.take().expect("a prepared unit is taken once")
-    }
-}
-
-impl Drop for PreparedUnit {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            // SAFETY: (1, 2) the unit was never published: its entry and OSR
-            // entries went only into the `OsrBuild` this definition came in.
-            unsafe { self.shared.free_unit(id) };
-        }
     }
 }

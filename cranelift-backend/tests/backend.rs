@@ -1,11 +1,9 @@
-//! The backend end to end: standalone, under a kiln-core broker, and as a
-//! kiln-std `JitBackend`.
+//! The backend end to end: standalone and under a kiln-core broker (as a
+//! kiln-std `JitBackend`: `std_adapter.rs`).
 
 mod common;
 
 use std::ptr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
 use cranelift_codegen::ir::InstBuilder;
@@ -13,22 +11,10 @@ use cranelift_codegen::ir::types::{I32, I64};
 use kiln_core::{
     AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, CompileRequest, JobKind, NoEvents, NoPump, ThresholdPolicy,
 };
-use kiln_cranelift::{CompileError, ConfigError, CraneliftBackend, CraneliftCompiler, CraneliftConfig, FunctionDef};
-use kiln_std::{BackendAdapter, JitBackend};
+use kiln_cranelift::{ConfigError, CraneliftBackend, CraneliftCompiler, CraneliftConfig, CraneliftError, FunctionDef};
 
 fn backend() -> CraneliftBackend {
     CraneliftConfig::new().build().expect("host supported")
-}
-
-fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 #[test]
@@ -91,7 +77,7 @@ fn invalid_ir_is_a_failed_compile() {
         Ok(())
     });
     let error = backend.compile_function(wrong_type).unwrap_err();
-    assert!(matches!(&error, CompileError::Codegen { function, .. } if function == "wrong_type"), "{error:?}");
+    assert!(matches!(&error, CraneliftError::Codegen { function, .. } if function == "wrong_type"), "{error:?}");
 
     // A block left without a terminator: the frontend panics in debug
     // builds, the verifier refuses it in release builds.
@@ -102,14 +88,14 @@ fn invalid_ir_is_a_failed_compile() {
         Ok(())
     });
     let error = backend.compile_function(unfinished).unwrap_err();
-    assert!(matches!(&error, CompileError::Panicked { .. } | CompileError::Codegen { .. }), "{error:?}");
+    assert!(matches!(&error, CraneliftError::Panicked { .. } | CraneliftError::Codegen { .. }), "{error:?}");
 
     let refused = FunctionDef::new("refused", &[], &[], |_builder, _cx| Err("unsupported construct".into()));
     let error = backend.compile_function(refused).unwrap_err();
-    assert_eq!(error, CompileError::Build { function: "refused".into(), message: "unsupported construct".into() });
+    assert_eq!(error, CraneliftError::Build { function: "refused".into(), message: "unsupported construct".into() });
 
     let twice = add_def("twice", 1).osr_entry(3, &[I64]).osr_entry(3, &[I64]);
-    assert!(matches!(backend.compile_function(twice), Err(CompileError::InvalidDefinition { .. })));
+    assert!(matches!(backend.compile_function(twice), Err(CraneliftError::InvalidDefinition { .. })));
 
     let unknown_symbol = FunctionDef::new("calls_nowhere", &[], &[I64], |builder, cx| {
         let block = builder.create_block();
@@ -121,7 +107,7 @@ fn invalid_ir_is_a_failed_compile() {
         builder.ins().return_(&[result]);
         Ok(())
     });
-    assert!(matches!(backend.compile_function(unknown_symbol), Err(CompileError::Module { .. })));
+    assert!(matches!(backend.compile_function(unknown_symbol), Err(CraneliftError::Module { .. })));
 
     let stats = backend.stats();
     assert_eq!((stats.failed, stats.live_units, stats.resident_bytes), (5, 0, 0));
@@ -307,102 +293,17 @@ fn budget_evicts_the_coldest_kiln_core_code() {
 }
 
 #[test]
+#[allow(deprecated)]
+fn the_former_error_name_is_the_same_type() {
+    let error: kiln_cranelift::CompileError = CraneliftError::ForeignDefinition;
+    assert_eq!(error.function(), None);
+    assert_eq!(error.to_string(), "the prepared definition belongs to another backend");
+}
+
+#[test]
 fn a_function_larger_than_the_budget_fails_to_compile() {
     let backend = CraneliftConfig::new().code_budget(100).build().unwrap();
     let error = backend.compile_function(add_def("too_big", 1)).unwrap_err();
-    assert!(matches!(error, CompileError::OverBudget { needed: 4096, budget: 100, .. }), "{error:?}");
+    assert!(matches!(error, CraneliftError::OverBudget { needed: 4096, budget: 100, .. }), "{error:?}");
     assert_eq!(backend.stats().resident_bytes, 0);
-}
-
-// ----------------------------------------------------------------- kiln-std
-
-#[test]
-fn kiln_std_adapter_compiles_hot_functions() {
-    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(10));
-    let bound = adapter.register(ptr::null_mut(), None);
-    let call = || adapter.on_invoke(&bound, |_bead| fib_def());
-    assert!(wait_until(|| call().is_some()));
-    let entry = call().unwrap();
-    // SAFETY: `fib_def` is (i64) -> i64, installed.
-    assert_eq!(unsafe { call1(entry, 20) }, 6765);
-    assert_eq!(adapter.backend().stats().live_units, 1);
-    // Retire it and declare quiescence: the module is freed.
-    bound.reload();
-    for _ in 0..3 {
-        adapter.beadie().quiesce();
-    }
-    assert!(wait_until(|| adapter.backend().stats().live_units == 0));
-}
-
-#[test]
-fn kiln_std_failed_compile_keeps_interpreting() {
-    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1));
-    let bound = adapter.register(ptr::null_mut(), None);
-    let broken = || {
-        FunctionDef::new("broken", &[I64], &[I64], |builder, _cx| {
-            let block = builder.create_block();
-            builder.switch_to_block(block);
-            builder.seal_block(block);
-            let x = builder.ins().iconst(I32, 1);
-            builder.ins().return_(&[x]);
-            Ok(())
-        })
-    };
-    assert_eq!(adapter.on_invoke(&bound, move |_| broken()), None);
-    assert!(wait_until(|| adapter.beadie().stats().failures == 1));
-    assert_eq!(bound.bead().compiled(), None);
-    assert_eq!(adapter.backend().stats().failed, 1);
-}
-
-#[test]
-fn kiln_std_publishes_prepared_osr_entries() {
-    let adapter = Arc::new(BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1)));
-    let bound = adapter.register(ptr::null_mut(), None);
-    let backend = adapter.backend().clone();
-    adapter.on_invoke_osr(&bound, move |_bead| backend.prepare(sum_def()));
-    assert!(wait_until(|| bound.bead().compiled().is_some()));
-    let osr = bound.bead().osr_entry(SUM_LOOP).expect("published with the entry");
-    // SAFETY: `sum_def`'s OSR entry is (i, acc, n) -> i64, installed.
-    assert_eq!(unsafe { call3(osr, 5, 10, 10) }, 45);
-    // Entry and OSR entry are one unit, freed together.
-    assert_eq!(adapter.backend().stats().live_units, 1);
-}
-
-#[test]
-fn kiln_std_publishes_osr_entries_compiled_with_the_function() {
-    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1));
-    let bound = adapter.register(ptr::null_mut(), None);
-    // No `prepare`: `compile_with_osr` hands the loop entries to kiln-std.
-    adapter.on_invoke_osr(&bound, |_bead| kiln_std::OsrBuild { def: sum_def(), osr: Vec::new() });
-    assert!(wait_until(|| bound.bead().compiled().is_some()));
-    let osr = bound.bead().osr_entry(SUM_LOOP).expect("published with the entry");
-    // SAFETY: `sum_def`'s OSR entry is (i, acc, n) -> i64, installed.
-    assert_eq!(unsafe { call3(osr, 5, 10, 10) }, 45);
-    assert_eq!(adapter.backend().stats().live_units, 1);
-}
-
-#[test]
-fn kiln_std_budget_evicts_through_the_bead() {
-    let backend = CraneliftConfig::new().code_budget(4096).eviction_pause(500).build().unwrap();
-    let adapter = BackendAdapter::with_policy(backend, kiln_std::ThresholdPolicy::new(1));
-    let first = adapter.register(ptr::null_mut(), None);
-    let second = adapter.register(ptr::null_mut(), None);
-    assert!(wait_until(|| adapter.on_invoke(&first, |_| add_def("first", 1)).is_some()));
-    assert!(wait_until(|| adapter.on_invoke(&second, |_| add_def("second", 2)).is_some()));
-    // The second compile needed the only page: the first went back.
-    assert!(wait_until(|| first.bead().compiled().is_none()));
-    assert_eq!(first.bead().state(), kiln_std::BeadState::Interpreted);
-    assert_eq!(first.bead().bailout_count(), 0, "an eviction is not a bailout");
-    assert_eq!(adapter.backend().stats().evicted, 1);
-    for _ in 0..3 {
-        adapter.beadie().quiesce();
-    }
-    assert!(wait_until(|| adapter.backend().stats().live_units == 1));
-    // Paused: the next calls interpret without recompiling.
-    for _ in 0..100 {
-        assert_eq!(adapter.on_invoke(&first, |_| add_def("first", 1)), None);
-    }
-    assert_eq!(adapter.backend().stats().compiled, 2);
-    let _: fn(&CraneliftBackend, &Arc<kiln_std::Bead>, FunctionDef) -> Result<*mut (), CompileError> =
-        <CraneliftBackend as JitBackend>::compile;
 }

@@ -243,7 +243,7 @@ fn compiled(beads: &[&'static Bead]) -> usize {
 /// The definition of the script behind a kiln-core compile request.
 fn define(
     program: &'static Program,
-) -> impl FnMut(&CompileRequest<'_, &'static Bead>) -> Result<FunctionDef, kiln_cranelift::CompileError>
+) -> impl FnMut(&CompileRequest<'_, &'static Bead>) -> Result<FunctionDef, kiln_cranelift::CraneliftError>
 + Clone
 + Send
 + 'static {

@@ -86,6 +86,24 @@ pub trait JitBackend: Send + Sync + 'static {
     ) -> Result<(*mut (), Vec<OsrEntry>), Self::Error> {
         self.compile(bead, def).map(|entry| (entry, Vec::new()))
     }
+
+    /// Runs once after each compile kiln ran for `bead` — `compile` or
+    /// `compile_with_osr`, whether it returned code or an error (on the
+    /// broker threads also after a panic, which kiln caught) — on the thread
+    /// that ran it, once kiln has published or refused the result. It runs
+    /// outside kiln's compile and outside every kiln lock, so unlike a
+    /// compile it may call back into kiln (`Bead::evict`, say: a code-memory
+    /// budget sends cold functions back to the interpreter here, never from
+    /// inside a compile). For a lazy compile (on a broker thread, or in
+    /// [`Beadie::pump`]) it runs after that pump; for [`BoundBead::compile`]
+    /// right after the eager install. A panic in it is caught and counted on
+    /// the broker threads, like a compile's.
+    ///
+    /// The default does nothing (beadie's backends have no such hook). A
+    /// backend wrapping another must forward it.
+    fn after_compile(&self, bead: &Arc<Bead>) {
+        let _ = bead;
+    }
 }
 
 /// What an OSR-aware factory returns: the backend's definition plus one
@@ -140,14 +158,18 @@ impl<B: JitBackend> BoundBead<B> {
     /// [`JitBackend::release`] (under `catch_unwind`). The backend's
     /// `compile` runs on the calling thread, outside kiln's isolation: a
     /// panic in it is the caller's own and unwinds to it, with nothing
-    /// installed and kiln's state untouched.
+    /// installed and kiln's state untouched. [`JitBackend::after_compile`]
+    /// runs after the install (or the error), on the calling thread too.
     pub fn compile(&self, def: B::FunctionDef) -> Result<Arc<Bead>, B::Error> {
-        let entry = self.backend.compile(&self.bead, def)?;
-        let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));
-        if self.bead.install_built(built, true).is_none() {
-            log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
+        let compiled = self.backend.compile(&self.bead, def);
+        if let Ok(entry) = compiled {
+            let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));
+            if self.bead.install_built(built, true).is_none() {
+                log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
+            }
         }
-        Ok(Arc::clone(&self.bead))
+        self.backend.after_compile(&self.bead);
+        compiled.map(|_| Arc::clone(&self.bead))
     }
 
     /// Forces recompilation; see [`Bead::reload`].
@@ -305,6 +327,9 @@ fn backend_work<B: JitBackend>(
     let backend = Arc::clone(backend);
     Box::new(move |bead, _tier| {
         let OsrBuild { def, mut osr } = factory(bead);
+        // Armed before the compile so that it fires however the compile
+        // ends, a panic included.
+        let _after = AfterCompile(Some((Arc::clone(&backend), Arc::clone(bead))));
         let (entry, compiled_osr) =
             backend.compile_with_osr(bead, def).map_err(|error| CompileFailure::Backend(error.to_string()))?;
         osr.extend(compiled_osr);
@@ -312,6 +337,21 @@ fn backend_work<B: JitBackend>(
         let release = NonNull::new(entry).map(|_| release_hook(&backend));
         Ok(bead.built(entry, osr, release))
     })
+}
+
+/// Defers [`JitBackend::after_compile`] when dropped, i.e. once the backend
+/// compile is over: the compile work runs inside kiln-core's compile, where
+/// the hook must not run (see `after_compile`), so the pump site runs it.
+struct AfterCompile<B: JitBackend>(Option<(Arc<B>, Arc<Bead>)>);
+
+impl<B: JitBackend> Drop for AfterCompile<B> {
+    fn drop(&mut self) {
+        if let Some((backend, bead)) = self.0.take() {
+            crate::after_compile::defer(move || {
+                bead.panics.isolate("JitBackend::after_compile", || backend.after_compile(&bead));
+            });
+        }
+    }
 }
 
 #[cfg(test)]

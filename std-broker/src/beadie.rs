@@ -530,6 +530,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     pub fn pump(&self, budget: kiln_core::Budget<'_>) -> kiln_core::PumpReport {
         let domain = &self.chain.domain;
         let report = domain.broker.pump(&mut domain.compiler(), budget);
+        crate::after_compile::run_deferred();
         domain.reclaim_step();
         report
     }

@@ -25,6 +25,7 @@
 //! assert!(native_calls > 0);
 //! ```
 
+mod after_compile;
 mod backend;
 mod bead;
 mod beadie;

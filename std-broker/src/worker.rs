@@ -162,6 +162,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
     let mut reclaimed = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
+        crate::after_compile::run_deferred();
         if report.ran > 0 || report.dropped > 0 {
             isolate_logger(|| log::trace!(target: "kiln", "pump: {report:?}"));
             idle_since = Instant::now();

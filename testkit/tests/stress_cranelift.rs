@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::ir::{InstBuilder, types::I64};
-use kiln_cranelift::{CompileError, CraneliftBackend, CraneliftConfig, FunctionDef};
+use kiln_cranelift::{CraneliftBackend, CraneliftConfig, CraneliftError, FunctionDef};
 use kiln_std::{
     AlwaysRecompilePolicy, BackendAdapter, BailoutInfo, Bead, BoundBead, JitBackend, OsrEntry, ThresholdPolicy,
 };
@@ -58,13 +58,13 @@ unsafe fn call(entry: usize) -> i64 {
 
 impl JitBackend for Tracked {
     type FunctionDef = FunctionDef;
-    type Error = CompileError;
+    type Error = CraneliftError;
 
-    fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), CompileError> {
+    fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), CraneliftError> {
         self.compile_with_osr(bead, def).map(|(entry, _)| entry)
     }
 
-    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CompileError> {
+    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CraneliftError> {
         let (entry, osr) = self.inner.compile_with_osr(bead, def)?;
         if !entry.is_null() {
             // SAFETY: (1) just compiled from `constant`, not yet handed to kiln.
@@ -73,6 +73,10 @@ impl JitBackend for Tracked {
             self.compiled.fetch_add(1, Ordering::Relaxed);
         }
         Ok((entry, osr))
+    }
+
+    fn after_compile(&self, bead: &Arc<Bead>) {
+        self.inner.after_compile(bead);
     }
 
     fn release(&self, code: *mut ()) {

@@ -121,6 +121,11 @@ impl<B: JitBackend> JitBackend for FaultyBackend<B> {
         Ok((entry, osr))
     }
 
+    fn after_compile(&self, bead: &Arc<Bead>) {
+        // Forwarded: the inner backend may evict here (a code budget).
+        self.inner.after_compile(bead);
+    }
+
     fn release(&self, code: *mut ()) {
         self.plan.step();
         self.inner.release(code);

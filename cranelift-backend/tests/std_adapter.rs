@@ -1,0 +1,192 @@
+//! The kiln-std adapter (feature `std-adapter`) end to end: kiln-std's
+//! `BackendAdapter` compiling with `CraneliftBackend`, OSR entries, and the
+//! code budget evicting after a compile, never inside it.
+
+mod common;
+
+use std::ptr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::types::{I32, I64};
+use kiln_cranelift::{CraneliftBackend, CraneliftConfig, CraneliftError, FunctionDef};
+use kiln_std::{BackendAdapter, JitBackend};
+
+fn backend() -> CraneliftBackend {
+    CraneliftConfig::new().build().expect("host supported")
+}
+
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+#[test]
+fn kiln_std_adapter_compiles_hot_functions() {
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(10));
+    let bound = adapter.register(ptr::null_mut(), None);
+    let call = || adapter.on_invoke(&bound, |_bead| fib_def());
+    assert!(wait_until(|| call().is_some()));
+    let entry = call().unwrap();
+    // SAFETY: `fib_def` is (i64) -> i64, installed.
+    assert_eq!(unsafe { call1(entry, 20) }, 6765);
+    assert_eq!(adapter.backend().stats().live_units, 1);
+    // Retire it and declare quiescence: the module is freed.
+    bound.reload();
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    assert!(wait_until(|| adapter.backend().stats().live_units == 0));
+}
+
+#[test]
+fn kiln_std_failed_compile_keeps_interpreting() {
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1));
+    let bound = adapter.register(ptr::null_mut(), None);
+    let broken = || {
+        FunctionDef::new("broken", &[I64], &[I64], |builder, _cx| {
+            let block = builder.create_block();
+            builder.switch_to_block(block);
+            builder.seal_block(block);
+            let x = builder.ins().iconst(I32, 1);
+            builder.ins().return_(&[x]);
+            Ok(())
+        })
+    };
+    assert_eq!(adapter.on_invoke(&bound, move |_| broken()), None);
+    assert!(wait_until(|| adapter.beadie().stats().failures == 1));
+    assert_eq!(bound.bead().compiled(), None);
+    assert_eq!(adapter.backend().stats().failed, 1);
+}
+
+#[test]
+fn kiln_std_publishes_prepared_osr_entries() {
+    let adapter = Arc::new(BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1)));
+    let bound = adapter.register(ptr::null_mut(), None);
+    let backend = adapter.backend().clone();
+    adapter.on_invoke_osr(&bound, move |_bead| backend.prepare(sum_def()));
+    assert!(wait_until(|| bound.bead().compiled().is_some()));
+    let osr = bound.bead().osr_entry(SUM_LOOP).expect("published with the entry");
+    // SAFETY: `sum_def`'s OSR entry is (i, acc, n) -> i64, installed.
+    assert_eq!(unsafe { call3(osr, 5, 10, 10) }, 45);
+    // Entry and OSR entry are one unit, freed together.
+    assert_eq!(adapter.backend().stats().live_units, 1);
+}
+
+#[test]
+fn kiln_std_publishes_osr_entries_compiled_with_the_function() {
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(1));
+    let bound = adapter.register(ptr::null_mut(), None);
+    // No `prepare`: `compile_with_osr` hands the loop entries to kiln-std.
+    adapter.on_invoke_osr(&bound, |_bead| kiln_std::OsrBuild { def: sum_def(), osr: Vec::new() });
+    assert!(wait_until(|| bound.bead().compiled().is_some()));
+    let osr = bound.bead().osr_entry(SUM_LOOP).expect("published with the entry");
+    // SAFETY: `sum_def`'s OSR entry is (i, acc, n) -> i64, installed.
+    assert_eq!(unsafe { call3(osr, 5, 10, 10) }, 45);
+    assert_eq!(adapter.backend().stats().live_units, 1);
+}
+
+#[test]
+fn kiln_std_budget_evicts_through_the_bead() {
+    let backend = CraneliftConfig::new().code_budget(4096).eviction_pause(500).build().unwrap();
+    let adapter = BackendAdapter::with_policy(backend, kiln_std::ThresholdPolicy::new(1));
+    let first = adapter.register(ptr::null_mut(), None);
+    let second = adapter.register(ptr::null_mut(), None);
+    assert!(wait_until(|| adapter.on_invoke(&first, |_| add_def("first", 1)).is_some()));
+    assert!(wait_until(|| adapter.on_invoke(&second, |_| add_def("second", 2)).is_some()));
+    // The second compile needed the only page: the first went back.
+    assert!(wait_until(|| first.bead().compiled().is_none()));
+    assert_eq!(first.bead().state(), kiln_std::BeadState::Interpreted);
+    assert_eq!(first.bead().bailout_count(), 0, "an eviction is not a bailout");
+    assert_eq!(adapter.backend().stats().evicted, 1);
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    assert!(wait_until(|| adapter.backend().stats().live_units == 1));
+    // Paused: the next calls interpret without recompiling.
+    for _ in 0..100 {
+        assert_eq!(adapter.on_invoke(&first, |_| add_def("first", 1)), None);
+    }
+    assert_eq!(adapter.backend().stats().compiled, 2);
+    let _: fn(&CraneliftBackend, &Arc<kiln_std::Bead>, FunctionDef) -> Result<*mut (), CraneliftError> =
+        <CraneliftBackend as JitBackend>::compile;
+}
+
+/// [`CraneliftBackend`] as kiln-std sees it, watching one bead: after the
+/// backend's compile returned — still inside kiln's compile — it notes
+/// whether the watched bead's code was taken away meanwhile.
+struct Watching {
+    inner: CraneliftBackend,
+    watched: std::sync::Mutex<Option<Arc<kiln_std::Bead>>>,
+    evicted_inside_a_compile: std::sync::atomic::AtomicBool,
+}
+
+impl JitBackend for Watching {
+    type FunctionDef = FunctionDef;
+    type Error = CraneliftError;
+
+    fn compile(&self, bead: &Arc<kiln_std::Bead>, def: FunctionDef) -> Result<*mut (), CraneliftError> {
+        let watched = self.watched.lock().unwrap().clone();
+        let before = watched.as_ref().and_then(|watched| watched.compiled());
+        let entry = self.inner.compile(bead, def)?;
+        let after = watched.as_ref().and_then(|watched| watched.compiled());
+        if before.is_some() && after.is_none() {
+            self.evicted_inside_a_compile.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(entry)
+    }
+
+    fn after_compile(&self, bead: &Arc<kiln_std::Bead>) {
+        self.inner.after_compile(bead);
+    }
+
+    fn release(&self, code: *mut ()) {
+        self.inner.release(code);
+    }
+}
+
+#[test]
+fn kiln_std_budget_evicts_after_the_compile_not_inside_it() {
+    // Room for one unit: the second compile needs the first one's page.
+    let backend = CraneliftConfig::new().code_budget(4096).eviction_pause(500).build().unwrap();
+    let watching = Watching {
+        inner: backend,
+        watched: std::sync::Mutex::default(),
+        evicted_inside_a_compile: std::sync::atomic::AtomicBool::new(false),
+    };
+    let config = kiln_std::BeadieConfig { workers: 0, ..kiln_std::BeadieConfig::default() };
+    let adapter = BackendAdapter::with_config(watching, kiln_std::ThresholdPolicy::new(1), config);
+    let (first, second) = (adapter.register(ptr::null_mut(), None), adapter.register(ptr::null_mut(), None));
+    adapter.on_invoke(&first, |_| add_def("first", 1));
+    adapter.beadie().pump(kiln_std::Budget::unlimited());
+    assert!(first.bead().compiled().is_some());
+    *adapter.backend().watched.lock().unwrap() = Some(Arc::clone(first.bead()));
+
+    adapter.on_invoke(&second, |_| add_def("second", 2));
+    adapter.beadie().pump(kiln_std::Budget::unlimited());
+    assert!(
+        !adapter.backend().evicted_inside_a_compile.load(std::sync::atomic::Ordering::Relaxed),
+        "a compile evicted another bead: it must only choose it, and evict once the compile is over"
+    );
+    // Evicted by the post-compile hook, after the pump returned.
+    assert!(second.bead().compiled().is_some(), "the new function is installed");
+    assert_eq!(first.bead().compiled(), None, "the cold function went back to the interpreter");
+    assert_eq!(first.bead().state(), kiln_std::BeadState::Interpreted);
+    let stats = adapter.backend().inner.stats();
+    assert_eq!(stats.evicted, 1);
+    assert!(stats.resident_bytes - stats.evicting_bytes <= 4096, "{stats:?}");
+    // Once released, the memory is back within the budget.
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    let stats = adapter.backend().inner.stats();
+    assert_eq!((stats.live_units, stats.resident_bytes, stats.evicting_bytes), (1, 4096, 0), "{stats:?}");
+}

@@ -19,12 +19,17 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::OsrEntry;
-use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
-use crate::beadie::{Beadie, BeadieConfig, backedge_with, invoke_with, outlined};
+use crate::bead::{Bead, CoreHandle, ReloadOutcome, SwapResult};
+use crate::beadie::{Beadie, BeadieConfig};
 use crate::code::{CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
+use crate::promote;
+use crate::work::CompileWork;
 
-/// A backend's failure, as a message.
+/// A backend's failure, as a message: the seed's `CompileError`, for
+/// [`JitBackend`]s that have no error type of their own. (kiln-std's own
+/// reasons for a failed compile, backend errors among them, are
+/// [`CompileFailure`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileError {
     /// What went wrong.
@@ -213,13 +218,8 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     where
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
     {
-        if let Some(entry) = bound.bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| {
-            invoke_with(&bound.bead, || {
-                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
-            })
+        promote::on_invoke(&bound.bead, |_| {
+            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
         })
     }
 
@@ -230,10 +230,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     where
         F: FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
     {
-        if let Some(entry) = bound.bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| invoke_with(&bound.bead, || backend_work(&bound.backend, factory)))
+        promote::on_invoke(&bound.bead, |_| backend_work(&bound.backend, factory))
     }
 
     /// A loop back-edge probe at `site` inside a long-running interpreted
@@ -248,13 +245,8 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     where
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
     {
-        if let Some(entry) = bound.bead.core.osr_entry(site) {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| {
-            backedge_with(&bound.bead, site, || {
-                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
-            })
+        promote::on_backedge(&bound.bead, site, || {
+            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
         })
     }
 

@@ -23,8 +23,8 @@ use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler};
 use crate::reclaim::Reclaimer;
 pub(crate) use crate::reclaim::ThreadSlot;
 
-use crate::bead::BeadHandle;
 use crate::code::{CodeObject, CompileFailure};
+use crate::job::JobHandle;
 use crate::policy::PolicyLadder;
 
 /// Jobs the queue can hold at most (`Beadie::with_policy_and_capacity` may
@@ -34,7 +34,7 @@ pub(crate) const QUEUE: usize = 1024;
 /// Retired code objects waiting for quiescence.
 pub(crate) const RETIRE: usize = 1024;
 
-pub(crate) type CoreBroker = kiln_core::Broker<BeadHandle, PolicyLadder, DynDeopt, Waker, LogEvents, QUEUE, RETIRE>;
+pub(crate) type CoreBroker = kiln_core::Broker<JobHandle, PolicyLadder, DynDeopt, Waker, LogEvents, QUEUE, RETIRE>;
 
 /// The broker-level deopt policy (compile failures), type-erased.
 pub(crate) struct DynDeopt(pub(crate) Box<dyn kiln_core::DeoptPolicy + Send + Sync>);
@@ -260,17 +260,20 @@ impl Drop for Domain {
     }
 }
 
-/// kiln-std's compiler: runs the closure attached to the bead at promotion.
+/// kiln-std's compiler: runs the compile work the job carries.
 pub(crate) struct StdCompiler {
     ledger: Arc<Ledger>,
 }
 
-impl Compiler<BeadHandle> for StdCompiler {
+impl Compiler<JobHandle> for StdCompiler {
     type Error = CompileFailure;
 
-    fn compile(&mut self, request: &CompileRequest<'_, BeadHandle>) -> Result<Compiled, CompileFailure> {
-        let bead = request.bead.arc();
-        let work = bead.take_work().ok_or(CompileFailure::NoWork)?;
+    fn compile(&mut self, request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
+        let bead = request.bead.bead_arc();
+        // Every queued handle carries its work (see `job`); one without it
+        // would be a kiln bug, failed like any compile that made no code.
+        #[allow(deprecated)]
+        let work = request.bead.take_work().ok_or(CompileFailure::NoWork)?;
         let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(bead, request.tier)));
         let built = match outcome {
@@ -297,10 +300,11 @@ impl Compiler<BeadHandle> for StdCompiler {
 /// Collects the handles `release_retired_now` hands over at shutdown.
 struct Parking<'a>(&'a mut Vec<CodeHandle>);
 
-impl Compiler<BeadHandle> for Parking<'_> {
+impl Compiler<JobHandle> for Parking<'_> {
     type Error = CompileFailure;
 
-    fn compile(&mut self, _request: &CompileRequest<'_, BeadHandle>) -> Result<Compiled, CompileFailure> {
+    fn compile(&mut self, _request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
+        #[allow(deprecated)]
         Err(CompileFailure::NoWork)
     }
 

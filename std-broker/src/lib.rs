@@ -32,15 +32,19 @@ mod code;
 pub mod compat;
 mod deopt;
 mod domain;
+mod job;
 mod policy;
+mod promote;
 mod reclaim;
+mod state;
 mod sync;
 mod tiered;
+mod work;
 mod worker;
 
 pub use backend::{BackendAdapter, BoundBead, CompileError, JitBackend, OsrBuild};
-pub use bead::{Bead, BeadState, CoreHandle, ReloadOutcome, SwapResult};
-pub use beadie::{Beadie, BeadieConfig, Broker, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
+pub use bead::{Bead, CoreHandle, ReloadOutcome, SwapResult};
+pub use beadie::{Beadie, BeadieConfig, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
 pub use code::{CompileFailure, NativeCode, logger_panics};
 pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
@@ -48,7 +52,14 @@ pub use deopt::{
 };
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
+pub use state::BeadState;
 pub use tiered::{TieredAdapter, TieredBound};
+pub use worker::WorkerPool;
+
+/// The seed's name for the worker pool ("background compilation worker
+/// thread"): kiln-std's [`WorkerPool`]. Inside kiln, "broker" is kiln-core's
+/// [`kiln_core::Broker`], which the pool's threads pump.
+pub type Broker = WorkerPool;
 
 /// The workspace README's examples (kiln-core's and kiln-std's), compiled
 /// and run as doctests here, where both crates are in reach.

@@ -22,15 +22,16 @@
 //! whatever code it runs (or keeps interpreting), and kiln's failure policy
 //! decides when to try again.
 
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::SubmitResult;
-use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle};
-use crate::beadie::{Beadie, BeadieConfig, entry_work, outlined, submit_work_at};
+use crate::bead::{Bead, CoreHandle};
+use crate::beadie::{Beadie, BeadieConfig};
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, TieredDeoptPolicy};
 use crate::policy::{HotnessPolicy, PolicyLadder};
+use crate::promote;
+use crate::work::{CompileWork, entry_work};
 
 /// A bead registered with a [`TieredAdapter`]. Cloning shares the bead and
 /// its per-tier "queued" flags.
@@ -50,7 +51,7 @@ impl TieredBound {
     /// Tier of the code the bead runs now (0 = first compiled tier), or
     /// `None` if it interprets.
     pub fn current_tier(&self) -> Option<usize> {
-        self.bead.core.compiled().and(self.bead.core.tier()).map(usize::from)
+        self.bead.kiln_bead.compiled().and(self.bead.kiln_bead.tier()).map(usize::from)
     }
 
     /// The bead's generation (see [`Bead::generation`]). kiln bumps it on
@@ -73,7 +74,7 @@ impl TieredBound {
     /// The highest tier this bead may still reach (lowered by a
     /// `RevertToTier1` bailout, restored by a reset).
     pub fn max_tier(&self) -> usize {
-        usize::from(self.bead.core.tier_cap()).min(self.queued.len())
+        usize::from(self.bead.kiln_bead.tier_cap()).min(self.queued.len())
     }
 
     /// Back to the interpreter with every tier allowed again: code is
@@ -176,19 +177,9 @@ impl TieredAdapter {
     where
         F: Fn(usize, &Arc<Bead>) -> *mut () + Send + Sync + Clone + 'static,
     {
-        let bead = &bound.bead;
-        if let Some(entry) = bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| {
-            let handle = BeadHandle::from_arc(bead);
-            bead.domain
-                .broker
-                .on_invoke_with(handle, |tier, _| {
-                    bound.mark_queued(usize::from(tier));
-                    bead.set_work(tier_work(compile));
-                })
-                .map(NonNull::as_ptr)
+        promote::on_invoke(&bound.bead, |tier| {
+            bound.mark_queued(usize::from(tier));
+            tier_work(compile)
         })
     }
 
@@ -207,7 +198,8 @@ impl TieredAdapter {
         if !bound.mark_queued(target_tier) {
             return false;
         }
-        let accepted = submit_work_at(&bound.bead, target_tier as u8, entry_work(compile)) == SubmitResult::Accepted;
+        let accepted =
+            promote::submit_at(&bound.bead, target_tier as u8, entry_work(compile)) == SubmitResult::Accepted;
         if !accepted {
             bound.queued[target_tier - 1].store(false, Ordering::Relaxed);
         }

@@ -16,6 +16,11 @@
 //!        └──── on_bailout (Recompile / RevertToTier1) ◄──┘
 //! ```
 //!
+//! Tiers are numbered from 0 everywhere in kiln: policy `i` promotes to
+//! tier `i`, the compile closure receives that index, and
+//! [`TieredBound::current_tier`] reports it. Only the seed's names count
+//! from 1: its `RevertToTier1` falls back to tier 0.
+//!
 //! The workers (one per tier) share the domain's queue, so a slow
 //! optimising compile never blocks a baseline compile of another function.
 //! A compile closure that returns null is a failed compile: the bead keeps
@@ -71,7 +76,7 @@ impl TieredBound {
         tier.checked_sub(1).and_then(|index| self.queued.get(index)).is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
-    /// The highest tier this bead may still reach (lowered by a
+    /// The highest tier this bead may still reach (lowered to 0 by a
     /// `RevertToTier1` bailout, restored by a reset).
     pub fn max_tier(&self) -> usize {
         usize::from(self.bead.kiln_bead.tier_cap()).min(self.queued.len())
@@ -98,7 +103,8 @@ impl TieredBound {
 }
 
 /// Coordinates N compilation tiers, each with its own promotion policy,
-/// compiled by one closure that receives the tier index.
+/// compiled by one closure that receives the tier index (0 = the first
+/// compiled tier).
 pub struct TieredAdapter {
     beadie: Beadie,
     tiers: usize,
@@ -166,7 +172,8 @@ impl TieredAdapter {
 
     /// On every call: the entry of the code the bead runs, if any, else
     /// `None` (interpret). A call that crosses the next tier's policy hands
-    /// `compile` to a worker, which calls it with that tier's index; a null
+    /// `compile` to a worker, which calls it with that tier's index (from
+    /// 0); a null
     /// result is a failed compile and the bead keeps its current code.
     ///
     /// The bound is beadie's (`Fn + Clone + Sync`), so a program moves
@@ -208,7 +215,7 @@ impl TieredAdapter {
 
     /// Reports a bailout of `bound`'s code and applies the adapter's deopt
     /// policy (see [`Bead::on_bailout`]). `RevertToTier1` caps the bead at
-    /// tier 0 and clears its queued flags.
+    /// tier 0 (the first compiled tier) and clears its queued flags.
     pub fn on_bailout(&self, bound: &TieredBound, info: BailoutInfo) -> DeoptDecision {
         let decision = bound.bead.on_bailout(info, &*self.deopt_policy);
         if decision == DeoptDecision::RevertToTier1 {

@@ -240,6 +240,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
     let mut compiler = domain.compiler();
     let mut idle_since = Instant::now();
     let mut reclaimed = Instant::now();
+    // Acquire (both loads) pairs with the Release store in `begin_shutdown`.
     while !stop.load(Ordering::Acquire) {
         let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
         if report.ran > 0 || report.dropped > 0 {

@@ -131,32 +131,22 @@ fn decide_as_seed(
     DeoptDecision::from_kiln(policy.on_bailout(&bailout), bailout.invocations)
 }
 
-impl DeoptPolicy for AlwaysRecompilePolicy {
-    fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        decide_as_seed(self, bead, info, bailout_count)
-    }
+/// The seed's trait on kiln-core's policies, each through
+/// [`decide_as_seed`]: so `ExponentialBackoffPolicy` anchors its pauses at
+/// the bead's invocation count, and `TieredDeoptPolicy` treats code of
+/// generation ≥ 1 as optimised code (kiln's tier 1) and generation 0 as
+/// the first tier (kiln's tier 0), as in the seed.
+macro_rules! seed_deopt_policy {
+    ($($policy:ty),* $(,)?) => {$(
+        impl DeoptPolicy for $policy {
+            fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
+                decide_as_seed(self, bead, info, bailout_count)
+            }
+        }
+    )*};
 }
 
-impl DeoptPolicy for ThresholdDeoptPolicy {
-    fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        decide_as_seed(self, bead, info, bailout_count)
-    }
-}
-
-/// Pauses are anchored at the bead's invocation count, as in the seed.
-impl DeoptPolicy for ExponentialBackoffPolicy {
-    fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        decide_as_seed(self, bead, info, bailout_count)
-    }
-}
-
-/// Code of generation ≥ 1 is optimised code (kiln's tier 1); generation 0
-/// is the first tier (kiln's tier 0), as in the seed.
-impl DeoptPolicy for TieredDeoptPolicy {
-    fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        decide_as_seed(self, bead, info, bailout_count)
-    }
-}
+seed_deopt_policy!(AlwaysRecompilePolicy, ThresholdDeoptPolicy, ExponentialBackoffPolicy, TieredDeoptPolicy);
 
 #[cfg(test)]
 mod tests {

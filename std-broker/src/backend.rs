@@ -173,7 +173,7 @@ impl<B: JitBackend> BoundBead<B> {
 }
 
 /// A [`Beadie`] wired to one backend: hot functions are compiled by `B`
-/// on the broker thread.
+/// on a worker thread.
 pub struct BackendAdapter<B: JitBackend, P: HotnessPolicy = ThresholdPolicy> {
     beadie: Beadie<P>,
     backend: Arc<B>,
@@ -211,7 +211,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     }
 
     /// On every call: the native entry if compiled, else `None`. The call
-    /// that makes the function hot hands `factory` to the broker thread,
+    /// that makes the function hot hands `factory` to a worker thread,
     /// which builds the definition and compiles it with the backend.
     #[inline(always)]
     pub fn on_invoke<F>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
@@ -236,7 +236,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     /// A loop back-edge probe at `site` inside a long-running interpreted
     /// call (see [`Beadie::on_backedge`]): the OSR entry for `site` if the
     /// installed code has one; otherwise counts the back-edge, and the probe
-    /// that makes the loop hot hands `factory` to the broker thread, which
+    /// that makes the loop hot hands `factory` to a worker thread, which
     /// compiles its definition with [`JitBackend::compile_with_osr`]. The
     /// entry and the OSR entries are published together and given back to
     /// [`JitBackend::release`] once retired, like any backend code.

@@ -156,8 +156,8 @@ impl std::fmt::Debug for Domain {
 }
 
 /// The orchestrator: registers beads, counts calls, promotes hot functions
-/// to a background broker thread (its worker pool), and publishes their
-/// code.
+/// to its worker pool (beadie's background broker thread), and publishes
+/// their code.
 #[derive(Debug)]
 pub struct Beadie<P: HotnessPolicy = ThresholdPolicy> {
     chain: Arc<Chain>,
@@ -166,7 +166,7 @@ pub struct Beadie<P: HotnessPolicy = ThresholdPolicy> {
 }
 
 impl Beadie {
-    /// Promotes after 1,000 calls, on one background broker thread.
+    /// Promotes after 1,000 calls, on one background worker thread.
     pub fn new() -> Self {
         Self::with_policy(ThresholdPolicy::default())
     }
@@ -216,7 +216,7 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     /// On every call: the native entry if compiled, else `None` (interpret).
     /// Counts the call; the call that makes the function hot hands `compile`
-    /// to the broker thread. `compile` is boxed only then — never on a call
+    /// to a worker thread. `compile` is boxed only then — never on a call
     /// that does not win a promotion.
     #[inline(always)]
     pub fn on_invoke<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
@@ -238,7 +238,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     /// A loop back-edge probe at `site` inside a long-running interpreted
     /// call: the OSR entry for `site` if the installed code has one (one
     /// load when there is no table); otherwise counts the back-edge, and
-    /// the probe that makes the loop hot hands `compile` to the broker (an
+    /// the probe that makes the loop hot hands `compile` to a worker (an
     /// OSR compile; back-edges weigh a tenth of a call for the policy).
     #[inline(always)]
     pub fn on_backedge<F>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>

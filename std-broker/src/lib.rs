@@ -1,6 +1,6 @@
 //! # kiln-std
 //!
-//! kiln on std: a background broker thread (or a pool), compile jobs as
+//! kiln on std: a background worker thread (or a pool), compile jobs as
 //! closures, `Arc` beads, panic isolation, `log` tracing, and beadie's API —
 //! a beadie user moves by changing the dependency and the import path.
 //!

@@ -54,12 +54,7 @@ pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
 pub use state::BeadState;
 pub use tiered::{TieredAdapter, TieredBound};
-pub use worker::WorkerPool;
-
-/// The seed's name for the worker pool ("background compilation worker
-/// thread"): kiln-std's [`WorkerPool`]. Inside kiln, "broker" is kiln-core's
-/// [`kiln_core::Broker`], which the pool's threads pump.
-pub type Broker = WorkerPool;
+pub use worker::{Broker, WorkerPool};
 
 /// The workspace README's examples (kiln-core's and kiln-std's), compiled
 /// and run as doctests here, where both crates are in reach.

@@ -30,6 +30,11 @@ use crate::domain::Domain;
 use crate::promote;
 use crate::work::{entry_work, osr_work};
 
+/// The seed's name for the worker pool ("background compilation worker
+/// thread"): kiln-std's [`WorkerPool`]. Inside kiln, "broker" is kiln-core's
+/// [`kiln_core::Broker`], which the pool's threads pump.
+pub type Broker = WorkerPool;
+
 /// The background compile worker(s) of a domain: what beadie calls its
 /// broker thread. A [`Beadie`](crate::Beadie) owns one; the seed's
 /// standalone `Broker` (an alias of this type) runs one for beads made by

@@ -30,7 +30,10 @@ pub struct BailoutInfo {
     pub guard_id: u32,
     /// Bytecode offset where the interpreter resumes.
     pub pc_offset: u32,
-    /// Generation of the code that bailed (`0` for first-tier code).
+    /// Generation of the code that bailed (`0` for first-tier code). The
+    /// seed's word for which tier the code belongs to (≥ 1: optimised
+    /// code), not the bead's [`generation`](crate::Bead::generation)
+    /// counter of discarded compiles.
     pub generation: u64,
 }
 

@@ -157,13 +157,20 @@ mod tests {
         assert_eq!(Arc::strong_count(&bead), 1);
     }
 
+    /// What a winning call does: lend `bead`, attach counted work, and
+    /// clone the handle as kiln-core does into its queue.
+    fn promoted<'a>(bead: &'a Arc<Bead>, drops: &Arc<AtomicUsize>) -> (LentHandle<'a>, JobHandle) {
+        let lent = LentHandle::new(bead);
+        lent.attach(counted_work(drops));
+        let queued = lent.handle().clone();
+        (lent, queued)
+    }
+
     #[test]
     fn cloning_moves_the_work_into_the_queue_copy() {
         let drops = Arc::new(AtomicUsize::new(0));
         let bead = Bead::new(std::ptr::null_mut(), None);
-        let lent = LentHandle::new(&bead);
-        lent.attach(counted_work(&drops));
-        let queued = lent.handle().clone();
+        let (lent, queued) = promoted(&bead, &drops);
         assert!(lent.handle().take_work().is_none(), "the lent handle gave its work away");
         drop(lent);
         assert_eq!(drops.load(Ordering::SeqCst), 0, "the queue's copy still holds it");
@@ -177,9 +184,7 @@ mod tests {
     fn a_job_dropped_unrun_drops_its_work_once() {
         let drops = Arc::new(AtomicUsize::new(0));
         let bead = Bead::new(std::ptr::null_mut(), None);
-        let lent = LentHandle::new(&bead);
-        lent.attach(counted_work(&drops));
-        let queued = lent.handle().clone();
+        let (lent, queued) = promoted(&bead, &drops);
         drop(lent);
         drop(queued);
         assert_eq!(drops.load(Ordering::SeqCst), 1);

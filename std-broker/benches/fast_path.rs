@@ -157,7 +157,7 @@ impl Fixture {
         wait_compiled(|| {
             fixture.kiln_tiered.on_invoke(&fixture.kiln_tiered_bound, |_, _| native_ptr());
             fixture.beadie_tiered.on_invoke(&fixture.beadie_tiered_bound, |_, _| native_ptr());
-            fixture.kiln_tiered_bound.bead().core().fast_entry().is_some()
+            fixture.kiln_tiered_bound.bead().kiln_bead().fast_entry().is_some()
                 && fixture.beadie_tiered_bound.bead().invocation_count() > 100
         });
         assert!(fixture.raw_call().is_some() && fixture.kiln_call().is_some() && fixture.beadie_call().is_some());

@@ -19,12 +19,17 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::OsrEntry;
-use crate::bead::{Bead, CompileWork, CoreHandle, ReloadOutcome, SwapResult};
-use crate::beadie::{Beadie, BeadieConfig, backedge_with, invoke_with, outlined};
+use crate::bead::{Bead, CoreHandle, ReloadOutcome, SwapResult};
+use crate::beadie::{Beadie, BeadieConfig};
 use crate::code::{CompileFailure, ReleaseHook};
 use crate::policy::{HotnessPolicy, ThresholdPolicy};
+use crate::promote;
+use crate::work::CompileWork;
 
-/// A backend's failure, as a message.
+/// A backend's failure, as a message: the seed's `CompileError`, for
+/// [`JitBackend`]s that have no error type of their own. (kiln-std's own
+/// reasons for a failed compile, backend errors among them, are
+/// [`CompileFailure`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileError {
     /// What went wrong.
@@ -190,7 +195,7 @@ impl<B: JitBackend> BoundBead<B> {
 }
 
 /// A [`Beadie`] wired to one backend: hot functions are compiled by `B`
-/// on the broker thread.
+/// on a worker thread.
 pub struct BackendAdapter<B: JitBackend, P: HotnessPolicy = ThresholdPolicy> {
     beadie: Beadie<P>,
     backend: Arc<B>,
@@ -228,20 +233,15 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     }
 
     /// On every call: the native entry if compiled, else `None`. The call
-    /// that makes the function hot hands `factory` to the broker thread,
+    /// that makes the function hot hands `factory` to a worker thread,
     /// which builds the definition and compiles it with the backend.
     #[inline(always)]
     pub fn on_invoke<F>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
     {
-        if let Some(entry) = bound.bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| {
-            invoke_with(&bound.bead, || {
-                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
-            })
+        promote::on_invoke(&bound.bead, |_| {
+            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
         })
     }
 
@@ -252,16 +252,13 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     where
         F: FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
     {
-        if let Some(entry) = bound.bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| invoke_with(&bound.bead, || backend_work(&bound.backend, factory)))
+        promote::on_invoke(&bound.bead, |_| backend_work(&bound.backend, factory))
     }
 
     /// A loop back-edge probe at `site` inside a long-running interpreted
     /// call (see [`Beadie::on_backedge`]): the OSR entry for `site` if the
     /// installed code has one; otherwise counts the back-edge, and the probe
-    /// that makes the loop hot hands `factory` to the broker thread, which
+    /// that makes the loop hot hands `factory` to a worker thread, which
     /// compiles its definition with [`JitBackend::compile_with_osr`]. The
     /// entry and the OSR entries are published together and given back to
     /// [`JitBackend::release`] once retired, like any backend code.
@@ -270,13 +267,8 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     where
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
     {
-        if let Some(entry) = bound.bead.core.osr_entry(site) {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| {
-            backedge_with(&bound.bead, site, || {
-                backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
-            })
+        promote::on_backedge(&bound.bead, site, || {
+            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
         })
     }
 

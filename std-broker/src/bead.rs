@@ -1,66 +1,28 @@
-//! kiln-std's bead: a kiln-core bead (first, so the fast path reads it
-//! straight through the `Arc`) plus what std adds — the domain it belongs
-//! to, the compile work attached at promotion, and the invalidation hook.
-//! Its methods are beadie's, so `Arc<Bead>` works as in beadie.
+//! kiln-std's bead: a layer over a kiln-core bead, not a second one. The
+//! kiln-core bead (`kiln_bead`, first, so the fast path reads it straight
+//! through the `Arc`) holds the whole lifecycle; kiln-std adds the domain
+//! the bead belongs to, the invalidation hook and the panic counter. Its
+//! methods are beadie's, so `Arc<Bead>` works as in beadie. Compile work is
+//! not stored here: it travels with its job (see `job`).
+//!
+//! Words: "core" in this API is the seed's word for the host's function
+//! object (`CoreHandle`, `update_core`, `core_handle`); the kiln-core bead
+//! inside is `kiln_bead`.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kiln_core::{BeadRef, KilnError};
+use kiln_core::KilnError;
 
 use crate::OsrEntry;
-use crate::code::{Built, CodeObject, CompileFailure, HostPanics, ReleaseHook};
-use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, seed_to_core};
+use crate::code::{Built, CodeObject, HostPanics, ReleaseHook};
+use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy};
 use crate::domain::Domain;
+use crate::state::BeadState;
 
 /// The host's opaque pointer to its function object.
 pub type CoreHandle = *mut ();
-
-/// The compile attached to a bead by the call that won its promotion.
-pub(crate) type CompileWork = Box<dyn FnOnce(&Arc<Bead>, u8) -> Result<Built, CompileFailure> + Send>;
-
-/// A bead's lifecycle state, in beadie's five states.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BeadState {
-    /// Interpreted (also: blacklisted).
-    Interpreted = 0,
-    /// A compile job is queued.
-    Queued = 1,
-    /// A compile is running.
-    Compiling = 2,
-    /// Native code is installed.
-    Compiled = 3,
-    /// Invalidated: the function is gone.
-    Deopt = 4,
-}
-
-impl TryFrom<u8> for BeadState {
-    type Error = ();
-    fn try_from(value: u8) -> Result<Self, ()> {
-        Ok(match value {
-            0 => Self::Interpreted,
-            1 => Self::Queued,
-            2 => Self::Compiling,
-            3 => Self::Compiled,
-            4 => Self::Deopt,
-            _ => return Err(()),
-        })
-    }
-}
-
-impl From<kiln_core::BeadState> for BeadState {
-    fn from(state: kiln_core::BeadState) -> Self {
-        match state {
-            kiln_core::BeadState::Queued => Self::Queued,
-            kiln_core::BeadState::Compiling => Self::Compiling,
-            kiln_core::BeadState::Compiled(_) => Self::Compiled,
-            kiln_core::BeadState::Invalidated => Self::Deopt,
-            _ => Self::Interpreted,
-        }
-    }
-}
 
 /// What `swap_compiled` replaced.
 #[derive(Debug)]
@@ -99,12 +61,13 @@ impl ReloadOutcome {
     }
 }
 
-/// One function's promotion record. See the module docs.
+/// One function's promotion record: a kiln-core bead plus its domain and
+/// invalidation hook. See the module docs.
 #[repr(C)]
 pub struct Bead {
-    pub(crate) core: kiln_core::Bead,
+    /// The kiln-core bead: state, counters, installed code.
+    pub(crate) kiln_bead: kiln_core::Bead,
     pub(crate) domain: Arc<Domain>,
-    work: Mutex<Option<CompileWork>>,
     on_invalidate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Where panics of this bead's host callbacks are counted (its
     /// `Beadie`'s counter).
@@ -116,7 +79,7 @@ pub struct Bead {
 
 impl std::fmt::Debug for Bead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.core.fmt(f)
+        self.kiln_bead.fmt(f)
     }
 }
 
@@ -134,9 +97,8 @@ impl Bead {
         on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            core: kiln_core::Bead::new(core),
+            kiln_bead: kiln_core::Bead::new(core),
             domain,
-            work: Mutex::new(None),
             on_invalidate: Mutex::new(on_invalidate),
             panics,
             embeds_core: AtomicBool::new(false),
@@ -148,34 +110,34 @@ impl Bead {
         Built { entry, osr, release, panics: Arc::clone(&self.panics) }
     }
 
-    /// The kiln-core bead inside.
+    /// The kiln-core bead inside (its lifecycle state, tier and counters
+    /// in kiln-core's terms).
+    pub fn kiln_bead(&self) -> &kiln_core::Bead {
+        &self.kiln_bead
+    }
+
+    /// The kiln-core bead inside: the old name of
+    /// [`kiln_bead`](Self::kiln_bead).
+    #[deprecated(note = "use `kiln_bead`: \"core\" is the seed's word for the host's function object")]
     pub fn core(&self) -> &kiln_core::Bead {
-        &self.core
-    }
-
-    pub(crate) fn set_work(&self, work: CompileWork) {
-        *self.work.lock().unwrap_or_else(|e| e.into_inner()) = Some(work);
-    }
-
-    pub(crate) fn take_work(&self) -> Option<CompileWork> {
-        self.work.lock().unwrap_or_else(|e| e.into_inner()).take()
+        &self.kiln_bead
     }
 
     /// Counts one call and returns (calls so far, state). Never promotes.
     pub fn tick(&self) -> (u32, BeadState) {
-        (self.core.tick(), self.state())
+        (self.kiln_bead.tick(), self.state())
     }
 
     /// The native entry, if compiled.
     #[inline]
     pub fn compiled(&self) -> Option<*mut ()> {
-        self.core.compiled().map(NonNull::as_ptr)
+        self.kiln_bead.compiled().map(NonNull::as_ptr)
     }
 
     /// The OSR entry at loop `site`, if the installed code has one. Lock-free.
     #[inline]
     pub fn osr_entry(&self, site: u64) -> Option<*mut ()> {
-        self.core.osr_entry(site).map(NonNull::as_ptr)
+        self.kiln_bead.osr_entry(site).map(NonNull::as_ptr)
     }
 
     /// Replaces compiled code (a tier-up done by the runtime). Returns `None`
@@ -204,7 +166,7 @@ impl Bead {
     /// if `eager` and nothing is installed). Code that is not published is
     /// handed to its release hook at once: no thread ever saw it.
     pub(crate) fn install_built(&self, built: Built, eager: bool) -> Option<SwapResult> {
-        let tier = match (self.core.state(), self.core.tier()) {
+        let tier = match (self.kiln_bead.state(), self.kiln_bead.tier()) {
             (kiln_core::BeadState::Invalidated, _) => None,
             (_, Some(tier)) => Some(tier),
             _ if eager => Some(0),
@@ -223,13 +185,13 @@ impl Bead {
             }
         };
         let broker = &self.domain.broker;
-        let mut result = broker.swap_compiled_with_osr(&&self.core, compiled, tier);
+        let mut result = broker.swap_compiled_with_osr(&&self.kiln_bead, compiled, tier);
         if let Err(refused) = &result
             && refused.error == KilnError::RetireFull
         {
             // Backpressure: free what can be freed and try once more.
             self.domain.reclaim_step();
-            result = broker.swap_compiled_with_osr(&&self.core, result.err()?.into_value(), tier);
+            result = broker.swap_compiled_with_osr(&&self.kiln_bead, result.err()?.into_value(), tier);
         }
         match result {
             Ok(()) => Some(SwapResult { old_code, new_generation: self.generation() }),
@@ -246,17 +208,17 @@ impl Bead {
     /// Forces recompilation (hot reload): code is dropped, an in-flight
     /// compile is discarded, and the bead re-promotes when hot.
     pub fn reload(&self) -> ReloadOutcome {
-        let before = self.core.state();
+        let before = self.kiln_bead.state();
         let outcome = match before {
             kiln_core::BeadState::Invalidated => return ReloadOutcome::Dead,
             // beadie keeps a blacklist across a reload.
             kiln_core::BeadState::Blacklisted => return ReloadOutcome::AlreadyInterpreting,
-            _ if self.core.tier().is_some() => ReloadOutcome::WillRecompile,
+            _ if self.kiln_bead.tier().is_some() => ReloadOutcome::WillRecompile,
             kiln_core::BeadState::Queued => ReloadOutcome::Reverted,
             kiln_core::BeadState::Compiling => ReloadOutcome::PendingCurrentCompile,
             _ => ReloadOutcome::AlreadyInterpreting,
         };
-        let result = self.domain.retry_if_ring_full(|| self.domain.broker.reload(&&self.core));
+        let result = self.domain.retry_if_ring_full(|| self.domain.broker.reload(&&self.kiln_bead));
         match result {
             Ok(()) => outcome,
             Err(KilnError::Invalidated) => ReloadOutcome::Dead,
@@ -281,12 +243,12 @@ impl Bead {
         // The new address is stored before the generation bump below: a
         // compile claimed after the bump reads it (the broker's lock orders
         // the claim after the bump, and the bump after this store).
-        self.core.update_core(new_ptr);
+        self.kiln_bead.update_core(new_ptr);
         log::trace!(target: "kiln", "bead {:p}: core moved to {new_ptr:p}", self);
         if !self.code_embeds_core() {
             return;
         }
-        match self.domain.retry_if_ring_full(|| self.domain.broker.retire_installed(&&self.core)) {
+        match self.domain.retry_if_ring_full(|| self.domain.broker.retire_installed(&&self.kiln_bead)) {
             Ok(()) | Err(KilnError::Invalidated) => {}
             Err(error) => {
                 log::warn!(target: "kiln", "bead {:p}: code embedding the moved core not retired: {error}", self)
@@ -318,10 +280,10 @@ impl Bead {
         // Never refused for a full retire ring: the code then waits in the
         // domain's parking list (freed only when the domain drops, its
         // backend code never), with a warning.
-        let mut result = self.domain.broker.invalidate(&&self.core);
+        let mut result = self.domain.broker.invalidate(&&self.kiln_bead);
         if result == Err(KilnError::RetireFull) {
             self.domain.reclaim_step();
-            result = self.domain.broker.invalidate_or_hand_back(&&self.core, |code| {
+            result = self.domain.broker.invalidate_or_hand_back(&&self.kiln_bead, |code| {
                 log::warn!(target: "kiln", "retire ring full: invalidated code of {:p} parked until shutdown", self);
                 self.domain.park(code);
             });
@@ -348,22 +310,22 @@ impl Bead {
 
     /// Reports a bailout of this bead's compiled code and applies `policy`'s
     /// decision: the code is retired, and the bead recompiles, pauses,
-    /// reverts to tier 1 or is blacklisted.
+    /// falls back to the first compiled tier (tier 0: the seed's
+    /// `RevertToTier1`) or is blacklisted.
     pub fn on_bailout(&self, info: BailoutInfo, policy: &dyn DeoptPolicy) -> DeoptDecision {
-        let reason = kiln_core::BailoutReason::Guard { guard_id: info.guard_id, pc_offset: info.pc_offset };
         let mut seed_decision = None;
-        let result = self.domain.broker.record_bailout_with(&&self.core, reason, |bailout| {
+        let result = self.domain.broker.record_bailout_with(&&self.kiln_bead, info.reason(), |bailout| {
             let decision = self.ask_deopt(policy, &info, bailout.bailouts);
-            let core = seed_to_core(&decision, bailout.invocations);
+            let applied = decision.to_kiln(bailout.invocations);
             seed_decision = Some(decision);
-            core
+            applied
         });
         match (result, seed_decision) {
             (Ok(_), Some(decision)) => decision,
             // No code to retire: still honour a blacklist, as beadie does.
             (_, decision) => {
                 let decision = decision
-                    .unwrap_or_else(|| self.ask_deopt(policy, &info, self.core.bailout_count().saturating_add(1)));
+                    .unwrap_or_else(|| self.ask_deopt(policy, &info, self.kiln_bead.bailout_count().saturating_add(1)));
                 if decision == DeoptDecision::Blacklist {
                     self.blacklist();
                 }
@@ -387,57 +349,53 @@ impl Bead {
     /// kiln refused (the retire ring is full).
     pub fn evict(&self, pause: u32) -> bool {
         let pause = core::num::NonZeroU32::new(pause).unwrap_or(core::num::NonZeroU32::MIN);
-        self.domain.retry_if_ring_full(|| self.domain.broker.evict(&&self.core, pause)).is_ok()
+        self.domain.retry_if_ring_full(|| self.domain.broker.evict(&&self.kiln_bead, pause)).is_ok()
     }
 
     /// Stops compiling this bead (its code is retired).
     pub fn blacklist(&self) {
-        if let Err(error) = self.domain.broker.blacklist(&&self.core) {
+        if let Err(error) = self.domain.broker.blacklist(&&self.kiln_bead) {
             log::warn!(target: "kiln", "blacklist of {:p} refused: {error}", self);
         }
     }
 
     /// The host's current core pointer.
     pub fn core_handle(&self) -> CoreHandle {
-        self.core.core_handle()
+        self.kiln_bead.core_handle()
     }
 
-    /// The state, in beadie's terms.
+    /// The state, in beadie's terms (for kiln-core's, with the tier, see
+    /// [`kiln_bead`](Self::kiln_bead)).
     ///
     /// Code that keeps running while a higher tier compiles counts as
     /// `Compiled`, as in beadie's tiered adapter.
     pub fn state(&self) -> BeadState {
-        match self.core.state() {
-            kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling if self.core.compiled().is_some() => {
-                BeadState::Compiled
-            }
-            state => state.into(),
-        }
+        BeadState::of(&self.kiln_bead)
     }
 
     /// Whether the bead was not invalidated.
     pub fn is_valid(&self) -> bool {
-        !self.core.is_invalidated()
+        !self.kiln_bead.is_invalidated()
     }
 
     /// Whether compilation is refused.
     pub fn is_blacklisted(&self) -> bool {
-        self.core.is_blacklisted()
+        self.kiln_bead.is_blacklisted()
     }
 
     /// Calls counted so far.
     pub fn invocation_count(&self) -> u32 {
-        self.core.invocation_count()
+        self.kiln_bead.invocation_count()
     }
 
     /// Bailouts so far.
     pub fn bailout_count(&self) -> u32 {
-        self.core.bailout_count()
+        self.kiln_bead.bailout_count()
     }
 
     /// The generation: bumped by swaps, reloads, bailouts and invalidation.
     pub fn generation(&self) -> u64 {
-        u64::from(self.core.generation().get())
+        u64::from(self.kiln_bead.generation().get())
     }
 
     /// Always false: kiln applies a reload at once, even during a compile
@@ -457,7 +415,7 @@ impl Drop for Bead {
     fn drop(&mut self) {
         // Last reference gone: nobody can call this bead again, but a thread
         // may still run its code, so the code is retired, not freed.
-        if let Some(code) = self.core.take_code()
+        if let Some(code) = self.kiln_bead.take_code()
             && let Err(refused) = self.domain.broker.retire(code)
         {
             self.domain.park(refused.into_value());
@@ -465,29 +423,15 @@ impl Drop for Bead {
     }
 }
 
-/// The handle kiln-core's queue holds: an `Arc<Bead>`, cloned only when a
-/// call wins a promotion.
-#[repr(transparent)]
-#[derive(Clone, Debug)]
-pub(crate) struct BeadHandle(Arc<Bead>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl BeadHandle {
-    /// Views `&Arc<Bead>` as `&BeadHandle` without touching the refcount.
-    #[inline(always)]
-    pub(crate) fn from_arc(arc: &Arc<Bead>) -> &BeadHandle {
-        // SAFETY: `BeadHandle` is `repr(transparent)` over `Arc<Bead>`, so
-        // both references point to the same bytes with the same layout.
-        unsafe { &*(arc as *const Arc<Bead>).cast::<BeadHandle>() }
-    }
-
-    pub(crate) fn arc(&self) -> &Arc<Bead> {
-        &self.0
-    }
-}
-
-impl BeadRef for BeadHandle {
-    #[inline(always)]
-    fn bead(&self) -> &kiln_core::Bead {
-        &self.0.core
+    /// Compile work travels with its job, not on the bead: the kiln-core
+    /// bead's cache line plus one line of kiln-std's fields (it was three
+    /// lines, 192 B, while the bead held a work slot).
+    #[test]
+    fn a_bead_holds_no_work_slot() {
+        assert!(std::mem::size_of::<Bead>() <= 128, "{} B", std::mem::size_of::<Bead>());
     }
 }

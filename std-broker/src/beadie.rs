@@ -1,19 +1,20 @@
 //! `Beadie`: the orchestrator — a domain, its registered beads (the chain)
-//! and its worker threads — with beadie's API.
+//! and its worker pool — with beadie's API.
 
 use std::marker::PhantomData;
-use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_core::{JobKind, KilnError, Stats};
+use kiln_core::Stats;
 
 use crate::OsrEntry;
-use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle, SwapResult};
+use crate::bead::{Bead, CoreHandle, SwapResult};
 use crate::code::{HostPanics, NativeCode};
 use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
 use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
-use crate::worker::Workers;
+use crate::promote;
+use crate::work::{code_work, entry_work, osr_work};
+use crate::worker::WorkerPool;
 
 /// An OSR-aware compile's output: the normal entry plus one entry per hot
 /// loop header.
@@ -125,169 +126,6 @@ impl Chain {
     }
 }
 
-/// The background compile worker(s) of a domain. `Beadie` owns one; it is
-/// public for beadie compatibility.
-#[derive(Debug)]
-pub struct Broker {
-    domain: Arc<Domain>,
-    workers: Mutex<Workers>,
-    shutdown_timeout: Duration,
-    /// Beads submitted through this broker, so its drop can drop the work
-    /// of jobs it cancels (a `Beadie` finds them in its chain instead).
-    submitted: Mutex<Submitted>,
-}
-
-/// Weak links to submitted beads, pruned of dead ones as the list doubles.
-#[derive(Debug, Default)]
-struct Submitted {
-    beads: Vec<std::sync::Weak<Bead>>,
-    prune_at: usize,
-}
-
-impl Submitted {
-    fn remember(&mut self, bead: &Arc<Bead>) {
-        if self.beads.len() >= self.prune_at {
-            self.beads.retain(|bead| bead.strong_count() > 0);
-            self.prune_at = (self.beads.len() * 2).max(64);
-        }
-        self.beads.push(Arc::downgrade(bead));
-    }
-}
-
-/// Drops the compile work still attached to `beads` (jobs cancelled at
-/// shutdown). A Compiling bead's worker took, or is about to take, its
-/// own work: it is left alone.
-fn drop_cancelled_work<'a>(beads: impl IntoIterator<Item = &'a Arc<Bead>>) {
-    for bead in beads {
-        if bead.core.state() != kiln_core::BeadState::Compiling {
-            drop(bead.take_work());
-        }
-    }
-}
-
-impl Default for Broker {
-    fn default() -> Self {
-        Self::with_capacity(256)
-    }
-}
-
-impl Broker {
-    /// A broker thread for detached beads (`Bead::new`), with a queue of
-    /// `capacity`.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let domain = Domain::detached();
-        domain.broker.set_queue_limit(capacity);
-        Self::on(domain, &BeadieConfig { queue_capacity: capacity, ..BeadieConfig::default() }, "broker")
-    }
-
-    fn on(domain: Arc<Domain>, config: &BeadieConfig, name: &str) -> Self {
-        let workers = Workers::start(&domain, config.workers, name);
-        Self {
-            domain,
-            workers: Mutex::new(workers),
-            shutdown_timeout: config.shutdown_timeout,
-            submitted: Mutex::default(),
-        }
-    }
-
-    /// Queues `compile` for `bead` (which must not be queued already).
-    pub fn submit(
-        &self,
-        bead: Arc<Bead>,
-        compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
-    ) -> SubmitResult {
-        self.submit_remembered(&bead, entry_work(compile))
-    }
-
-    /// Queues an OSR-aware `compile` for `bead`.
-    pub fn submit_osr(
-        &self,
-        bead: Arc<Bead>,
-        compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
-    ) -> SubmitResult {
-        self.submit_remembered(&bead, osr_work(compile))
-    }
-
-    fn submit_remembered(&self, bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
-        let result = submit_work(bead, work);
-        if result.is_accepted() {
-            self.submitted.lock().unwrap_or_else(|e| e.into_inner()).remember(bead);
-        }
-        result
-    }
-
-    /// Worker threads.
-    pub fn workers(&self) -> usize {
-        self.workers.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // Inside a `Beadie`, its drop already did all this (and waited):
-        // `wait` returns at once then.
-        let workers = self.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        workers.begin_shutdown(&self.domain);
-        let submitted = std::mem::take(&mut self.submitted.get_mut().unwrap_or_else(|e| e.into_inner()).beads);
-        let beads: Vec<Arc<Bead>> = submitted.iter().filter_map(std::sync::Weak::upgrade).collect();
-        drop_cancelled_work(&beads);
-        workers.wait(self.shutdown_timeout);
-    }
-}
-
-/// Wraps a seed compile closure as compile work.
-pub(crate) fn entry_work(compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static) -> CompileWork {
-    Box::new(move |bead, _tier| Ok(bead.built(compile(bead), Vec::new(), None)))
-}
-
-/// Wraps a seed OSR compile closure as compile work.
-pub(crate) fn osr_work(compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static) -> CompileWork {
-    Box::new(move |bead, _tier| {
-        let OsrCompileResult { entry, osr } = compile(bead);
-        Ok(bead.built(entry, osr, None))
-    })
-}
-
-/// Wraps a kiln-only compile closure (code with a release hook) as work.
-pub(crate) fn code_work(compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static) -> CompileWork {
-    Box::new(move |bead, _tier| {
-        let (entry, osr, release) = compile(bead).into_parts();
-        // A null entry is refused later (`NullEntry`) without running the hook.
-        Ok(bead.built(entry, osr, release.filter(|_| !entry.is_null())))
-    })
-}
-
-/// The slow half of a back-edge probe: core's counting path, attaching the
-/// work only if this probe wins the promotion.
-#[inline]
-pub(crate) fn backedge_with(bead: &Arc<Bead>, site: u64, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
-    let handle = BeadHandle::from_arc(bead);
-    bead.domain.broker.on_backedge_with(handle, site, |_, _| bead.set_work(work())).map(NonNull::as_ptr)
-}
-
-/// Submits `work` for `bead` now, at tier 0 (or the next tier up).
-pub(crate) fn submit_work(bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
-    let tier = bead.core.tier().map_or(0, |tier| tier.saturating_add(1));
-    submit_work_at(bead, tier, work)
-}
-
-/// Submits `work` for `bead` at `tier`. A bead whose installed code is
-/// already final queues nothing: that is `AlreadyQueued` ("or beyond").
-pub(crate) fn submit_work_at(bead: &Arc<Bead>, tier: u8, work: CompileWork) -> SubmitResult {
-    let handle = BeadHandle::from_arc(bead);
-    let mut work = Some(work);
-    let result = bead.domain.broker.submit_with(handle, tier, JobKind::Invoke, |_, _| {
-        if let Some(work) = work.take() {
-            bead.set_work(work);
-        }
-    });
-    match result {
-        Ok(()) if work.is_none() => SubmitResult::Accepted,
-        Err(KilnError::QueueFull) => SubmitResult::QueueFull,
-        _ => SubmitResult::AlreadyQueued,
-    }
-}
-
 /// A registered thread's quiescence reporter (see
 /// [`Beadie::register_thread`]). Dropping it unregisters the thread.
 #[derive(Debug)]
@@ -318,16 +156,17 @@ impl std::fmt::Debug for Domain {
 }
 
 /// The orchestrator: registers beads, counts calls, promotes hot functions
-/// to a background broker thread, and publishes their code.
+/// to its worker pool (beadie's background broker thread), and publishes
+/// their code.
 #[derive(Debug)]
 pub struct Beadie<P: HotnessPolicy = ThresholdPolicy> {
     chain: Arc<Chain>,
-    broker: Broker,
+    pool: WorkerPool,
     _policy: PhantomData<fn() -> P>,
 }
 
 impl Beadie {
-    /// Promotes after 1,000 calls, on one background broker thread.
+    /// Promotes after 1,000 calls, on one background worker thread.
     pub fn new() -> Self {
         Self::with_policy(ThresholdPolicy::default())
     }
@@ -364,7 +203,7 @@ impl<P: HotnessPolicy> Beadie<P> {
         let domain = Domain::new(ladder, deopt, config.queue_capacity.clamp(1, QUEUE));
         Self {
             chain: Arc::new(Chain::in_domain(Arc::clone(&domain), panics)),
-            broker: Broker::on(domain, config, name),
+            pool: WorkerPool::on(domain, config, name),
             _policy: PhantomData,
         }
     }
@@ -377,17 +216,14 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     /// On every call: the native entry if compiled, else `None` (interpret).
     /// Counts the call; the call that makes the function hot hands `compile`
-    /// to the broker thread. `compile` is boxed only then — never on a call
+    /// to a worker thread. `compile` is boxed only then — never on a call
     /// that does not win a promotion.
     #[inline(always)]
     pub fn on_invoke<F>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
     {
-        if let Some(entry) = bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| invoke_with(bead, || entry_work(compile)))
+        promote::on_invoke(bead, |_| entry_work(compile))
     }
 
     /// [`on_invoke`](Self::on_invoke) for compiles that also produce OSR entries.
@@ -396,26 +232,20 @@ impl<P: HotnessPolicy> Beadie<P> {
     where
         F: FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
     {
-        if let Some(entry) = bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| invoke_with(bead, || osr_work(compile)))
+        promote::on_invoke(bead, |_| osr_work(compile))
     }
 
     /// A loop back-edge probe at `site` inside a long-running interpreted
     /// call: the OSR entry for `site` if the installed code has one (one
     /// load when there is no table); otherwise counts the back-edge, and
-    /// the probe that makes the loop hot hands `compile` to the broker (an
+    /// the probe that makes the loop hot hands `compile` to a worker (an
     /// OSR compile; back-edges weigh a tenth of a call for the policy).
     #[inline(always)]
     pub fn on_backedge<F>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>
     where
         F: FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
     {
-        if let Some(entry) = bead.core.osr_entry(site) {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| backedge_with(bead, site, || osr_work(compile)))
+        promote::on_backedge(bead, site, || osr_work(compile))
     }
 
     /// [`on_invoke`](Self::on_invoke) for compiles that return
@@ -426,10 +256,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     where
         F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
     {
-        if let Some(entry) = bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| invoke_with(bead, || code_work(compile)))
+        promote::on_invoke(bead, |_| code_work(compile))
     }
 
     /// [`on_backedge`](Self::on_backedge) for compiles that return
@@ -440,10 +267,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     where
         F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
     {
-        if let Some(entry) = bead.core.osr_entry(site) {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| backedge_with(bead, site, || code_work(compile)))
+        promote::on_backedge(bead, site, || code_work(compile))
     }
 
     /// [`submit`](Self::submit) for compiles that return [`NativeCode`]
@@ -453,7 +277,7 @@ impl<P: HotnessPolicy> Beadie<P> {
         bead: &Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
     ) -> SubmitResult {
-        submit_work(bead, code_work(compile))
+        promote::submit(bead, code_work(compile))
     }
 
     /// Drops invalidated beads from the chain.
@@ -511,7 +335,7 @@ impl<P: HotnessPolicy> Beadie<P> {
         bead: &Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
     ) -> SubmitResult {
-        submit_work(bead, entry_work(compile))
+        promote::submit(bead, entry_work(compile))
     }
 
     /// Queues an OSR-aware `compile` for `bead` now.
@@ -520,7 +344,7 @@ impl<P: HotnessPolicy> Beadie<P> {
         bead: &Arc<Bead>,
         compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
     ) -> SubmitResult {
-        submit_work(bead, osr_work(compile))
+        promote::submit(bead, osr_work(compile))
     }
 
     /// Runs queued compiles on the calling thread until the queue is empty or
@@ -592,35 +416,13 @@ impl<P: HotnessPolicy> Beadie<P> {
     }
 }
 
-/// Runs the not-compiled half of an `on_invoke` out of line, so the inlined
-/// compiled path carries none of its register saves or closure set-up.
-#[inline(never)]
-pub(crate) fn outlined<R>(slow: impl FnOnce() -> R) -> R {
-    slow()
-}
-
-/// The slow half of `on_invoke`: core's counting path, boxing the work only
-/// if this call wins the promotion.
-#[inline]
-pub(crate) fn invoke_with(bead: &Arc<Bead>, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
-    let handle = BeadHandle::from_arc(bead);
-    bead.domain.broker.on_invoke_with(handle, |_, _| bead.set_work(work())).map(NonNull::as_ptr)
-}
-
 impl<P: HotnessPolicy> Drop for Beadie<P> {
     fn drop(&mut self) {
-        // One bounded wait for the whole stack: the workers are stopped and
-        // waited for here, and the inner `Broker`'s drop finds them waited
-        // for and returns at once.
-        let workers = self.broker.workers.get_mut().unwrap_or_else(|e| e.into_inner());
-        workers.begin_shutdown(&self.broker.domain);
-        // Cancelled jobs leave their compile work attached to the bead (it
-        // is taken only when a compile starts); drop it now, so closures and
-        // backend definitions are released with the jobs.
-        let beads = std::mem::take(&mut *self.chain.beads());
-        drop_cancelled_work(&beads);
-        workers.wait(self.broker.shutdown_timeout);
+        // Stops the workers and cancels queued jobs (each job's handle drops
+        // its compile work, unrun), waiting once, boundedly; the pool's own
+        // drop then finds them waited for and returns at once.
+        self.pool.shut_down();
         // Release the chain's references without recursion (a Vec drop).
-        drop(beads);
+        drop(std::mem::take(&mut *self.chain.beads()));
     }
 }

@@ -187,7 +187,13 @@ pub enum CompileFailure {
     Backend(String),
     /// The OSR entries were malformed.
     BadOsrTable(OsrTableError),
-    /// The job had no compile work attached (the bead was submitted without one).
+    /// The job carried no compile work. A kiln-std job carries its work
+    /// from promotion to compile (it is no longer stored on the bead and
+    /// joined back), so this is returned only if a job reached the compiler
+    /// without it, which kiln-std's job handle rules out: it would be a
+    /// kiln-std bug. Kept so matches written against earlier versions
+    /// still compile.
+    #[deprecated(note = "a kiln-std job carries its compile work; only a kiln-std bug could return this")]
     NoWork,
 }
 
@@ -198,7 +204,8 @@ impl std::fmt::Display for CompileFailure {
             Self::Panicked(message) => write!(f, "compile panicked: {message}"),
             Self::Backend(message) => write!(f, "backend error: {message}"),
             Self::BadOsrTable(error) => write!(f, "bad OSR entries: {error}"),
-            Self::NoWork => f.write_str("no compile work attached"),
+            #[allow(deprecated)]
+            Self::NoWork => f.write_str("the job carried no compile work"),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! beadie 0.3's public names, for `use kiln_std::compat as beadie;`.
 //!
-//! Everything here is kiln-std's own implementation under beadie's names,
-//! signatures, public fields and variants.
+//! beadie's names, signatures, public fields and variants, as thin layers
+//! over kiln-core: the policies are kiln-core's own types; `Bead`,
+//! `BeadState`, `DeoptDecision` and the `HotnessPolicy` / `DeoptPolicy`
+//! traits are the seed's views of kiln-core's, each converted in one
+//! place; `Broker` is kiln-std's [`WorkerPool`](crate::WorkerPool).
 
 pub use crate::{
     AlwaysRecompilePolicy, BackendAdapter, BailoutInfo, Bead, BeadState, Beadie, BoundBead, Broker, Chain,

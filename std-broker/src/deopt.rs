@@ -1,5 +1,25 @@
-//! Bailout handling with beadie's types: a runtime reports a failed guard
-//! with [`Bead::on_bailout`](crate::Bead::on_bailout) and a [`DeoptPolicy`].
+//! Bailouts in the seed's terms, over kiln-core's deopt machinery.
+//!
+//! The four policies are kiln-core's own types, re-exported: their names,
+//! fields, constructors and defaults are the seed's. What differs is the
+//! shape of the question and of the answer, so those two are views:
+//!
+//! - the seed's [`DeoptPolicy`] trait asks with the bead, a [`BailoutInfo`]
+//!   and the bailout count; [`BailoutInfo::to_kiln`] turns that into
+//!   kiln-core's [`Bailout`](kiln_core::Bailout);
+//! - the seed's [`DeoptDecision`] anchors a pause at an invocation count and
+//!   names the first tier `RevertToTier1`; kiln-core's counts the pause in
+//!   calls and numbers tiers from 0. [`DeoptDecision::from_kiln`] and
+//!   [`DeoptDecision::to_kiln`] are the only two conversions.
+//!
+//! Tiers: kiln numbers compiled tiers from 0 (tier 0 is the first, or
+//! baseline, tier). The seed's `RevertToTier1` and
+//! `TieredDeoptPolicy::tier1_recompile_limit` / `tier2_revert_limit` name
+//! the same tiers counting from 1: seed tier 1 is kiln tier 0.
+
+use core::num::NonZeroU32;
+
+pub use kiln_core::{AlwaysRecompilePolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy, TieredDeoptPolicy};
 
 use crate::Bead;
 
@@ -10,18 +30,43 @@ pub struct BailoutInfo {
     pub guard_id: u32,
     /// Bytecode offset where the interpreter resumes.
     pub pc_offset: u32,
-    /// Generation of the code that bailed (`0` for first-tier code).
+    /// Generation of the code that bailed (`0` for first-tier code). The
+    /// seed's word for which tier the code belongs to (≥ 1: optimised
+    /// code), not the bead's [`generation`](crate::Bead::generation)
+    /// counter of discarded compiles.
     pub generation: u64,
 }
 
-/// What a deopt policy decided.
+impl BailoutInfo {
+    /// kiln-core's reason for this bailout.
+    pub(crate) fn reason(&self) -> kiln_core::BailoutReason {
+        kiln_core::BailoutReason::Guard { guard_id: self.guard_id, pc_offset: self.pc_offset }
+    }
+
+    /// This bailout as kiln-core's policies see it: the `bailouts`-th of
+    /// `bead`, at its invocation count. The seed marks optimised code by a
+    /// generation ≥ 1; kiln-core by its tier, so that is tier 1 here and
+    /// first-tier code is tier 0.
+    pub(crate) fn to_kiln(&self, bead: &Bead, bailouts: u32) -> kiln_core::Bailout {
+        kiln_core::Bailout {
+            reason: self.reason(),
+            bailouts,
+            tier: u8::from(self.generation >= 1),
+            invocations: bead.invocation_count(),
+        }
+    }
+}
+
+/// What a deopt policy decided, in the seed's shape: a view of kiln-core's
+/// [`kiln_core::DeoptDecision`] (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeoptDecision {
     /// Back to the interpreter; promote again when hot.
     Recompile,
     /// Stop compiling this bead.
     Blacklist,
-    /// Drop optimised code and compile only the first tier from now on.
+    /// Drop optimised code and compile only the first tier (kiln's tier 0)
+    /// from now on.
     RevertToTier1,
     /// Back to the interpreter; no promotion before `until_invocations`.
     PauseRecompile {
@@ -40,151 +85,100 @@ impl DeoptDecision {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Blacklist | Self::RevertToTier1)
     }
+
+    /// kiln-core's `decision` for a bead at `invocations` calls, in the
+    /// seed's shape. Any revert is to the first tier: the seed has no other.
+    pub(crate) fn from_kiln(decision: kiln_core::DeoptDecision, invocations: u32) -> Self {
+        match decision {
+            kiln_core::DeoptDecision::Recompile => Self::Recompile,
+            kiln_core::DeoptDecision::PauseRecompile { calls } => {
+                Self::PauseRecompile { until_invocations: invocations.saturating_add(calls.get()) }
+            }
+            kiln_core::DeoptDecision::RevertToTier(_) => Self::RevertToTier1,
+            kiln_core::DeoptDecision::Blacklist => Self::Blacklist,
+        }
+    }
+
+    /// This decision as kiln-core applies it to a bead at `invocations`
+    /// calls. A pause that already ran out is a recompile.
+    pub(crate) fn to_kiln(&self, invocations: u32) -> kiln_core::DeoptDecision {
+        match *self {
+            Self::Recompile => kiln_core::DeoptDecision::Recompile,
+            Self::Blacklist => kiln_core::DeoptDecision::Blacklist,
+            Self::RevertToTier1 => kiln_core::DeoptDecision::RevertToTier(0),
+            Self::PauseRecompile { until_invocations } => {
+                match NonZeroU32::new(until_invocations.saturating_sub(invocations)) {
+                    Some(calls) => kiln_core::DeoptDecision::PauseRecompile { calls },
+                    None => kiln_core::DeoptDecision::Recompile,
+                }
+            }
+        }
+    }
 }
 
-/// Decides what a bailout does.
+/// Decides what a bailout does, in the seed's shape. kiln-core's four
+/// policies implement it through one translation (see the module docs).
 pub trait DeoptPolicy: Send + Sync + 'static {
     /// Called once per bailout; `bailout_count` includes this one.
     fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision;
 }
 
-/// Always recompile.
-#[derive(Debug)]
-pub struct AlwaysRecompilePolicy;
-
-impl DeoptPolicy for AlwaysRecompilePolicy {
-    fn on_bailout(&self, _bead: &Bead, _info: &BailoutInfo, _bailout_count: u32) -> DeoptDecision {
-        DeoptDecision::Recompile
-    }
+/// Asks kiln-core's `policy` a seed question and answers in the seed's shape.
+fn decide_as_seed(
+    policy: &impl kiln_core::DeoptPolicy,
+    bead: &Bead,
+    info: &BailoutInfo,
+    bailout_count: u32,
+) -> DeoptDecision {
+    let bailout = info.to_kiln(bead, bailout_count);
+    DeoptDecision::from_kiln(policy.on_bailout(&bailout), bailout.invocations)
 }
 
-/// Recompile `recompile_limit` times (default 3), then blacklist.
-#[derive(Debug)]
-pub struct ThresholdDeoptPolicy {
-    /// Bailouts that still recompile.
-    pub recompile_limit: u32,
-}
-
-impl ThresholdDeoptPolicy {
-    /// Blacklist after `recompile_limit` recompiles.
-    pub fn new(recompile_limit: u32) -> Self {
-        Self { recompile_limit }
-    }
-}
-
-impl Default for ThresholdDeoptPolicy {
-    fn default() -> Self {
-        Self::new(3)
-    }
-}
-
-impl DeoptPolicy for ThresholdDeoptPolicy {
-    fn on_bailout(&self, _bead: &Bead, _info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        core_to_seed(
-            kiln_core::DeoptPolicy::on_bailout(
-                &kiln_core::ThresholdDeoptPolicy::new(self.recompile_limit),
-                &guard(bailout_count, 0, 0),
-            ),
-            0,
-        )
-    }
-}
-
-/// Pause `base_pause × 2^(n-1)` calls before the n-th recompile; blacklist
-/// after `max_recompiles` (default 1,000 and 4).
-#[derive(Debug)]
-pub struct ExponentialBackoffPolicy {
-    /// Pause after the first bailout, in calls.
-    pub base_pause: u32,
-    /// Recompiles before blacklisting.
-    pub max_recompiles: u32,
-}
-
-impl ExponentialBackoffPolicy {
-    /// Backoff from `base_pause`, at most `max_recompiles` times.
-    pub fn new(base_pause: u32, max_recompiles: u32) -> Self {
-        Self { base_pause, max_recompiles }
-    }
-}
-
-impl Default for ExponentialBackoffPolicy {
-    fn default() -> Self {
-        Self::new(1_000, 4)
-    }
-}
-
-impl DeoptPolicy for ExponentialBackoffPolicy {
-    fn on_bailout(&self, bead: &Bead, _info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        let policy = kiln_core::ExponentialBackoffPolicy::new(self.base_pause, self.max_recompiles);
-        let invocations = bead.invocation_count();
-        core_to_seed(kiln_core::DeoptPolicy::on_bailout(&policy, &guard(bailout_count, 0, invocations)), invocations)
-    }
-}
-
-/// Optimised-code bailouts (generation ≥ 1) revert to tier 1 up to
-/// `tier2_revert_limit` times; tier-1 bailouts recompile up to
-/// `tier1_recompile_limit` times; past either, blacklist (default 3 and 1).
-#[derive(Debug)]
-pub struct TieredDeoptPolicy {
-    /// Tier-1 bailouts that still recompile.
-    pub tier1_recompile_limit: u32,
-    /// Tier-2 bailouts that revert to tier 1.
-    pub tier2_revert_limit: u32,
-}
-
-impl TieredDeoptPolicy {
-    /// A tiered policy with the given limits.
-    pub fn new(tier1_recompile_limit: u32, tier2_revert_limit: u32) -> Self {
-        Self { tier1_recompile_limit, tier2_revert_limit }
-    }
-}
-
-impl Default for TieredDeoptPolicy {
-    fn default() -> Self {
-        Self::new(3, 1)
-    }
-}
-
-impl DeoptPolicy for TieredDeoptPolicy {
-    fn on_bailout(&self, _bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
-        let policy = kiln_core::TieredDeoptPolicy::new(self.tier1_recompile_limit, self.tier2_revert_limit);
-        let tier = u8::from(info.generation >= 1);
-        core_to_seed(kiln_core::DeoptPolicy::on_bailout(&policy, &guard(bailout_count, tier, 0)), 0)
-    }
-}
-
-fn guard(bailouts: u32, tier: u8, invocations: u32) -> kiln_core::Bailout {
-    kiln_core::Bailout {
-        reason: kiln_core::BailoutReason::Guard { guard_id: 0, pc_offset: 0 },
-        bailouts,
-        tier,
-        invocations,
-    }
-}
-
-/// A core decision in the seed's terms (`invocations` anchors pauses).
-fn core_to_seed(decision: kiln_core::DeoptDecision, invocations: u32) -> DeoptDecision {
-    match decision {
-        kiln_core::DeoptDecision::Recompile => DeoptDecision::Recompile,
-        kiln_core::DeoptDecision::PauseRecompile { calls } => {
-            DeoptDecision::PauseRecompile { until_invocations: invocations.saturating_add(calls.get()) }
-        }
-        kiln_core::DeoptDecision::RevertToTier(_) => DeoptDecision::RevertToTier1,
-        kiln_core::DeoptDecision::Blacklist => DeoptDecision::Blacklist,
-    }
-}
-
-/// A seed decision in core terms, for a bead at `invocations`.
-pub(crate) fn seed_to_core(decision: &DeoptDecision, invocations: u32) -> kiln_core::DeoptDecision {
-    match *decision {
-        DeoptDecision::Recompile => kiln_core::DeoptDecision::Recompile,
-        DeoptDecision::Blacklist => kiln_core::DeoptDecision::Blacklist,
-        DeoptDecision::RevertToTier1 => kiln_core::DeoptDecision::RevertToTier(0),
-        DeoptDecision::PauseRecompile { until_invocations } => {
-            match core::num::NonZeroU32::new(until_invocations.saturating_sub(invocations)) {
-                Some(calls) => kiln_core::DeoptDecision::PauseRecompile { calls },
-                None => kiln_core::DeoptDecision::Recompile,
+/// The seed's trait on kiln-core's policies, each through
+/// [`decide_as_seed`]: so `ExponentialBackoffPolicy` anchors its pauses at
+/// the bead's invocation count, and `TieredDeoptPolicy` treats code of
+/// generation ≥ 1 as optimised code (kiln's tier 1) and generation 0 as
+/// the first tier (kiln's tier 0), as in the seed.
+macro_rules! seed_deopt_policy {
+    ($($policy:ty),* $(,)?) => {$(
+        impl DeoptPolicy for $policy {
+            fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision {
+                decide_as_seed(self, bead, info, bailout_count)
             }
         }
+    )*};
+}
+
+seed_deopt_policy!(AlwaysRecompilePolicy, ThresholdDeoptPolicy, ExponentialBackoffPolicy, TieredDeoptPolicy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_survive_the_round_trip_through_kiln_core() {
+        let at = 1_000;
+        for decision in [
+            DeoptDecision::Recompile,
+            DeoptDecision::Blacklist,
+            DeoptDecision::RevertToTier1,
+            DeoptDecision::PauseRecompile { until_invocations: at + 64 },
+        ] {
+            assert_eq!(DeoptDecision::from_kiln(decision.to_kiln(at), at), decision);
+        }
+        let ran_out = DeoptDecision::PauseRecompile { until_invocations: at - 1 };
+        assert_eq!(ran_out.to_kiln(at), kiln_core::DeoptDecision::Recompile);
+        let optimised = kiln_core::DeoptDecision::RevertToTier(0);
+        assert_eq!(DeoptDecision::RevertToTier1.to_kiln(at), optimised);
+    }
+
+    #[test]
+    fn seed_generation_is_kiln_tier() {
+        let bead = Bead::new(std::ptr::null_mut(), None);
+        let info = |generation| BailoutInfo { guard_id: 7, pc_offset: 3, generation };
+        assert_eq!(info(0).to_kiln(&bead, 2).tier, 0);
+        assert_eq!(info(5).to_kiln(&bead, 2).tier, 1);
+        let bailout = info(0).to_kiln(&bead, 2);
+        assert_eq!((bailout.bailouts, bailout.reason), (2, info(0).reason()));
     }
 }

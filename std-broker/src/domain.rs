@@ -23,8 +23,8 @@ use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler};
 use crate::reclaim::Reclaimer;
 pub(crate) use crate::reclaim::ThreadSlot;
 
-use crate::bead::BeadHandle;
 use crate::code::{CodeObject, CompileFailure};
+use crate::job::JobHandle;
 use crate::policy::PolicyLadder;
 
 /// Jobs the queue can hold at most (`Beadie::with_policy_and_capacity` may
@@ -34,7 +34,7 @@ pub(crate) const QUEUE: usize = 1024;
 /// Retired code objects waiting for quiescence.
 pub(crate) const RETIRE: usize = 1024;
 
-pub(crate) type CoreBroker = kiln_core::Broker<BeadHandle, PolicyLadder, DynDeopt, Waker, LogEvents, QUEUE, RETIRE>;
+pub(crate) type CoreBroker = kiln_core::Broker<JobHandle, PolicyLadder, DynDeopt, Waker, LogEvents, QUEUE, RETIRE>;
 
 /// The broker-level deopt policy (compile failures), type-erased.
 pub(crate) struct DynDeopt(pub(crate) Box<dyn kiln_core::DeoptPolicy + Send + Sync>);
@@ -65,25 +65,39 @@ impl Waker {
     }
 
     pub(crate) fn wakes(&self) -> u64 {
+        // Relaxed: a statistic; it orders nothing.
         self.wakes.load(Ordering::Relaxed)
     }
 
-    /// SeqCst pairs with the load in `wake`: either the waker sees the
-    /// sleeper, or the sleeper's queue check (under the broker's lock) sees
-    /// the job. A miss costs at most the deep sleep's timeout.
+    /// Announces a worker's deep sleep; the worker then checks the queue
+    /// (`Broker::stats`, under the broker's lock) before it parks.
     pub(crate) fn enter_deep_sleep(&self) {
+        // SeqCst pairs with the SeqCst load of `deep_sleepers` in `wake`: a
+        // promoter pushes its job under the broker's lock, then loads the
+        // count. Either the sleeper's queue check takes the lock after the
+        // push (it sees the job and does not park), or before it; then this
+        // increment happens before the push, and the load in `wake` sees it
+        // and unparks. A miss would cost at most `DEEP_SLEEP`.
         self.deep_sleepers.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Ends a deep sleep (the worker woke up, by itself or unparked).
     pub(crate) fn leave_deep_sleep(&self) {
+        // SeqCst pairs with the SeqCst load in `wake`, as the increment
+        // does. A waker that still counts this worker unparks a thread that
+        // is awake: harmless, its next park returns at once.
         self.deep_sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl kiln_core::Pump for Waker {
     fn wake(&self) {
+        // Relaxed: a statistic; it orders nothing.
         self.wakes.fetch_add(1, Ordering::Relaxed);
-        // SeqCst pairs with `enter_deep_sleep`.
+        // SeqCst pairs with the SeqCst increment in `enter_deep_sleep` (and
+        // the decrement in `leave_deep_sleep`): see there. The job this
+        // wake-up announces was pushed under the broker's lock before this
+        // call.
         if self.deep_sleepers.load(Ordering::SeqCst) > 0 {
             for worker in self.workers.get().into_iter().flatten() {
                 worker.unpark();
@@ -93,6 +107,8 @@ impl kiln_core::Pump for Waker {
 }
 
 /// Logs every transition through `log` (target `kiln`) and counts failures.
+/// Tiers in the records are kiln's, numbered from 0 (the first compiled
+/// tier), as everywhere in kiln-std's API.
 ///
 /// The logger is host code: each hook runs it under `catch_unwind`, so a
 /// panicking logger neither kills a worker nor unwinds into kiln-core (see
@@ -139,6 +155,9 @@ pub(crate) struct Ledger {
     released: AtomicU64,
 }
 
+/// Relaxed throughout: the counts are statistics that order no other data
+/// (a test reads them after the threads that counted were joined or
+/// quiesced).
 impl Ledger {
     pub(crate) fn compiled(&self) {
         self.compiled.fetch_add(1, Ordering::Relaxed);
@@ -260,17 +279,20 @@ impl Drop for Domain {
     }
 }
 
-/// kiln-std's compiler: runs the closure attached to the bead at promotion.
+/// kiln-std's compiler: runs the compile work the job carries.
 pub(crate) struct StdCompiler {
     ledger: Arc<Ledger>,
 }
 
-impl Compiler<BeadHandle> for StdCompiler {
+impl Compiler<JobHandle> for StdCompiler {
     type Error = CompileFailure;
 
-    fn compile(&mut self, request: &CompileRequest<'_, BeadHandle>) -> Result<Compiled, CompileFailure> {
-        let bead = request.bead.arc();
-        let work = bead.take_work().ok_or(CompileFailure::NoWork)?;
+    fn compile(&mut self, request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
+        let bead = request.bead.bead_arc();
+        // Every queued handle carries its work (see `job`); one without it
+        // would be a kiln bug, failed like any compile that made no code.
+        #[allow(deprecated)]
+        let work = request.bead.take_work().ok_or(CompileFailure::NoWork)?;
         let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(bead, request.tier)));
         let built = match outcome {
@@ -297,10 +319,11 @@ impl Compiler<BeadHandle> for StdCompiler {
 /// Collects the handles `release_retired_now` hands over at shutdown.
 struct Parking<'a>(&'a mut Vec<CodeHandle>);
 
-impl Compiler<BeadHandle> for Parking<'_> {
+impl Compiler<JobHandle> for Parking<'_> {
     type Error = CompileFailure;
 
-    fn compile(&mut self, _request: &CompileRequest<'_, BeadHandle>) -> Result<Compiled, CompileFailure> {
+    fn compile(&mut self, _request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
+        #[allow(deprecated)]
         Err(CompileFailure::NoWork)
     }
 

@@ -1,6 +1,6 @@
 //! # kiln-std
 //!
-//! kiln on std: a background broker thread (or a pool), compile jobs as
+//! kiln on std: a background worker thread (or a pool), compile jobs as
 //! closures, `Arc` beads, panic isolation, `log` tracing, and beadie's API —
 //! a beadie user moves by changing the dependency and the import path.
 //!
@@ -33,15 +33,19 @@ mod code;
 pub mod compat;
 mod deopt;
 mod domain;
+mod job;
 mod policy;
+mod promote;
 mod reclaim;
+mod state;
 mod sync;
 mod tiered;
+mod work;
 mod worker;
 
 pub use backend::{BackendAdapter, BoundBead, CompileError, JitBackend, OsrBuild};
-pub use bead::{Bead, BeadState, CoreHandle, ReloadOutcome, SwapResult};
-pub use beadie::{Beadie, BeadieConfig, Broker, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
+pub use bead::{Bead, CoreHandle, ReloadOutcome, SwapResult};
+pub use beadie::{Beadie, BeadieConfig, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
 pub use code::{CompileFailure, NativeCode, logger_panics};
 pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
@@ -49,7 +53,9 @@ pub use deopt::{
 };
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
+pub use state::BeadState;
 pub use tiered::{TieredAdapter, TieredBound};
+pub use worker::{Broker, WorkerPool};
 
 /// The workspace README's examples (kiln-core's and kiln-std's), compiled
 /// and run as doctests here, where both crates are in reach.

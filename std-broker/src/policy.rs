@@ -1,5 +1,11 @@
 //! Hotness policies with beadie's shape: `should_promote(invocations)`.
 //!
+//! The seed's [`HotnessPolicy`] trait is a view, not a second policy
+//! engine: the built-in policies are kiln-core's own types (re-exported),
+//! and [`PolicyLadder`] is the one adapter that turns a list of seed
+//! policies (tier `i` = kiln tier `i`, from 0) into kiln-core's
+//! `HotnessPolicy`.
+//!
 //! A policy that also reports its threshold (`promotion_threshold`, as the
 //! built-in ones do) lets kiln count down to it with a plain load and store;
 //! one that does not is asked on every interpreted call, as beadie asks.
@@ -36,7 +42,8 @@ impl<P: HotnessPolicy + ?Sized> HotnessPolicy for Box<P> {
 pub use kiln_core::ThresholdPolicy;
 
 /// Two thresholds, 500 / 10,000 by default; as a `Beadie` policy it promotes
-/// at the first ([`TieredPolicy::tier`] tells a compile closure which).
+/// at the first ([`TieredPolicy::tier`] tells a compile closure which, in
+/// the seed's numbering: `Some(1)` / `Some(2)` are kiln tiers 0 and 1).
 pub use kiln_core::TieredPolicy;
 
 impl HotnessPolicy for ThresholdPolicy {

@@ -16,21 +16,27 @@
 //!        └──── on_bailout (Recompile / RevertToTier1) ◄──┘
 //! ```
 //!
+//! Tiers are numbered from 0 everywhere in kiln: policy `i` promotes to
+//! tier `i`, the compile closure receives that index, and
+//! [`TieredBound::current_tier`] reports it. Only the seed's names count
+//! from 1: its `RevertToTier1` falls back to tier 0.
+//!
 //! The workers (one per tier) share the domain's queue, so a slow
 //! optimising compile never blocks a baseline compile of another function.
 //! A compile closure that returns null is a failed compile: the bead keeps
 //! whatever code it runs (or keeps interpreting), and kiln's failure policy
 //! decides when to try again.
 
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::SubmitResult;
-use crate::bead::{Bead, BeadHandle, CompileWork, CoreHandle};
-use crate::beadie::{Beadie, BeadieConfig, entry_work, outlined, submit_work_at};
+use crate::bead::{Bead, CoreHandle};
+use crate::beadie::{Beadie, BeadieConfig};
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, TieredDeoptPolicy};
 use crate::policy::{HotnessPolicy, PolicyLadder};
+use crate::promote;
+use crate::work::{CompileWork, entry_work};
 
 /// A bead registered with a [`TieredAdapter`]. Cloning shares the bead and
 /// its per-tier "queued" flags.
@@ -50,7 +56,7 @@ impl TieredBound {
     /// Tier of the code the bead runs now (0 = first compiled tier), or
     /// `None` if it interprets.
     pub fn current_tier(&self) -> Option<usize> {
-        self.bead.core.compiled().and(self.bead.core.tier()).map(usize::from)
+        self.bead.kiln_bead.compiled().and(self.bead.kiln_bead.tier()).map(usize::from)
     }
 
     /// The bead's generation (see [`Bead::generation`]). kiln bumps it on
@@ -70,10 +76,10 @@ impl TieredBound {
         tier.checked_sub(1).and_then(|index| self.queued.get(index)).is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
-    /// The highest tier this bead may still reach (lowered by a
+    /// The highest tier this bead may still reach (lowered to 0 by a
     /// `RevertToTier1` bailout, restored by a reset).
     pub fn max_tier(&self) -> usize {
-        usize::from(self.bead.core.tier_cap()).min(self.queued.len())
+        usize::from(self.bead.kiln_bead.tier_cap()).min(self.queued.len())
     }
 
     /// Back to the interpreter with every tier allowed again: code is
@@ -97,7 +103,8 @@ impl TieredBound {
 }
 
 /// Coordinates N compilation tiers, each with its own promotion policy,
-/// compiled by one closure that receives the tier index.
+/// compiled by one closure that receives the tier index (0 = the first
+/// compiled tier).
 pub struct TieredAdapter {
     beadie: Beadie,
     tiers: usize,
@@ -165,7 +172,8 @@ impl TieredAdapter {
 
     /// On every call: the entry of the code the bead runs, if any, else
     /// `None` (interpret). A call that crosses the next tier's policy hands
-    /// `compile` to a worker, which calls it with that tier's index; a null
+    /// `compile` to a worker, which calls it with that tier's index (from
+    /// 0); a null
     /// result is a failed compile and the bead keeps its current code.
     ///
     /// The bound is beadie's (`Fn + Clone + Sync`), so a program moves
@@ -176,19 +184,9 @@ impl TieredAdapter {
     where
         F: Fn(usize, &Arc<Bead>) -> *mut () + Send + Sync + Clone + 'static,
     {
-        let bead = &bound.bead;
-        if let Some(entry) = bead.core.fast_entry() {
-            return Some(entry.as_ptr());
-        }
-        outlined(|| {
-            let handle = BeadHandle::from_arc(bead);
-            bead.domain
-                .broker
-                .on_invoke_with(handle, |tier, _| {
-                    bound.mark_queued(usize::from(tier));
-                    bead.set_work(tier_work(compile));
-                })
-                .map(NonNull::as_ptr)
+        promote::on_invoke(&bound.bead, |tier| {
+            bound.mark_queued(usize::from(tier));
+            tier_work(compile)
         })
     }
 
@@ -207,7 +205,8 @@ impl TieredAdapter {
         if !bound.mark_queued(target_tier) {
             return false;
         }
-        let accepted = submit_work_at(&bound.bead, target_tier as u8, entry_work(compile)) == SubmitResult::Accepted;
+        let accepted =
+            promote::submit_at(&bound.bead, target_tier as u8, entry_work(compile)) == SubmitResult::Accepted;
         if !accepted {
             bound.queued[target_tier - 1].store(false, Ordering::Relaxed);
         }
@@ -216,7 +215,7 @@ impl TieredAdapter {
 
     /// Reports a bailout of `bound`'s code and applies the adapter's deopt
     /// policy (see [`Bead::on_bailout`]). `RevertToTier1` caps the bead at
-    /// tier 0 and clears its queued flags.
+    /// tier 0 (the first compiled tier) and clears its queued flags.
     pub fn on_bailout(&self, bound: &TieredBound, info: BailoutInfo) -> DeoptDecision {
         let decision = bound.bead.on_bailout(info, &*self.deopt_policy);
         if decision == DeoptDecision::RevertToTier1 {

@@ -1,14 +1,17 @@
-//! Worker threads: each parks until kiln-core's coalesced wake-up unparks
-//! it, pumps the domain's queue, and runs a reclamation step.
+//! The worker pool: a domain's worker threads, each of which parks until
+//! kiln-core's coalesced wake-up unparks it, pumps the domain's queue, and
+//! runs a reclamation step. [`WorkerPool`] is the public face (the seed
+//! calls it `Broker`: see `kiln_std::Broker`); [`WorkerThreads`] are the
+//! threads themselves.
 //!
 //! The logger is host code: a worker's log calls are isolated like
 //! kiln-std's event hooks (see `logger_panics`).
 //!
 //! Shutdown is bounded and waits once: the owner raises `stop`, cancels
-//! queued jobs (they are not run; `Beadie` also drops their compile work),
-//! unparks the workers and waits at most `timeout` for them — however many
-//! layers (`Beadie`, `Broker`, adapters) drop around the same workers, only
-//! the first drop waits. A worker stuck in a compile that never returns is
+//! queued jobs (they are not run, and each drops its compile work with its
+//! handle), unparks the workers and waits at most `timeout` for them —
+//! however many layers (`Beadie`, `WorkerPool`, adapters) drop around the
+//! same workers, only the first drop waits. A worker stuck in a compile that never returns is
 //! left behind, detached, and named in a warning; its bead stays Compiling
 //! until that compile ends, which is consistent, and the result is then
 //! published or released as usual.
@@ -20,9 +23,90 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{Budget, StdClock};
 
+use crate::bead::Bead;
+use crate::beadie::{BeadieConfig, OsrCompileResult, SubmitResult};
 use crate::code::isolate_logger;
 use crate::domain::Domain;
+use crate::promote;
+use crate::work::{entry_work, osr_work};
 
+/// The seed's name for the worker pool ("background compilation worker
+/// thread"): kiln-std's [`WorkerPool`]. Inside kiln, "broker" is kiln-core's
+/// [`kiln_core::Broker`], which the pool's threads pump.
+pub type Broker = WorkerPool;
+
+/// The background compile worker(s) of a domain: what beadie calls its
+/// broker thread. A [`Beadie`](crate::Beadie) owns one; the seed's
+/// standalone `Broker` (an alias of this type) runs one for beads made by
+/// [`Bead::new`].
+#[derive(Debug)]
+pub struct WorkerPool {
+    domain: Arc<Domain>,
+    threads: Mutex<WorkerThreads>,
+    shutdown_timeout: Duration,
+}
+
+impl Default for WorkerPool {
+    fn default() -> Self {
+        Self::with_capacity(256)
+    }
+}
+
+impl WorkerPool {
+    /// One worker thread for detached beads (`Bead::new`), with a queue of
+    /// `capacity`.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let domain = Domain::detached();
+        domain.broker.set_queue_limit(capacity);
+        Self::on(domain, &BeadieConfig { queue_capacity: capacity, ..BeadieConfig::default() }, "broker")
+    }
+
+    /// Starts `config.workers` threads named `kiln-<name>-<i>` on `domain`.
+    pub(crate) fn on(domain: Arc<Domain>, config: &BeadieConfig, name: &str) -> Self {
+        let threads = WorkerThreads::start(&domain, config.workers, name);
+        Self { domain, threads: Mutex::new(threads), shutdown_timeout: config.shutdown_timeout }
+    }
+
+    /// Queues `compile` for `bead` (which must not be queued already).
+    pub fn submit(
+        &self,
+        bead: Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> *mut () + Send + 'static,
+    ) -> SubmitResult {
+        promote::submit(&bead, entry_work(compile))
+    }
+
+    /// Queues an OSR-aware `compile` for `bead`.
+    pub fn submit_osr(
+        &self,
+        bead: Arc<Bead>,
+        compile: impl FnOnce(&Arc<Bead>) -> OsrCompileResult + Send + 'static,
+    ) -> SubmitResult {
+        promote::submit(&bead, osr_work(compile))
+    }
+
+    /// Worker threads.
+    pub fn workers(&self) -> usize {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Stops the workers, cancels queued jobs (their work is dropped unrun)
+    /// and waits at most the shutdown timeout, once: a later call returns
+    /// at once.
+    pub(crate) fn shut_down(&mut self) {
+        let threads = self.threads.get_mut().unwrap_or_else(|e| e.into_inner());
+        threads.begin_shutdown(&self.domain);
+        threads.wait(self.shutdown_timeout);
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        // Inside a `Beadie`, its drop already did this (and waited): this
+        // returns at once then.
+        self.shut_down();
+    }
+}
 /// Spin-then-park: how often an idle worker looks at the queue by itself,
 /// by how long it has been idle. While it polls, a promotion only sets
 /// kiln-core's wake flag — no syscall on the interpreter thread; only a
@@ -42,8 +126,9 @@ struct Liveness {
     changed: Condvar,
 }
 
+/// A pool's threads, with what shutdown needs to stop and wait for them.
 #[derive(Debug)]
-pub(crate) struct Workers {
+pub(crate) struct WorkerThreads {
     stop: Arc<AtomicBool>,
     liveness: Arc<Liveness>,
     handles: Vec<JoinHandle<()>>,
@@ -52,7 +137,7 @@ pub(crate) struct Workers {
     waited: bool,
 }
 
-impl Workers {
+impl WorkerThreads {
     /// Starts `count` workers named `kiln-<name>-<i>` on `domain`.
     pub(crate) fn start(domain: &Arc<Domain>, count: usize, name: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -160,6 +245,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
     let mut compiler = domain.compiler();
     let mut idle_since = Instant::now();
     let mut reclaimed = Instant::now();
+    // Acquire (both loads) pairs with the Release store in `begin_shutdown`.
     while !stop.load(Ordering::Acquire) {
         let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
         crate::after_compile::run_deferred();

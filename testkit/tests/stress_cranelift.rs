@@ -356,7 +356,7 @@ fn cranelift_host_quiesce() {
     let mut failures = Vec::new();
     let beads: Vec<&Arc<Bead>> = bound.iter().map(BoundBead::bead).collect();
     let in_flight = |bead: &&Arc<Bead>| {
-        matches!(bead.core().state(), kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling)
+        matches!(bead.kiln_bead().state(), kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling)
     };
     settle(|| !beads.iter().any(in_flight));
     let stuck = beads.iter().filter(|bead| in_flight(bead)).count();

@@ -593,7 +593,7 @@ fn episode(
 
     let mut failures = Vec::new();
     let in_flight = |bead: &Arc<Bead>| {
-        matches!(bead.core().state(), kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling)
+        matches!(bead.kiln_bead().state(), kiln_core::BeadState::Queued | kiln_core::BeadState::Compiling)
     };
     // The workers drain what is queued; nobody else pumps now.
     settle(|| !run.beads.iter().any(in_flight));

@@ -116,6 +116,14 @@ impl StateWord {
         Generation(self.0 >> GENERATION_SHIFT)
     }
 
+    /// The staleness test, written once: whether the bead is still in
+    /// `phase` at `generation` — the state a queue entry (Queued) or a
+    /// claimed job (Compiling) was issued for. Anything else means the bead
+    /// moved on and the entry or job is stale.
+    pub(crate) fn is_at(self, phase: Phase, generation: Generation) -> bool {
+        self.phase() == phase && self.generation() == generation
+    }
+
     pub(crate) fn with_phase(self, phase: Phase) -> Self {
         StateWord(self.0 & !STATE_MASK | phase as u32)
     }

@@ -64,6 +64,7 @@ mod deopt;
 mod dyn_broker;
 mod error;
 mod job;
+mod lifecycle;
 mod osr;
 mod policy;
 #[cfg(not(loom))]

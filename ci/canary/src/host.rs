@@ -11,7 +11,9 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use kiln_core::{Bead, CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, Events, JobKind, OsrTable, WakeHook};
+use kiln_core::{
+    Bead, CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, Events, JobKind, OsrTable, WakeHook,
+};
 
 use crate::program::Function;
 

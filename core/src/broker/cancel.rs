@@ -5,20 +5,14 @@
 
 use super::Broker;
 use crate::bead::BeadRef;
-use crate::deopt::DeoptPolicy;
 use crate::policy::HotnessPolicy;
 use crate::state::Phase;
-use crate::stats::Events;
 use crate::sync::Ordering;
-use crate::wake::WakeHook;
 
 impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
 where
     H: BeadRef,
     P: HotnessPolicy,
-    D: DeoptPolicy,
-    W: WakeHook,
-    E: Events,
 {
     /// Cancels every queued job (shutdown): their beads return to rest with
     /// a cooldown; nothing is compiled. Returns how many were cancelled.

@@ -35,7 +35,6 @@ use crate::job::Ticket;
 use crate::policy::HotnessPolicy;
 use crate::state::{Generation, MAX_TIER, Phase, StateWord};
 use crate::stats::Events;
-use crate::wake::WakeHook;
 
 /// What must hold for a change to apply, checked under the lock. It also
 /// decides the generation rule: only [`Expect::Job`] keeps the generation.
@@ -98,10 +97,8 @@ pub(super) struct Changed<T> {
 
 impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
 where
-    H: BeadRef,
     P: HotnessPolicy,
     D: DeoptPolicy,
-    W: WakeHook,
     E: Events,
 {
     /// The one step that changes a bead's published code; see the module

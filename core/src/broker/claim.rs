@@ -113,7 +113,6 @@ where
     H: BeadRef,
     P: HotnessPolicy,
     D: DeoptPolicy,
-    W: WakeHook,
     E: Events,
 {
     fn finish_published(&self, ticket: &Ticket<H>, compiled: Compiled, ticks: Option<u64>) -> Result<(), Compiled> {

@@ -7,22 +7,14 @@
 //! into the ring through `change_code` (see `change.rs`) or [`Broker::retire`].
 
 use super::{Broker, Shared};
-use crate::bead::BeadRef;
 use crate::compiler::{CodeHandle, Compiler};
-use crate::deopt::DeoptPolicy;
 use crate::error::{KilnError, Refused};
-use crate::policy::HotnessPolicy;
 use crate::reclaim::ReclaimMode;
 use crate::stats::Events;
 use crate::sync::Ordering;
-use crate::wake::WakeHook;
 
 impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> Broker<H, P, D, W, E, QUEUE, RETIRE>
 where
-    H: BeadRef,
-    P: HotnessPolicy,
-    D: DeoptPolicy,
-    W: WakeHook,
     E: Events,
 {
     /// Retires `code` taken out of a bead by hand ([`Bead::take_code`](crate::Bead::take_code)); it is

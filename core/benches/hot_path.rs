@@ -65,11 +65,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln_core::{
-    Bead, Broker, CodeHandle, Compiled, NoEvents, NoPump, OsrEntry, OsrTable, ThresholdDeoptPolicy, ThresholdPolicy,
+    Bead, Broker, CodeHandle, Compiled, NoEvents, NoWake, OsrEntry, OsrTable, ThresholdDeoptPolicy, ThresholdPolicy,
 };
 
 /// The broker every bench uses: beads held by `&Bead`, one tier (tier 0 is final).
-type BenchBroker<'a> = Broker<&'a Bead, ThresholdPolicy, ThresholdDeoptPolicy, NoPump, NoEvents>;
+type BenchBroker<'a> = Broker<&'a Bead, ThresholdPolicy, ThresholdDeoptPolicy, NoWake, NoEvents>;
 
 /// Stands in for JIT-compiled code; never called.
 extern "C" fn native_code() {}
@@ -146,13 +146,13 @@ struct SecondThread {
 /// A broker that never promotes: beads keep counting forever (the slow path
 /// runs once per 65,536 calls, when kiln's capped countdown runs out).
 fn counting_broker<'a>() -> BenchBroker<'a> {
-    Broker::new(ThresholdPolicy::new(u32::MAX), ThresholdDeoptPolicy::default(), NoPump, NoEvents)
+    Broker::new(ThresholdPolicy::new(u32::MAX), ThresholdDeoptPolicy::default(), NoWake, NoEvents)
 }
 
 fn compiled(c: &mut Criterion) {
     let bead = Bead::new(ptr::null_mut());
     let broker: BenchBroker<'_> =
-        Broker::new(ThresholdPolicy::new(1_000), ThresholdDeoptPolicy::default(), NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1_000), ThresholdDeoptPolicy::default(), NoWake, NoEvents);
     let handle = &bead;
     let code = Compiled::new(native_ptr(), CodeHandle::from_raw(1).unwrap()).unwrap();
     // ThresholdPolicy's max tier is 0, so tier-0 code is final: the one-load path.
@@ -301,7 +301,7 @@ fn backedge(c: &mut Criterion) {
     let table: &'static OsrTable<'static> = Box::leak(Box::new(OsrTable::new(entries).unwrap()));
     let with_osr = Bead::new(ptr::null_mut());
     let osr_broker: BenchBroker<'_> =
-        Broker::new(ThresholdPolicy::new(1_000), ThresholdDeoptPolicy::default(), NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1_000), ThresholdDeoptPolicy::default(), NoWake, NoEvents);
     let osr_handle = &with_osr;
     let code = Compiled::new(native_ptr(), CodeHandle::from_raw(1).unwrap()).unwrap();
     // SAFETY: 1. `table` and the entries it views are leaked, so they stay

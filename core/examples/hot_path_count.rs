@@ -18,13 +18,13 @@ use core::hint::black_box;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use kiln_core::{Bead, Broker, CodeHandle, Compiled, NoEvents, NoPump, ThresholdDeoptPolicy, ThresholdPolicy};
+use kiln_core::{Bead, Broker, CodeHandle, Compiled, NoEvents, NoWake, ThresholdDeoptPolicy, ThresholdPolicy};
 
 /// Calls per loop.
 const N: u64 = 1_000_000;
 
 /// The broker every loop uses: beads held by `&Bead`, tier 0 final.
-type CountBroker<'a> = Broker<&'a Bead, ThresholdPolicy, ThresholdDeoptPolicy, NoPump, NoEvents>;
+type CountBroker<'a> = Broker<&'a Bead, ThresholdPolicy, ThresholdDeoptPolicy, NoWake, NoEvents>;
 
 /// Stands in for JIT-compiled code; never called.
 extern "C" fn native_code() {}
@@ -109,9 +109,9 @@ fn main() {
     let compiled_bead = Bead::new(ptr::null_mut());
     let cold_bead = Bead::new(ptr::null_mut());
     let compiled_broker: CountBroker<'_> =
-        Broker::new(ThresholdPolicy::new(1_000), ThresholdDeoptPolicy::default(), NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1_000), ThresholdDeoptPolicy::default(), NoWake, NoEvents);
     let counting_broker: CountBroker<'_> =
-        Broker::new(ThresholdPolicy::new(u32::MAX), ThresholdDeoptPolicy::default(), NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(u32::MAX), ThresholdDeoptPolicy::default(), NoWake, NoEvents);
 
     let compiled = &compiled_bead;
     let code = Compiled::new(native_ptr(), CodeHandle::from_raw(1).unwrap()).unwrap();
@@ -132,7 +132,7 @@ fn main() {
     // pending, so this loop shows that re-check's share of a call.
     let pending_bead = Bead::new(ptr::null_mut());
     let pending_broker: CountBroker<'_> =
-        Broker::new(ThresholdPolicy::new(1), ThresholdDeoptPolicy::default(), NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1), ThresholdDeoptPolicy::default(), NoWake, NoEvents);
     let pending = &pending_bead;
     assert_eq!(pending_broker.on_invoke(&pending), None);
     assert_eq!(pending_bead.state(), kiln_core::BeadState::Queued);

@@ -238,12 +238,20 @@ impl Bead {
         osr: *mut OsrTable<'static>,
         is_final: bool,
     ) -> usize {
+        // AcqRel pairs with the swap in `uninstall` and the Acquire load in
+        // `has_code`. All three run under the broker's lock (or, for
+        // `take_code`, with the bead exclusively borrowed), which orders
+        // them already; the handle word is never read without one of those.
         let old = self.code.swap(handle, Ordering::AcqRel);
-        // Release: pairs with the Acquire in `osr_entry`.
+        // Release: pairs with the Acquire load of the table in `osr_entry`,
+        // so a reader that finds the table sees it complete.
         self.osr.store(osr, Ordering::Release);
-        // Release: pairs with the Acquire loads of the entries in `on_invoke`
-        // and `compiled`. Clear the slot we are not using first, so the fast
-        // path never returns code about to be retired.
+        // Release: pairs with the Acquire loads of the entries in
+        // `on_invoke` (broker), `fast_entry` and `compiled`: whoever sees the
+        // pointer sees the code behind it. The table is stored before the
+        // entry, so a reader of the entry who then looks up OSR (Acquire in
+        // `osr_entry`) finds the new table. Clear the slot we are not using
+        // first, so the fast path never returns code about to be retired.
         if is_final {
             self.warm_entry.store(ptr::null_mut(), Ordering::Release);
             self.entry.store(entry.as_ptr(), Ordering::Release);
@@ -256,16 +264,28 @@ impl Bead {
 
     /// Unpublishes code (entries first, then the table) and returns its handle.
     pub(crate) fn uninstall(&self) -> usize {
+        // Release stores of null pair with the same Acquire loads as in
+        // `install` (`on_invoke`, `fast_entry`, `compiled`, `osr_entry`); a
+        // null publishes nothing to dereference. What makes the old code safe
+        // to free is the order "unpublish, then the epoch advances": these
+        // stores happen under the broker's lock before the Release store of
+        // the epoch in `mirror_reclaim`, which pairs with the Acquire in
+        // `Broker::epoch` (see `reclaim`, invariant 1).
         self.entry.store(ptr::null_mut(), Ordering::Release);
         self.warm_entry.store(ptr::null_mut(), Ordering::Release);
         self.osr.store(ptr::null_mut(), Ordering::Release);
+        // AcqRel pairs with the swap in `install` (see there).
         self.code.swap(0, Ordering::AcqRel)
     }
 
     /// Moves warm code to the fast path (no higher tier will come).
     pub(crate) fn finalize(&self) {
+        // Acquire pairs with the Release store of the warm entry in
+        // `install`, so the code behind it is visible here ...
         let warm = self.warm_entry.load(Ordering::Acquire);
         if !warm.is_null() {
+            // ... and Release passes it on to the Acquire load of the entry
+            // in `on_invoke` and `fast_entry`.
             self.entry.store(warm, Ordering::Release);
             self.warm_entry.store(ptr::null_mut(), Ordering::Release);
         }
@@ -275,6 +295,7 @@ impl Bead {
     /// invalidated (no code installed); its generation moves on.
     pub(crate) fn recycle(&self, core: *mut ()) {
         let word = self.state.load();
+        // Release pairs with the Acquire in `core_handle`, as in `update_core`.
         self.core.store(core, Ordering::Release);
         self.meta.store((crate::state::MAX_TIER as u32) << CAP_SHIFT, Ordering::Relaxed);
         self.invocation_mark.store(1, Ordering::Relaxed);
@@ -290,6 +311,7 @@ impl Bead {
     }
 
     pub(crate) fn has_code(&self) -> bool {
+        // Acquire pairs with the swaps in `install` and `uninstall`.
         self.code.load(Ordering::Acquire) != 0
     }
 }

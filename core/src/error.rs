@@ -30,6 +30,9 @@ pub enum KilnError {
     TierOutOfRange,
     /// The OSR table is malformed.
     BadOsrTable(OsrTableError),
+    /// The job's bead moved on while it compiled (its generation changed or
+    /// it left Compiling): the result was not installed.
+    StaleJob,
 }
 
 impl core::fmt::Display for KilnError {
@@ -46,6 +49,7 @@ impl core::fmt::Display for KilnError {
             Self::Blacklisted => f.write_str("bead is blacklisted"),
             Self::TierOutOfRange => f.write_str("tier is above MAX_TIER"),
             Self::BadOsrTable(error) => write!(f, "bad OSR table: {error}"),
+            Self::StaleJob => f.write_str("the bead moved on while its job compiled"),
         }
     }
 }

@@ -8,8 +8,10 @@
 //! returns the bead to the state it rests in (Interpreted, or its installed
 //! tier) with a cooldown, so no bead stays Compiling after its job ended.
 
+use crate::bead::BeadRef;
 use crate::compiler::{Compiled, Compiler};
-use crate::state::Generation;
+use crate::queue::QueueEntry;
+use crate::state::{Generation, Phase, StateWord};
 
 /// What a job compiles for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +62,19 @@ pub(crate) struct Ticket<H> {
     pub(crate) reserved: bool,
 }
 
+impl<H> Ticket<H> {
+    /// The ticket for a popped queue entry.
+    pub(crate) fn from_entry(entry: QueueEntry<H>, reserved: bool) -> Self {
+        Self { bead: entry.bead, generation: entry.generation, tier: entry.tier, kind: entry.kind, reserved }
+    }
+
+    /// Whether the bead is still Compiling at the generation this job was
+    /// issued for, i.e. the job may still end it.
+    pub(crate) fn is_current(&self, word: StateWord) -> bool {
+        word.is_at(Phase::Compiling, self.generation)
+    }
+}
+
 /// The broker side of a job, object-safe so `Job` needs only the handle type.
 pub(crate) trait JobOwner<H> {
     /// Installs `compiled` if the ticket is current, else hands it back.
@@ -78,7 +93,7 @@ pub(crate) trait JobOwner<H> {
 /// use kiln_core::*;
 /// let job = {
 ///     let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy> =
-///         Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+///         Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
 ///     broker.claim().unwrap()
 /// };
 /// ```
@@ -127,6 +142,17 @@ impl<'b, H> Job<'b, H> {
     /// The bead's handle.
     pub fn bead(&self) -> &H {
         &self.ticket().bead
+    }
+
+    /// Whether the bead moved on since the job was claimed (invalidated,
+    /// reloaded, swapped, evicted): compiling it would only produce a result
+    /// to release. Dropping a stale job changes nothing.
+    pub fn is_stale(&self) -> bool
+    where
+        H: BeadRef,
+    {
+        let ticket = self.ticket();
+        !ticket.is_current(ticket.bead.bead().word())
     }
 
     /// Publishes `compiled` (timed at `ticks`, if known). If the bead moved

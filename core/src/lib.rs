@@ -3,8 +3,8 @@
 //! The `no_std`, allocation-free core of kiln, a hot-function promotion
 //! broker between an interpreter and a JIT compiler. It counts calls,
 //! decides when a function is hot ([`HotnessPolicy`]), queues a compile
-//! ([`Broker`]), lets the host run it wherever it likes ([`Pump`],
-//! [`Broker::pump`], [`Broker::claim`]), publishes the native entry (and OSR
+//! ([`Broker`]), wakes the host ([`WakeHook`]), lets it run the job wherever
+//! it likes ([`Broker::pump`], [`Broker::claim`], [`pump_jobs`]), publishes the native entry (and OSR
 //! entries) back into the function's [`Bead`], and retires replaced code
 //! until the host declares quiescence ([`Broker::quiesce`]).
 //!
@@ -30,7 +30,7 @@
 //!
 //! static SQUARE: Bead = Bead::new(core::ptr::null_mut());
 //! let broker: Broker<&Bead, _, _> =
-//!     Broker::new(ThresholdPolicy::new(100), ThresholdDeoptPolicy::default(), NoPump, NoEvents);
+//!     Broker::new(ThresholdPolicy::new(100), ThresholdDeoptPolicy::default(), NoWake, NoEvents);
 //! let mut jit = Jit { released: 0 };
 //!
 //! let bead = &SQUARE;
@@ -61,8 +61,10 @@ mod bead;
 mod broker;
 mod compiler;
 mod deopt;
+mod dyn_broker;
 mod error;
 mod job;
+mod lifecycle;
 mod osr;
 mod policy;
 #[cfg(not(loom))]
@@ -73,6 +75,7 @@ pub mod reclaim;
 mod state;
 mod stats;
 mod sync;
+mod wake;
 
 pub use bead::{Bead, BeadRef};
 pub use broker::{Broker, ClaimError};
@@ -81,6 +84,7 @@ pub use deopt::{
     AlwaysRecompilePolicy, Bailout, BailoutReason, BlacklistDecay, DeoptDecision, DeoptPolicy,
     ExponentialBackoffPolicy, ThresholdDeoptPolicy, TieredDeoptPolicy,
 };
+pub use dyn_broker::DynBroker;
 pub use error::{KilnError, Refused};
 pub use job::{CompileRequest, Job, JobKind, JobOutcome};
 pub use osr::{OsrEntry, OsrTable, OsrTableError};
@@ -89,7 +93,10 @@ pub use policy::{Decision, HotnessPolicy, HotnessStats, LoadScaling, ThresholdPo
 pub use pool::BeadPool;
 #[cfg(feature = "std")]
 pub use pump::StdClock;
-pub use pump::{Budget, Clock, NoPump, Pump, PumpReport, PumpStop};
+pub use pump::{Budget, Clock, Handled, JobRunner, PumpReport, PumpStop, pump_jobs};
 pub use reclaim::ReclaimMode;
 pub use state::{BeadState, Generation, MAX_TIER};
 pub use stats::{Events, NoEvents, Stats};
+#[allow(deprecated)]
+pub use wake::{NoPump, Pump};
+pub use wake::{NoWake, WakeHook};

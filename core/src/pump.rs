@@ -1,42 +1,17 @@
-//! The pump: how compile work reaches a thread the host owns.
+//! Pumping: running compile jobs, and the one loop every pump uses.
 //!
-//! kiln never starts a thread and never blocks. When a job is queued it calls
-//! the host's [`Pump::wake`] — at most once until a pumper starts draining,
-//! so a burst of promotions costs one wake-up — and the host then calls
-//! [`Broker::pump`](crate::Broker::pump) wherever it likes: a dedicated
-//! thread, a job-system task, or the main loop between frames with a
-//! [`Budget`].
-//!
-//! # The `Pump::wake` contract
-//!
-//! - It may be called from any thread that calls into the broker, including
-//!   an interpreter thread in the middle of a call and (with feature
-//!   `critical-section`) an interrupt handler. It is never called with the
-//!   broker's lock held.
-//! - It must not block and must not call back into the broker (no `pump`,
-//!   no `claim`, no `on_invoke`): schedule the pumping, don't do it.
-//! - Doing nothing is valid: a host that pumps on its own schedule (every
-//!   frame) uses [`NoPump`].
+//! A *pump* runs jobs the broker queued: [`Broker::pump`](crate::Broker::pump)
+//! with a compiler and a [`Budget`], kiln-host's frame pump between frames,
+//! its job-system pump on worker tasks. All of them run [`pump_jobs`]: claim
+//! a job, hand it to a [`JobRunner`] (which compiles, times and finishes it
+//! its own way, or keeps it for later), count the outcome in a
+//! [`PumpReport`], and stop on an empty queue, a full retire ring, the
+//! budget, or the runner's word. The hook that *wakes* a pump is
+//! [`WakeHook`](crate::WakeHook) (`wake.rs`).
 
-/// The host's wake-up hook. See the module docs for its contract.
-pub trait Pump {
-    /// Work was queued; arrange for `Broker::pump` to run soon.
-    fn wake(&self);
-}
-
-/// A pump for hosts that call `Broker::pump` on their own schedule.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoPump;
-
-impl Pump for NoPump {
-    fn wake(&self) {}
-}
-
-impl<W: Pump + ?Sized> Pump for &W {
-    fn wake(&self) {
-        (**self).wake()
-    }
-}
+use crate::broker::ClaimError;
+use crate::dyn_broker::DynBroker;
+use crate::job::{Job, JobOutcome};
 
 /// A monotonic clock in host-defined ticks (nanoseconds, cycles, ...).
 pub trait Clock {
@@ -106,7 +81,7 @@ impl Default for Budget<'_> {
     }
 }
 
-/// Why a `pump` call returned.
+/// Why a pump returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum PumpStop {
@@ -120,9 +95,12 @@ pub enum PumpStop {
     /// The next job would replace code but the retire ring is full: call
     /// `quiesce` and pump again.
     RetireFull,
+    /// The [`JobRunner`] asked to stop (a stop request, no room to keep a job).
+    Stopped,
 }
 
-/// What one `pump` call did.
+/// What one pump did: the one report type of every kiln pump (kiln-host's
+/// frame report embeds it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PumpReport {
@@ -142,6 +120,92 @@ pub struct PumpReport {
     pub ticks: u64,
     /// Why it returned.
     pub stop: PumpStop,
+}
+
+impl PumpReport {
+    /// Adds what a later pump over the same queue did: its counts and ticks
+    /// add up; its `remaining` and `stop` are the latest.
+    pub fn merge(&mut self, later: PumpReport) {
+        self.ran += later.ran;
+        self.published += later.published;
+        self.failed += later.failed;
+        self.stale += later.stale;
+        self.dropped += later.dropped;
+        self.ticks = self.ticks.saturating_add(later.ticks);
+        self.remaining = later.remaining;
+        self.stop = later.stop;
+    }
+
+    /// Counts one job that ran to `outcome`.
+    pub fn record(&mut self, outcome: JobOutcome) {
+        self.ran += 1;
+        match outcome {
+            JobOutcome::Published => self.published += 1,
+            JobOutcome::Failed => self.failed += 1,
+            JobOutcome::Stale => self.stale += 1,
+        }
+    }
+}
+
+/// What a [`JobRunner`] did with a claimed job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Handled {
+    /// It ran to this outcome (counted in the report).
+    Ran(JobOutcome),
+    /// The runner keeps the claimed job to run later (a frame pump holding a
+    /// job that does not fit); it is not counted as run.
+    Kept,
+}
+
+/// How one pump runs the jobs [`pump_jobs`] claims for it.
+pub trait JobRunner<'b, H> {
+    /// Asked before every claim; `false` ends the loop with
+    /// [`PumpStop::Stopped`]. The default never stops.
+    fn wants_more(&mut self) -> bool {
+        true
+    }
+
+    /// Runs one claimed job (compile, then [`Job::finish`]), or keeps it.
+    fn run(&mut self, job: Job<'b, H>) -> Handled;
+}
+
+/// kiln's one job loop: claims jobs from `broker` and hands each to
+/// `runner`, until the runner stops, `budget`'s job limit or deadline is
+/// reached (checked between jobs: a job that started runs to its end), the
+/// queue is empty, or the next job would replace code while the retire ring
+/// is full. Each claim re-arms the broker's wake flag, so the next promotion
+/// wakes the host again. Reports what ran; `remaining` and `ticks` (if the
+/// budget has a clock) are read at the end.
+pub fn pump_jobs<'b, H>(
+    broker: &'b dyn DynBroker<H>,
+    budget: Budget<'_>,
+    runner: &mut dyn JobRunner<'b, H>,
+) -> PumpReport {
+    let started = budget.now();
+    let mut report = PumpReport::default();
+    report.stop = loop {
+        if !runner.wants_more() {
+            break PumpStop::Stopped;
+        }
+        if report.ran >= budget.max_jobs {
+            break PumpStop::JobLimit;
+        }
+        if budget.expired() {
+            break PumpStop::Deadline;
+        }
+        match broker.claim_counting_stale(&mut report.dropped) {
+            Ok(job) => match runner.run(job) {
+                Handled::Ran(outcome) => report.record(outcome),
+                Handled::Kept => {}
+            },
+            Err(ClaimError::Empty) => break PumpStop::Idle,
+            Err(ClaimError::RetireFull) => break PumpStop::RetireFull,
+        }
+    };
+    report.remaining = broker.queue_len() as u32;
+    report.ticks = budget.now().zip(started).map_or(0, |(now, started)| now.saturating_sub(started));
+    report
 }
 
 #[cfg(feature = "std")]

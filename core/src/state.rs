@@ -10,27 +10,59 @@
 //! The lifecycle, with the function that takes each arrow:
 //!
 //! ```text
-//!                 (1) Broker::on_invoke / on_backedge: policy says promote (CAS)
-//!   Interpreted ───────────────────────────────► Queued
-//!     ▲   ▲  ▲                                     │ (2) Broker::claim (under the lock)
-//!     │   │  │ (4) Job dropped / compile failed    ▼
-//!     │   │  └───────────────────────────────── Compiling
-//!     │   │                                         │ (3) Job::publish (generation checked)
-//!     │   │ (5) record_bailout / reload             ▼
-//!     │   └──────────────────────────────────── Compiled(tier) ──(1) next tier──► Queued
-//!     │ (7) blacklist decay                        │
-//!     │                                            │ (6) record_bailout: policy blacklists
-//!   Blacklisted ◄──────────────────────────────────┘
+//!                    (1) promote                (3) claim
+//!   Interpreted ──────────────────► Queued ──────────────► Compiling
+//!    │ ▲ ▲ ▲ ◄────────────────────── │ (4) cancel            │ │
+//!    │ │ │ └─────────────────────────────────────────────────┘ │ (5) publish
+//!    │ │ │   (6) fail, (7) job dropped, (15) reload              ▼
+//!    │ │ │                                           ┌──► Compiled(tier) ──(2) next tier──► Queued
+//!    │ │ └───────────────────────────────────────────┼─── (10) bailout, (13) evict,
+//!    │ │     (14) reload, (16) retire_installed      │    (9) swap back into Compiled
+//!    │ │ (8) swap ───────────────────────────────────┘         │
+//!    │ │                                                       │ (11) bailout: blacklist
+//!    │ └──(17) decay── Blacklisted ◄───────────────────────────┘
+//!    └──(12) blacklist ──►┘
 //!
-//!   any state ──(8) Broker::invalidate──► Invalidated   (terminal; code retired)
+//!   (18) invalidate, (19) invalidate_or_hand_back: any state but
+//!   Invalidated ──► Invalidated (terminal; code retired or handed back)
 //! ```
 //!
-//! Every arrow except (1) is taken under the broker's lock, so the other
-//! fields of the bead never change half-way through a transition. Arrow (1)
-//! is a CAS on this word: exactly one racing caller wins it. Arrows (4), (5),
-//! (6) and (8) bump the generation, which turns any job still in flight for
-//! the old generation into a stale one whose result is released, never
-//! installed. Replaced code goes to the retire ring (see `retire`).
+//! Each arrow, as the transition table in `lifecycle.rs` lists it (a test
+//! checks this legend is that table, line for line, and walks the table
+//! against the broker):
+//!
+//! ```text
+//! ( 1) Interpreted ──► Queued      Broker::on_invoke (the policy promotes (also on_backedge, submit)); generation kept
+//! ( 2) Compiled    ──► Queued      Broker::on_invoke (the policy promotes to a higher tier); generation kept
+//! ( 3) Queued      ──► Compiling   Broker::claim; generation kept
+//! ( 4) Queued      ──► Interpreted Broker::cancel_queued; generation kept
+//! ( 5) Compiling   ──► Compiled    Job::publish; generation kept
+//! ( 6) Compiling   ──► Interpreted Job::fail (the deopt policy recompiles later); generation kept
+//! ( 7) Compiling   ──► Interpreted drop(Job); generation kept
+//! ( 8) Interpreted ──► Compiled    Broker::swap_compiled; generation +1
+//! ( 9) Compiled    ──► Compiled    Broker::swap_compiled; generation +1
+//! (10) Compiled    ──► Interpreted Broker::record_bailout (the deopt policy recompiles); generation +1
+//! (11) Compiled    ──► Blacklisted Broker::record_bailout (the deopt policy blacklists); generation +1
+//! (12) Interpreted ──► Blacklisted Broker::blacklist; generation +1
+//! (13) Compiled    ──► Interpreted Broker::evict; generation +1
+//! (14) Compiled    ──► Interpreted Broker::reload; generation +1
+//! (15) Compiling   ──► Interpreted Broker::reload (the job in flight turns stale); generation +1
+//! (16) Compiled    ──► Interpreted Broker::retire_installed; generation +1
+//! (17) Blacklisted ──► Interpreted Broker::on_invoke (the blacklist decays); generation kept
+//! (18) Compiled    ──► Invalidated Broker::invalidate (from any state but Invalidated); generation +1
+//! (19) Queued      ──► Invalidated Broker::invalidate_or_hand_back (from any state but Invalidated); generation +1
+//! ```
+//!
+//! Every arrow except (1), (2) and (17) is taken under the broker's lock,
+//! so the other fields of the bead never change half-way through a
+//! transition; (1) and (2) are a CAS on this word (exactly one racing
+//! caller wins), (17) a CAS under the lock. Every arrow that changes the
+//! published code (5, 8–16, 18, 19) goes through `Broker::change_code`,
+//! which also applies the generation rule: every change of code bumps the
+//! generation, except a publish by the job of the current generation (5).
+//! A bump turns any job still in flight for the old generation into a
+//! stale one whose result is released, never installed. Replaced code goes
+//! to the retire ring (see `reclaim`).
 
 use crate::sync::{AtomicU32, Ordering};
 
@@ -53,8 +85,10 @@ pub enum BeadState {
     Invalidated,
 }
 
-/// A bead's generation: bumped by every transition that makes in-flight
-/// compiles stale (invalidate, reload, bailout, swap). 24 bits, wrapping.
+/// A bead's generation: bumped by every change of a bead's code that does
+/// not come from the job of the current generation (swap, bailout,
+/// blacklist, evict, invalidate, reload, retire), which makes in-flight
+/// compiles stale. Publishing keeps it. 24 bits, wrapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Generation(pub(crate) u32);
@@ -114,6 +148,14 @@ impl StateWord {
 
     pub(crate) fn generation(self) -> Generation {
         Generation(self.0 >> GENERATION_SHIFT)
+    }
+
+    /// The staleness test, written once: whether the bead is still in
+    /// `phase` at `generation` — the state a queue entry (Queued) or a
+    /// claimed job (Compiling) was issued for. Anything else means the bead
+    /// moved on and the entry or job is stale.
+    pub(crate) fn is_at(self, phase: Phase, generation: Generation) -> bool {
+        self.phase() == phase && self.generation() == generation
     }
 
     pub(crate) fn with_phase(self, phase: Phase) -> Self {

@@ -5,7 +5,7 @@
 //! failed compile, an abandoned job — and checks the error's type, that the
 //! refused operation changed nothing, and that refused code comes back for
 //! the caller to release (every handle a test creates is released exactly
-//! once by its end). The trace tests record every `Pump::wake` and `Events`
+//! once by its end). The trace tests record every `WakeHook::wake` and `Events`
 //! call and assert the exact sequence for a promote → pump → publish →
 //! invalidate → quiesce cycle, including one wake for a burst of promotions.
 
@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 use kiln_core::{
     AlwaysRecompilePolicy, Bailout, BailoutReason, Bead, BeadPool, BeadRef, BeadState, Broker, Budget, ClaimError,
     CodeHandle, CompileRequest, Compiled, Compiler, Decision, DeoptDecision, DeoptPolicy, Events, HotnessPolicy,
-    HotnessStats, JobKind, JobOutcome, KilnError, NoEvents, NoPump, NullEntry, OsrEntry, OsrTable, OsrTableError, Pump,
-    PumpReport, PumpStop, ThresholdDeoptPolicy, ThresholdPolicy, TierLadder,
+    HotnessStats, JobKind, JobOutcome, KilnError, NoEvents, NoWake, NullEntry, OsrEntry, OsrTable, OsrTableError,
+    PumpReport, PumpStop, ThresholdDeoptPolicy, ThresholdPolicy, TierLadder, WakeHook,
 };
 
 fn code(n: usize) -> *mut () {
@@ -146,10 +146,10 @@ impl<D: DeoptPolicy> DeoptPolicy for RecordingDeopt<D> {
 }
 
 /// A broker over `&Bead` with no hooks.
-type Plain<'a, P, D, const QUEUE: usize, const RETIRE: usize> = Broker<&'a Bead, P, D, NoPump, NoEvents, QUEUE, RETIRE>;
+type Plain<'a, P, D, const QUEUE: usize, const RETIRE: usize> = Broker<&'a Bead, P, D, NoWake, NoEvents, QUEUE, RETIRE>;
 
 fn plain<'a, P, D, const QUEUE: usize, const RETIRE: usize>(policy: P, deopt: D) -> Plain<'a, P, D, QUEUE, RETIRE> {
-    Broker::new(policy, deopt, NoPump, NoEvents)
+    Broker::new(policy, deopt, NoWake, NoEvents)
 }
 
 fn call_n<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize>(
@@ -161,7 +161,7 @@ where
     H: BeadRef,
     P: HotnessPolicy,
     D: DeoptPolicy,
-    W: Pump,
+    W: WakeHook,
     E: Events,
 {
     let mut last = None;
@@ -669,7 +669,7 @@ impl Trace {
 #[derive(Debug)]
 struct TracePump<'t>(&'t Trace);
 
-impl Pump for TracePump<'_> {
+impl WakeHook for TracePump<'_> {
     fn wake(&self) {
         self.0.push(Call::Wake);
     }

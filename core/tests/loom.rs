@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU32 as StdAtomicU32, AtomicUsize as StdAtomicUsize
 
 use kiln_core::{
     AlwaysRecompilePolicy, Bead, BeadRef, BeadState, Broker, Budget, ClaimError, CodeHandle, CompileRequest, Compiled,
-    Compiler, Decision, Events, HotnessPolicy, HotnessStats, JobKind, JobOutcome, NoPump, NullEntry, OsrEntry,
-    OsrTable, Pump, PumpStop, ThresholdPolicy,
+    Compiler, Decision, Events, HotnessPolicy, HotnessStats, JobKind, JobOutcome, NoWake, NullEntry, OsrEntry,
+    OsrTable, PumpStop, ThresholdPolicy, WakeHook,
 };
 use loom::sync::Arc;
 use loom::thread;
@@ -48,14 +48,14 @@ impl BeadRef for Handle {
 
 /// Small capacities keep the lock's protected state small; none of the
 /// models comes near them.
-type TestBroker<P = ThresholdPolicy, W = NoPump, const RETIRE: usize = 4> =
+type TestBroker<P = ThresholdPolicy, W = NoWake, const RETIRE: usize = 4> =
     Broker<Handle, P, AlwaysRecompilePolicy, W, RecordingEvents, 4, RETIRE>;
 
-fn broker<P: HotnessPolicy, W: Pump>(policy: P, pump: W) -> Arc<TestBroker<P, W>> {
+fn broker<P: HotnessPolicy, W: WakeHook>(policy: P, pump: W) -> Arc<TestBroker<P, W>> {
     broker_with_ring(policy, pump)
 }
 
-fn broker_with_ring<P: HotnessPolicy, W: Pump, const RETIRE: usize>(
+fn broker_with_ring<P: HotnessPolicy, W: WakeHook, const RETIRE: usize>(
     policy: P,
     pump: W,
 ) -> Arc<TestBroker<P, W, RETIRE>> {
@@ -220,13 +220,13 @@ impl Events for RecordingEvents {
     }
 }
 
-/// Counts `Pump::wake` calls.
+/// Counts `WakeHook::wake` calls.
 #[derive(Default)]
 struct RecordingPump {
     wakes: StdAtomicU32,
 }
 
-impl Pump for RecordingPump {
+impl WakeHook for RecordingPump {
     fn wake(&self) {
         self.wakes.fetch_add(1, SeqCst);
     }
@@ -276,7 +276,7 @@ impl HotnessPolicy for TwoTiers {
 /// must take two retirements again (no reservation leaked): installs code in
 /// `spare`, swaps it twice, then invalidates and drains everything.
 fn assert_ring_takes_two<P: HotnessPolicy>(
-    broker: &TestBroker<P, NoPump, 2>,
+    broker: &TestBroker<P, NoWake, 2>,
     ledger: &Ledger,
     compiler: &mut FakeCompiler,
     spare: &Handle,
@@ -305,7 +305,7 @@ fn assert_ring_takes_two<P: HotnessPolicy>(
 #[test]
 fn racing_threshold_crossings_queue_exactly_one_job() {
     explore(|| {
-        let broker = broker(ThresholdPolicy::new(2), NoPump);
+        let broker = broker(ThresholdPolicy::new(2), NoWake);
         let bead = Handle::new();
         // Call 1 of 2: the policy arms a countdown of one more call, so each
         // racing call below takes the slow path and decides "promote".
@@ -348,7 +348,7 @@ fn racing_threshold_crossings_queue_exactly_one_job() {
 #[test]
 fn publish_vs_invalidate_releases_every_handle_once() {
     explore(|| {
-        let broker = broker(ThresholdPolicy::new(1), NoPump);
+        let broker = broker(ThresholdPolicy::new(1), NoWake);
         let bead = Handle::new();
         let ledger = Ledger::new();
         assert_eq!(broker.on_invoke(&bead), None);
@@ -415,7 +415,7 @@ fn publish_vs_invalidate_releases_every_handle_once() {
 #[test]
 fn publish_vs_invalidate_with_installed_code_returns_the_reservation() {
     explore(|| {
-        let broker = broker_with_ring::<_, _, 2>(TwoTiers, NoPump);
+        let broker = broker_with_ring::<_, _, 2>(TwoTiers, NoWake);
         let bead = Handle::new();
         let spare = Handle::new();
         let ledger = Ledger::new();
@@ -461,7 +461,7 @@ fn publish_vs_invalidate_with_installed_code_returns_the_reservation() {
 fn swap_vs_osr_entry_vs_quiesce_never_frees_early() {
     let _ = &*OSR_TABLES;
     explore(|| {
-        let broker = broker(ThresholdPolicy::new(1_000), NoPump);
+        let broker = broker(ThresholdPolicy::new(1_000), NoWake);
         let bead = Handle::new();
         let ledger = Ledger::new();
 
@@ -545,7 +545,7 @@ fn swap_vs_osr_entry_vs_quiesce_never_frees_early() {
 /// its current generation is in the queue, and never Compiling. Drains the
 /// queue (abandoning what it claims) and returns how many jobs it claimed.
 fn assert_no_orphaned_state<P: HotnessPolicy, const RETIRE: usize>(
-    broker: &TestBroker<P, NoPump, RETIRE>,
+    broker: &TestBroker<P, NoWake, RETIRE>,
     bead: &Handle,
 ) -> u32 {
     let record = bead.bead();
@@ -572,7 +572,7 @@ fn assert_no_orphaned_state<P: HotnessPolicy, const RETIRE: usize>(
 #[test]
 fn claim_and_drop_vs_on_invoke_leaves_consistent_state() {
     explore(|| {
-        let broker = broker(QuickRetry(ThresholdPolicy::new(1)), NoPump);
+        let broker = broker(QuickRetry(ThresholdPolicy::new(1)), NoWake);
         let bead = Handle::new();
         assert_eq!(broker.on_invoke(&bead), None);
         assert_eq!(bead.bead().state(), BeadState::Queued);
@@ -606,7 +606,7 @@ fn claim_and_drop_vs_on_invoke_leaves_consistent_state() {
 #[test]
 fn claim_and_drop_vs_invalidate_leaves_consistent_state() {
     explore(|| {
-        let broker = broker_with_ring::<_, _, 2>(TwoTiers, NoPump);
+        let broker = broker_with_ring::<_, _, 2>(TwoTiers, NoWake);
         let bead = Handle::new();
         let ledger = Ledger::new();
         let warm = ledger.produce(NO_TABLE);
@@ -661,7 +661,7 @@ fn claim_and_drop_vs_invalidate_leaves_consistent_state() {
 #[test]
 fn abandoned_bead_is_promoted_again() {
     explore(|| {
-        let broker = broker(QuickRetry(ThresholdPolicy::new(1)), NoPump);
+        let broker = broker(QuickRetry(ThresholdPolicy::new(1)), NoWake);
         let bead = Handle::new();
         assert_eq!(broker.on_invoke(&bead), None);
 
@@ -705,7 +705,7 @@ fn wake_coalescing_never_loses_work() {
         let y = Handle::new();
         let ledger = Ledger::new();
         assert_eq!(broker.on_invoke(&x), None);
-        assert_eq!(broker.pump_hook().wakes.load(SeqCst), 1, "the first job wakes the host");
+        assert_eq!(broker.wake_hook().wakes.load(SeqCst), 1, "the first job wakes the host");
 
         let promoter = {
             let (broker, y) = (Arc::clone(&broker), y.clone());
@@ -725,7 +725,7 @@ fn wake_coalescing_never_loses_work() {
         promoter.join().unwrap();
         let report = pumper.join().unwrap();
 
-        let wakes = broker.pump_hook().wakes.load(SeqCst);
+        let wakes = broker.wake_hook().wakes.load(SeqCst);
         assert!(wakes <= 2, "one wake per cleared flag at most, got {wakes}");
         assert_eq!(x.bead().state(), BeadState::Compiled(0), "the pump ran the job that was queued before it");
         if broker.queue_len() > 0 {
@@ -741,7 +741,7 @@ fn wake_coalescing_never_loses_work() {
 
 /// Two interpreter threads promote two beads while nobody pumps: the second
 /// promotion finds a wake-up already pending and does not call
-/// `Pump::wake` again (one wake per burst).
+/// `WakeHook::wake` again (one wake per burst).
 #[test]
 fn wake_is_coalesced() {
     explore(|| {
@@ -761,6 +761,6 @@ fn wake_is_coalesced() {
         }
         assert_eq!(broker.queue_len(), 2);
         assert_eq!(broker.stats().promotions, 2);
-        assert_eq!(broker.pump_hook().wakes.load(SeqCst), 1, "two promotions, one wake");
+        assert_eq!(broker.wake_hook().wakes.load(SeqCst), 1, "two promotions, one wake");
     });
 }

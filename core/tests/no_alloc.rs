@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 use kiln_core::{
     AlwaysRecompilePolicy, BailoutReason, Bead, BeadPool, BeadState, BlacklistDecay, Broker, Budget, ClaimError,
     CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, Events, JobKind, JobOutcome, KilnError, NoEvents,
-    OsrEntry, OsrTable, Pump, PumpStop, ThresholdDeoptPolicy, ThresholdPolicy, TierLadder,
+    OsrEntry, OsrTable, PumpStop, ThresholdDeoptPolicy, ThresholdPolicy, TierLadder, WakeHook,
 };
 
 /// `System`, counting the calling thread's heap operations while it measures.
@@ -162,7 +162,7 @@ struct Counters {
 
 struct CountingPump<'c>(&'c Counters);
 
-impl Pump for CountingPump<'_> {
+impl WakeHook for CountingPump<'_> {
     fn wake(&self) {
         self.0.wakes.set(self.0.wakes.get() + 1);
     }
@@ -321,7 +321,7 @@ fn a_whole_bead_lifecycle_allocates_nothing() {
 fn the_compiled_fast_path_and_blacklist_decay_allocate_nothing() {
     let bead = Bead::new(ptr::null_mut());
     let deopt = BlacklistDecay::new(ThresholdDeoptPolicy::new(0), NonZeroU32::new(3).expect("non-zero"));
-    let broker: Broker<&Bead, _, _> = Broker::new(ThresholdPolicy::new(2), deopt, kiln_core::NoPump, NoEvents);
+    let broker: Broker<&Bead, _, _> = Broker::new(ThresholdPolicy::new(2), deopt, kiln_core::NoWake, NoEvents);
     let mut jit = Jit { table: &OSR_TABLE, created: 0, released: 0, failing: false };
     let (hits, allocations) = measure(|| {
         broker.on_invoke(&&bead);
@@ -348,7 +348,7 @@ fn the_compiled_fast_path_and_blacklist_decay_allocate_nothing() {
 fn the_bead_pool_allocates_nothing() {
     let pool = BeadPool::<4>::new();
     let broker: Broker<&Bead, _, _> =
-        Broker::new(ThresholdPolicy::new(2), AlwaysRecompilePolicy, kiln_core::NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(2), AlwaysRecompilePolicy, kiln_core::NoWake, NoEvents);
     let (in_use, allocations) = measure(|| {
         let a = pool.register(ptr::null_mut()).expect("room");
         let _b = pool.register(ptr::null_mut()).expect("room");

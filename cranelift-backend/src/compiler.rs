@@ -27,9 +27,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kiln_core::{
-    BeadRef, Broker, CodeHandle, CompileRequest, Compiled, Compiler, DeoptPolicy, Events, HotnessPolicy, Pump,
-};
+use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler, DynBroker};
 
 use crate::backend::CraneliftBackend;
 use crate::def::FunctionDef;
@@ -139,20 +137,12 @@ impl<H, F> CraneliftCompiler<H, F> {
 
 impl<H: BeadRef, F> CraneliftCompiler<H, F> {
     /// Carries out the budget's evictions of this compiler's code: each
-    /// victim is sent back to the interpreter through `broker`
-    /// (`Broker::evict`: no bailout counted, recompile paused for the
-    /// configured calls). Returns how many were evicted. Call it after
-    /// `pump`; without it the budget is exceeded but nothing breaks.
-    pub fn evict<P, D, W, E, const QUEUE: usize, const RETIRE: usize>(
-        &mut self,
-        broker: &Broker<H, P, D, W, E, QUEUE, RETIRE>,
-    ) -> usize
-    where
-        P: HotnessPolicy,
-        D: DeoptPolicy,
-        W: Pump,
-        E: Events,
-    {
+    /// victim is sent back to the interpreter through `broker` (any
+    /// kiln-core `Broker`, as `&dyn DynBroker`; `evict`: no bailout counted,
+    /// recompile paused for the configured calls). Returns how many were
+    /// evicted. Call it after `pump`; without it the budget is exceeded but
+    /// nothing breaks.
+    pub fn evict(&mut self, broker: &dyn DynBroker<H>) -> usize {
         // The book is not held while calling the broker: the broker calls
         // `release` (which takes the book) with its own lock held.
         let victims: Vec<(u64, usize, H)> = {

@@ -9,7 +9,7 @@ use common::*;
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::{I32, I64};
 use kiln_core::{
-    AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, CompileRequest, JobKind, NoEvents, NoPump, ThresholdPolicy,
+    AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, CompileRequest, JobKind, NoEvents, NoWake, ThresholdPolicy,
 };
 use kiln_cranelift::{ConfigError, CraneliftBackend, CraneliftCompiler, CraneliftConfig, CraneliftError, FunctionDef};
 
@@ -154,7 +154,7 @@ type CoreBroker<'a> = Broker<&'a Bead, ThresholdPolicy, AlwaysRecompilePolicy>;
 #[test]
 fn kiln_core_publishes_and_releases_through_the_compiler() {
     let bead = Bead::new(ptr::null_mut());
-    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(10), AlwaysRecompilePolicy, NoPump, NoEvents);
+    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(10), AlwaysRecompilePolicy, NoWake, NoEvents);
     let backend = backend();
     let mut compiler = CraneliftCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| Ok(fib_def()));
     let mut native = 0;
@@ -181,7 +181,7 @@ fn kiln_core_publishes_and_releases_through_the_compiler() {
 fn kiln_core_osr_job_publishes_the_loop_entry() {
     let bead = Bead::new(ptr::null_mut());
     let broker: CoreBroker<'_> =
-        Broker::new(ThresholdPolicy::new(1_000_000).osr_threshold(50), AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1_000_000).osr_threshold(50), AlwaysRecompilePolicy, NoWake, NoEvents);
     let backend = backend();
     let mut compiler = CraneliftCompiler::new(backend.clone(), |request: &CompileRequest<'_, &Bead>| {
         assert_eq!(request.kind, JobKind::Osr { site: SUM_LOOP });
@@ -212,7 +212,7 @@ fn kiln_core_osr_job_publishes_the_loop_entry() {
 #[test]
 fn compiler_clones_compile_in_parallel_and_share_their_units() {
     let beads: Vec<Bead> = (0..8).map(|_| Bead::new(ptr::null_mut())).collect();
-    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let backend = backend();
     let compiler = CraneliftCompiler::new(backend.clone(), |_request| Ok(fib_def()));
     for bead in &beads {
@@ -251,7 +251,7 @@ fn budget_evicts_the_coldest_kiln_core_code() {
     // Room for two units of one page each.
     let backend = CraneliftConfig::new().code_budget(2 * 4096).eviction_pause(100).build().unwrap();
     let beads = [Bead::new(ptr::null_mut()), Bead::new(ptr::null_mut()), Bead::new(ptr::null_mut())];
-    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+    let broker: CoreBroker<'_> = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut compiler =
         CraneliftCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| Ok(add_def("add", 1)));
     fn call<'a>(broker: &CoreBroker<'a>, bead: &'a Bead) -> Option<i64> {

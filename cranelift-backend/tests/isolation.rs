@@ -58,12 +58,12 @@ fn under_kiln_std_a_panicking_body_callback_fails_the_compile_only() {
 
 #[test]
 fn under_kiln_core_a_panicking_define_callback_is_a_failed_compile() {
-    use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoPump};
+    use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoWake};
     use kiln_cranelift::CraneliftCompiler;
 
     let beads = [Bead::new(ptr::null_mut()), Bead::new(ptr::without_provenance_mut(1))];
     let broker: Broker<&Bead, kiln_core::ThresholdPolicy, AlwaysRecompilePolicy> =
-        Broker::new(kiln_core::ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(kiln_core::ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let backend = CraneliftConfig::new().build().expect("host supported");
     let mut compiler = CraneliftCompiler::new(backend.clone(), |request: &CompileRequest<'_, &Bead>| {
         if request.bead.core_handle().is_null() {

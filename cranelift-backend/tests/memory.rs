@@ -12,7 +12,7 @@ use std::ptr;
 use std::sync::Mutex;
 
 use common::*;
-use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoPump, ThresholdPolicy};
+use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoWake, ThresholdPolicy};
 use kiln_cranelift::{CraneliftCompiler, CraneliftConfig};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -57,7 +57,7 @@ fn resident_memory_plateaus_over_compile_retire_quiesce_cycles() {
     let backend = CraneliftConfig::new().build().unwrap();
     let bead = Bead::new(ptr::null_mut());
     let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy> =
-        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut compiler =
         CraneliftCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| Ok(add_def("cycle", 1)));
     let mut cycle = |round: i64| {

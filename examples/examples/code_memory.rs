@@ -14,7 +14,7 @@
 
 use std::ptr;
 
-use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoPump, ThresholdPolicy};
+use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoWake, ThresholdPolicy};
 use kiln_cranelift::CraneliftCompiler;
 use kiln_examples::ir::Program;
 use kiln_examples::{jit, rss};
@@ -27,7 +27,7 @@ fn main() {
     let backend = jit::config().build().expect("Cranelift supports this machine");
     let bead = Bead::new(ptr::null_mut());
     let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy> =
-        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut compiler = CraneliftCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| {
         Ok(jit::function_def(program, 0, false, None))
     });

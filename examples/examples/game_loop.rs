@@ -42,8 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoEvents, NoPump, Pump, StdClock,
-    ThresholdPolicy,
+    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoEvents, NoWake, StdClock, ThresholdPolicy,
+    WakeHook,
 };
 use kiln_cranelift::{CraneliftBackend, CraneliftCompiler, FunctionDef};
 use kiln_examples::interp::{Hooks, Interpreter};
@@ -131,14 +131,14 @@ impl World {
 }
 
 /// A script call through kiln-core: native if the bead has code.
-struct CoreHooks<'a, W: Pump> {
+struct CoreHooks<'a, W: WakeHook> {
     broker: &'a CoreBroker<W>,
     beads: &'a [&'static Bead],
 }
 
 type CoreBroker<W> = Broker<&'static Bead, ThresholdPolicy, ExponentialBackoffPolicy, W, NoEvents>;
 
-impl<W: Pump> Hooks for CoreHooks<'_, W> {
+impl<W: WakeHook> Hooks for CoreHooks<'_, W> {
     #[inline(always)]
     fn call(&self, interpreter: &Interpreter<'_>, stack: &mut Vec<i64>, func: FuncId, args: &[i64]) -> i64 {
         match self.broker.on_invoke(&self.beads[func as usize]) {
@@ -257,8 +257,8 @@ fn frame_pump(
     backend: &CraneliftBackend,
 ) -> (ModeRun, Vec<FrameReport>) {
     let beads = core_beads(settings.kinds);
-    let broker: CoreBroker<NoPump> =
-        Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoPump, NoEvents);
+    let broker: CoreBroker<NoWake> =
+        Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoWake, NoEvents);
     let mut jit = CraneliftCompiler::new(backend.clone(), define(program));
     let clock = StdClock::new();
     // Size = IR instructions: what Cranelift's work grows with here.
@@ -276,7 +276,7 @@ fn frame_pump(
         || {
             let report = frames.pump(&mut jit, &clock, settings.budget.as_nanos() as u64);
             reports.borrow_mut().push(report);
-            Duration::from_nanos(if report.ran > 0 { report.spent } else { 0 })
+            Duration::from_nanos(if report.jobs.ran > 0 { report.spent() } else { 0 })
         },
         || compiled(&beads),
     );
@@ -338,7 +338,7 @@ fn kiln_std(settings: Settings, program: &'static Program, backend: &CraneliftBa
 
 /// After a kiln-core mode: no script code runs any more, so retire it all
 /// and declare quiescence until kiln has released it.
-fn release<W: Pump, C: kiln_core::Compiler<&'static Bead>>(
+fn release<W: WakeHook, C: kiln_core::Compiler<&'static Bead>>(
     broker: &CoreBroker<W>,
     beads: &[&'static Bead],
     jit: &mut C,
@@ -403,21 +403,21 @@ fn print_budget(reports: &[FrameReport], budget: Duration) {
     let budget_ms = budget.as_secs_f64() * 1e3;
     let ms = |ticks: u64| ticks as f64 / 1e6;
     let overruns: Vec<f64> = reports.iter().map(|report| ms(report.overrun)).collect();
-    let busy: Vec<&FrameReport> = reports.iter().filter(|report| report.ran > 0).collect();
+    let busy: Vec<&FrameReport> = reports.iter().filter(|report| report.jobs.ran > 0).collect();
     let busy_overruns: Vec<f64> = busy.iter().map(|report| ms(report.overrun)).collect();
     let sum = |field: fn(&FrameReport) -> u32| busy.iter().map(|report| field(report)).sum::<u32>();
-    let compiling: f64 = busy.iter().map(|report| ms(report.spent)).sum();
+    let compiling: f64 = busy.iter().map(|report| ms(report.spent())).sum();
     let share = |value: f64| value / budget_ms * 100.0;
     println!();
     println!(
         "frame pump: {} compiles in {} frames ({compiling:.1} ms compiling), {} times a job waited for a later frame, {} forced, {} mispredicted",
-        sum(|r| r.ran),
+        sum(|r| r.jobs.ran),
         busy.len(),
         reports.iter().map(|report| report.skipped).sum::<u32>(),
         sum(|r| r.forced),
         sum(|r| r.mispredicted)
     );
-    let busiest = busy.iter().map(|report| ms(report.spent)).fold(0.0, f64::max);
+    let busiest = busy.iter().map(|report| ms(report.spent())).fold(0.0, f64::max);
     let all = percentile(&overruns, 99.0);
     let compiling_p99 = if busy_overruns.is_empty() { 0.0 } else { percentile(&busy_overruns, 99.0) };
     println!(

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use kiln_core::{Bead, Broker, Budget, CompileRequest, ExponentialBackoffPolicy, NoEvents, Pump, ThresholdPolicy};
+use kiln_core::{Bead, Broker, Budget, CompileRequest, ExponentialBackoffPolicy, NoEvents, ThresholdPolicy, WakeHook};
 use kiln_cranelift::CraneliftCompiler;
 use kiln_examples::interp::{Hooks, Interpreter, Plain};
 use kiln_examples::ir::{FuncId, Program};
@@ -46,7 +46,7 @@ const OSR_THRESHOLD: u32 = 10_000;
 #[derive(Default)]
 struct WakePumper(OnceLock<Thread>);
 
-impl Pump for WakePumper {
+impl WakeHook for WakePumper {
     fn wake(&self) {
         if let Some(thread) = self.0.get() {
             thread.unpark();
@@ -134,7 +134,7 @@ fn main() {
             }
             compiler
         });
-        let _ = broker.pump_hook().0.set(pumper.thread().clone());
+        let _ = broker.wake_hook().0.set(pumper.thread().clone());
         let started = Instant::now();
         let result = interpreter.invoke(&tiered, spin, &[iterations]);
         let with_osr = started.elapsed();

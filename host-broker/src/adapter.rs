@@ -1,4 +1,4 @@
-//! kiln-core's `Pump` on a job system: a wake-up spawns a pump task.
+//! kiln-core's `WakeHook` on a job system: a wake-up spawns a pump task.
 //!
 //! Design note. The pump never runs a job on the waking thread (a wake-up
 //! comes from an interpreter's call and must not call into the broker); it
@@ -19,10 +19,11 @@ use std::boxed::Box;
 use std::panic::catch_unwind;
 use std::time::Instant;
 
-use kiln_core::{ClaimError, Clock, Compiler, JobOutcome, Pump, StdClock};
+use kiln_core::{
+    Budget, Clock, Compiler, DynBroker, Handled, Job, JobOutcome, JobRunner, PumpStop, StdClock, WakeHook, pump_jobs,
+};
 
 use crate::job_system::JobSystem;
-use crate::source::JobSource;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, OnceLock, Ordering, Weak, lock};
 
 /// How a [`JobSystemPump`] schedules.
@@ -79,7 +80,7 @@ impl Default for PumpConfig {
 /// that ends with work left spawns its successor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PumpStats {
-    /// `Pump::wake` calls.
+    /// `WakeHook::wake` calls.
     pub wakes: usize,
     /// Pump tasks spawned (by wake-ups, by tasks ending with work left, at attach).
     pub spawned: usize,
@@ -198,59 +199,76 @@ impl Control {
         taken.is_ok()
     }
 
-    /// Claims and runs jobs until the queue is empty, the task's share is
-    /// done, or stopping began.
-    fn drain<H, C: Compiler<H>>(&self, source: &dyn JobSource<H>, compiler: &mut C, clock: &dyn Clock) {
-        let mut ran = 0;
-        loop {
-            // Relaxed: a hint; `stop` waits for the task either way.
-            if self.stopping.load(Ordering::Relaxed) {
-                return;
+    /// Runs kiln's job loop for one task: until the queue is empty, the
+    /// task's share of jobs is done, or stopping began.
+    fn drain<H, C: Compiler<H>>(&self, broker: &dyn DynBroker<H>, compiler: &mut C, clock: &dyn Clock) {
+        let budget = Budget::jobs(self.jobs_per_task);
+        let report = pump_jobs(broker, budget, &mut TaskRunner { control: self, compiler, clock });
+        match report.stop {
+            PumpStop::JobLimit if report.remaining > 0 => {
+                // Work is left: ask for a successor (served in `Slot::drop`).
+                // SeqCst pairs with the load there, as in `wake`.
+                self.requested.store(true, Ordering::SeqCst);
             }
-            if ran >= self.jobs_per_task {
-                if source.queue_len() > 0 {
-                    // Work is left: ask for a successor (served in `Slot::drop`).
-                    // SeqCst pairs with the load there, as in `wake`.
-                    self.requested.store(true, Ordering::SeqCst);
-                }
-                return;
+            PumpStop::RetireFull => {
+                self.retire_full.bump();
+                debug!("kiln-host: pump task stops, retire ring full (quiesce, then wake)");
             }
-            let job = match source.claim() {
-                Ok(job) => job,
-                Err(ClaimError::Empty) => return,
-                Err(ClaimError::RetireFull) => {
-                    self.retire_full.bump();
-                    debug!("kiln-host: pump task stops, retire ring full (quiesce, then wake)");
-                    return;
-                }
-            };
-            ran += 1;
-            self.ran.bump();
-            let started = clock.now();
-            let result = catch_unwind(AssertUnwindSafe(|| compiler.compile(&job.request())));
-            let ticks = clock.now().saturating_sub(started);
-            match result {
-                // `finish` may hand a stale or refused result to the
-                // compiler's `release`: host code, which must not unwind
-                // into the job system (rayon aborts on an escaped panic).
-                // The broker's own transition happens before it.
-                Ok(result) => match catch_unwind(AssertUnwindSafe(|| job.finish(compiler, result, Some(ticks)))) {
-                    Ok(JobOutcome::Published) => self.published.bump(),
-                    Ok(JobOutcome::Failed) => self.failed.bump(),
-                    Ok(JobOutcome::Stale) => self.stale.bump(),
-                    Err(_panic) => {
-                        warn!("kiln-host: the compiler's release panicked; caught");
-                        self.host_panics.bump();
-                    }
-                },
-                Err(_panic) => {
-                    warn!("kiln-host: compile panicked; counted as a failed compile");
-                    job.fail();
-                    self.failed.bump();
-                    self.panicked.bump();
-                }
-            }
+            _ => {}
         }
+    }
+}
+
+/// A pump task's [`JobRunner`]: compiles under `catch_unwind`, times with
+/// the pump's clock, counts into the pump's statistics as each job ends.
+struct TaskRunner<'t, C> {
+    control: &'t Control,
+    compiler: &'t mut C,
+    clock: &'t dyn Clock,
+}
+
+impl<'b, H, C: Compiler<H>> JobRunner<'b, H> for TaskRunner<'_, C> {
+    fn wants_more(&mut self) -> bool {
+        // Relaxed: a hint; `stop` waits for the task either way.
+        !self.control.stopping.load(Ordering::Relaxed)
+    }
+
+    fn run(&mut self, job: Job<'b, H>) -> Handled {
+        let (control, compiler) = (self.control, &mut *self.compiler);
+        control.ran.bump();
+        let started = self.clock.now();
+        let result = catch_unwind(AssertUnwindSafe(|| compiler.compile(&job.request())));
+        let ticks = self.clock.now().saturating_sub(started);
+        let outcome = match result {
+            // `finish` may hand a stale or refused result to the
+            // compiler's `release`: host code, which must not unwind
+            // into the job system (rayon aborts on an escaped panic).
+            // The broker's own transition happens before it.
+            Ok(result) => match catch_unwind(AssertUnwindSafe(|| job.finish(compiler, result, Some(ticks)))) {
+                Ok(outcome) => {
+                    match outcome {
+                        JobOutcome::Published => control.published.bump(),
+                        JobOutcome::Failed => control.failed.bump(),
+                        JobOutcome::Stale => control.stale.bump(),
+                    }
+                    outcome
+                }
+                Err(_panic) => {
+                    warn!("kiln-host: the compiler's release panicked; caught");
+                    control.host_panics.bump();
+                    // Only a stale or refused result is released in `finish`.
+                    JobOutcome::Stale
+                }
+            },
+            Err(_panic) => {
+                warn!("kiln-host: compile panicked; counted as a failed compile");
+                job.fail();
+                control.failed.bump();
+                control.panicked.bump();
+                JobOutcome::Failed
+            }
+        };
+        Handled::Ran(outcome)
     }
 }
 
@@ -306,7 +324,7 @@ impl<J: JobSystem> Shared<J> {
             })
         }));
         if spawned.is_err() {
-            // Reached from `Pump::wake`, i.e. from an interpreter's call into
+            // Reached from `WakeHook::wake`, i.e. from an interpreter's call into
             // the broker: the panic must stop here.
             warn!("kiln-host: JobSystem::spawn panicked; caught, no task spawned");
             control.host_panics.bump();
@@ -356,7 +374,7 @@ impl<J: JobSystem> Drop for Slot<J> {
     }
 }
 
-/// kiln-core's [`Pump`] on a [`JobSystem`]: a wake-up spawns a pump task.
+/// kiln-core's [`WakeHook`] on a [`JobSystem`]: a wake-up spawns a pump task.
 ///
 /// ```text
 ///  interpreter thread                JobSystemPump                 job system worker
@@ -446,7 +464,7 @@ impl<J: JobSystem> JobSystemPump<J> {
     pub fn attach<H, B, C>(&self, broker: &'static B, compiler: C) -> Result<(), AttachError>
     where
         H: 'static,
-        B: JobSource<H> + Sync + 'static,
+        B: DynBroker<H> + Sync + 'static,
         C: Compiler<H> + Clone + Send + Sync + 'static,
     {
         let clock = StdClock::new();
@@ -462,7 +480,7 @@ impl<J: JobSystem> JobSystemPump<J> {
     pub fn attach_arc<H, B, C>(&self, broker: &Arc<B>, compiler: C) -> Result<(), AttachError>
     where
         H: 'static,
-        B: JobSource<H> + Send + Sync + 'static,
+        B: DynBroker<H> + Send + Sync + 'static,
         C: Compiler<H> + Clone + Send + Sync + 'static,
     {
         let broker: Weak<B> = Arc::downgrade(broker);
@@ -562,7 +580,7 @@ impl<J: JobSystem> JobSystemPump<J> {
     }
 }
 
-impl<J: JobSystem> Pump for JobSystemPump<J> {
+impl<J: JobSystem> WakeHook for JobSystemPump<J> {
     /// Spawns a pump task unless `max_in_flight` are running (then the next
     /// one to end spawns a successor). Never blocks and never runs a job on
     /// the calling thread.

@@ -2,7 +2,7 @@
 //!
 //! Design note. On native targets without threads, bevy_tasks'
 //! `TaskPool::spawn` polls the new task before returning, which would run
-//! compiles inside `Pump::wake` — on the interpreter's call, against the
+//! compiles inside `WakeHook::wake` — on the interpreter's call, against the
 //! wake contract. So every task first waits on a [`Gate`] that opens only
 //! after `spawn` returned: a task polled inline parks, and runs at the next
 //! tick of its executor. Where the pool has threads the gate costs one
@@ -136,7 +136,7 @@ impl Gate {
     }
 }
 
-/// kiln-core's `Pump` on bevy_tasks.
+/// kiln-core's `WakeHook` on bevy_tasks.
 pub type BevyPump = JobSystemPump<BevyJobSystem>;
 
 #[cfg(test)]

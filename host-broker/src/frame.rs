@@ -10,11 +10,12 @@
 //! The user-facing description is on [`FramePump`].
 
 use heapless::Vec;
-use kiln_core::{BeadRef, BeadState, ClaimError, Clock, Compiler, Job, JobOutcome};
+use kiln_core::{
+    BeadRef, Budget, Clock, Compiler, DynBroker, Handled, Job, JobOutcome, JobRunner, PumpReport, pump_jobs,
+};
 
 use crate::cost::{CostModel, UniformSize};
 use crate::predict::CostPredictor;
-use crate::source::JobSource;
 
 /// How a [`FramePump`] decides. The time unit is the host clock's tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,41 +61,40 @@ impl FrameConfig {
     }
 }
 
-/// What one frame's [`FramePump::pump`] did.
+/// What one frame's [`FramePump::pump`] did: kiln's pump report for the
+/// jobs, and the frame's own figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FrameReport {
+    /// The jobs, as every kiln pump reports them: `ran` (forced ones
+    /// included) and of those `published`, `failed` and `stale`; `dropped`,
+    /// jobs whose bead moved on, dropped without compiling (held ones and
+    /// stale queue entries); `remaining`, jobs still in the broker's queue;
+    /// `ticks`, from the start to the end of the call; `stop`, why claiming
+    /// ended (`RetireFull`: the next job would replace code and the
+    /// broker's retire ring is full, call `Broker::quiesce`).
+    pub jobs: PumpReport,
     /// The budget this frame had, in ticks.
     pub budget: u64,
-    /// Ticks from the start to the end of the call.
-    pub spent: u64,
     /// Ticks spent beyond the budget (a forced or mispredicted job).
     pub overrun: u64,
-    /// Jobs compiled this frame (forced ones included).
-    pub ran: u32,
-    /// Of those, published.
-    pub published: u32,
-    /// Of those, failed (the deopt policy decided what next).
-    pub failed: u32,
-    /// Of those, finished after their bead moved on (result released).
-    pub stale: u32,
-    /// Of those, run by anti-starvation although they did not fit.
+    /// Jobs run by anti-starvation although they did not fit.
     pub forced: u32,
-    /// Of those, the ones that took longer than predicted.
+    /// Jobs that took longer than predicted.
     pub mispredicted: u32,
     /// Sum of the predictions of the jobs that ran.
     pub predicted: u64,
     /// Jobs that did not fit and wait for a later frame.
     pub skipped: u32,
-    /// Held jobs whose bead moved on, dropped without compiling.
-    pub dropped: u32,
     /// Jobs held for later frames when the call returned.
     pub held: u32,
-    /// Jobs still in the broker's queue when the call returned.
-    pub queued: u32,
-    /// Claiming stopped because the next job would replace code and the
-    /// broker's retire ring is full: call `Broker::quiesce`.
-    pub retire_full: bool,
+}
+
+impl FrameReport {
+    /// Ticks from the start to the end of the call (`jobs.ticks`).
+    pub fn spent(&self) -> u64 {
+        self.jobs.ticks
+    }
 }
 
 /// A claimed job waiting for a frame with room for it.
@@ -146,7 +146,7 @@ struct Held<'b, H> {
 /// Type annotations: `FramePump<'_, H>` for the defaults, or
 /// `FramePump::<_, _, 16>::new(..)` for another `HELD`.
 pub struct FramePump<'b, H, M = UniformSize, const HELD: usize = 8> {
-    source: &'b dyn JobSource<H>,
+    source: &'b dyn DynBroker<H>,
     costs: M,
     predictor: CostPredictor,
     starve_after: u32,
@@ -169,7 +169,7 @@ impl<H, M, const HELD: usize> core::fmt::Debug for FramePump<'_, H, M, HELD> {
 impl<'b, H, const HELD: usize> FramePump<'b, H, UniformSize, HELD> {
     /// A frame pump over `source` (a kiln-core `Broker`) in which every
     /// function has size 1; see [`with_cost_model`](Self::with_cost_model).
-    pub fn new(source: &'b dyn JobSource<H>, config: FrameConfig) -> Self {
+    pub fn new(source: &'b dyn DynBroker<H>, config: FrameConfig) -> Self {
         const { assert!(HELD > 0, "a frame pump must be able to hold at least one job") };
         Self {
             source,
@@ -238,8 +238,8 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
         // 1. Held jobs whose bead moved on: dropping them changes nothing
         //    (kiln-core's abandon checks the generation).
         let before = self.held.len();
-        self.held.retain(|held| !is_stale(&held.job));
-        report.dropped = (before - self.held.len()) as u32;
+        self.held.retain(|held| !held.job.is_stale());
+        report.jobs.dropped = (before - self.held.len()) as u32;
 
         // 2. Anti-starvation: at most one job per frame runs without fitting,
         //    first, so that whatever it leaves can still be used.
@@ -253,7 +253,8 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
         let mut forced_one = false;
         if let Some(index) = starving {
             let held = self.held.remove(index);
-            self.run(held, compiler, clock, true, &mut report);
+            let outcome = self.run(held, compiler, clock, true, &mut report);
+            report.jobs.record(outcome);
             forced_one = true;
         }
 
@@ -263,7 +264,8 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
             let time_left = left();
             if time_left > 0 && self.predict(&self.held[index]) <= time_left {
                 let held = self.held.remove(index);
-                self.run(held, compiler, clock, false, &mut report);
+                let outcome = self.run(held, compiler, clock, false, &mut report);
+                report.jobs.record(outcome);
             } else {
                 let held = &mut self.held[index];
                 held.skipped = held.skipped.saturating_add(1);
@@ -272,38 +274,17 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
             }
         }
 
-        // 4. New jobs, while there is time and room to hold one that does not fit.
+        // 4. New jobs through kiln's job loop, while there is time (the
+        //    budget's deadline) and room to hold one that does not fit.
         let source = self.source;
-        while !self.held.is_full() && left() > 0 {
-            match source.claim() {
-                Ok(job) => {
-                    let size = self.costs.size(&job.request()).max(1);
-                    let mut held = Held { job, size, skipped: 0 };
-                    if self.predict(&held) <= left() {
-                        self.run(held, compiler, clock, false, &mut report);
-                    } else if self.starve_after == 0 && !forced_one {
-                        self.run(held, compiler, clock, true, &mut report);
-                        forced_one = true;
-                    } else {
-                        held.skipped = 1;
-                        report.skipped += 1;
-                        trace!("kiln-host: job of size {:?} held for a later frame", size);
-                        // Cannot fail: the loop checked there is room.
-                        let _ = self.held.push(held);
-                    }
-                }
-                Err(ClaimError::Empty) => break,
-                Err(ClaimError::RetireFull) => {
-                    report.retire_full = true;
-                    break;
-                }
-            }
-        }
+        let mut claiming = Claiming { pump: self, compiler, clock, deadline, forced_one, report: &mut report };
+        let claimed = pump_jobs(source, Budget::unlimited().until(clock, deadline), &mut claiming);
+        report.jobs.merge(claimed);
 
-        report.spent = clock.now().saturating_sub(started);
-        report.overrun = report.spent.saturating_sub(budget);
+        // The whole frame's time, not only step 4's.
+        report.jobs.ticks = clock.now().saturating_sub(started);
+        report.overrun = report.jobs.ticks.saturating_sub(budget);
         report.held = self.held.len() as u32;
-        report.queued = source.queue_len() as u32;
         if report.overrun > 0 {
             debug!("kiln-host: frame overran its budget by {:?} ticks ({:?} forced)", report.overrun, report.forced);
         }
@@ -322,7 +303,7 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
         clock: &dyn Clock,
         forced: bool,
         report: &mut FrameReport,
-    ) {
+    ) -> JobOutcome {
         let predicted = self.predict(&held);
         let Held { job, size, skipped } = held;
         let tier = job.request().tier;
@@ -334,13 +315,7 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
             self.predictor.record(tier, size, ticks);
         }
         let outcome = job.finish(compiler, result, Some(ticks));
-        report.ran += 1;
         report.predicted = report.predicted.saturating_add(predicted);
-        match outcome {
-            JobOutcome::Published => report.published += 1,
-            JobOutcome::Failed => report.failed += 1,
-            JobOutcome::Stale => report.stale += 1,
-        }
         if forced {
             report.forced += 1;
             debug!("kiln-host: forced a job skipped in {:?} frames (predicted {:?} ticks)", skipped, predicted);
@@ -348,12 +323,44 @@ impl<'b, H: BeadRef, M: CostModel<H>, const HELD: usize> FramePump<'b, H, M, HEL
         if ticks > predicted {
             report.mispredicted += 1;
         }
+        outcome
     }
 }
 
-/// The held job's bead moved on (its generation changed, or it left
-/// Compiling): compiling it would only produce a result to release.
-fn is_stale<H: BeadRef>(job: &Job<'_, H>) -> bool {
-    let bead = job.bead().bead();
-    bead.state() != BeadState::Compiling || bead.generation() != job.request().generation
+/// Step 4 of a frame as a [`JobRunner`]: each claimed job runs if it fits
+/// (or is forced when `starve_after` is 0), else it is held.
+struct Claiming<'p, 'b, 'c, H, M, C, const HELD: usize> {
+    pump: &'p mut FramePump<'b, H, M, HELD>,
+    compiler: &'p mut C,
+    clock: &'c dyn Clock,
+    deadline: u64,
+    forced_one: bool,
+    report: &'p mut FrameReport,
+}
+
+impl<'b, H: BeadRef, M: CostModel<H>, C: Compiler<H>, const HELD: usize> JobRunner<'b, H>
+    for Claiming<'_, 'b, '_, H, M, C, HELD>
+{
+    fn wants_more(&mut self) -> bool {
+        !self.pump.held.is_full()
+    }
+
+    fn run(&mut self, job: Job<'b, H>) -> Handled {
+        let left = self.deadline.saturating_sub(self.clock.now());
+        let size = self.pump.costs.size(&job.request()).max(1);
+        let mut held = Held { job, size, skipped: 0 };
+        if self.pump.predict(&held) <= left {
+            Handled::Ran(self.pump.run(held, self.compiler, self.clock, false, self.report))
+        } else if self.pump.starve_after == 0 && !self.forced_one {
+            self.forced_one = true;
+            Handled::Ran(self.pump.run(held, self.compiler, self.clock, true, self.report))
+        } else {
+            held.skipped = 1;
+            self.report.skipped += 1;
+            trace!("kiln-host: job of size {:?} held for a later frame", size);
+            // Cannot fail: `wants_more` checked there is room.
+            let _ = self.pump.held.push(held);
+            Handled::Kept
+        }
+    }
 }

@@ -29,7 +29,7 @@
 ///
 /// # Contract
 ///
-/// - `spawn` is called from [`Pump::wake`](kiln_core::Pump::wake): on any
+/// - `spawn` is called from [`WakeHook::wake`](kiln_core::WakeHook::wake): on any
 ///   thread that calls into the broker (an interpreter thread in the middle
 ///   of a call). It must not block, and it must not run `task` before it
 ///   returns — the task calls into the broker, which a wake-up must not do.

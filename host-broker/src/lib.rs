@@ -10,7 +10,7 @@
 //!   and runs only what fits; a job that does not fit waits, held, for a
 //!   later frame, and runs anyway after [`FrameConfig::starve_after`] skipped
 //!   frames. Each frame returns a [`FrameReport`].
-//! - `JobSystemPump` (feature `std`): kiln-core's [`Pump`] on any job
+//! - `JobSystemPump` (feature `std`): kiln-core's [`WakeHook`] on any job
 //!   system with a `spawn` (`JobSystem`): a wake-up spawns a pump task,
 //!   coalesced so at most a configured number are in flight, with a bounded
 //!   `stop`. Ready-made job systems: `RayonJobSystem` (feature `rayon`) and
@@ -47,7 +47,7 @@
 //! let beads: [Bead; 4] = core::array::from_fn(|_| Bead::new(core::ptr::null_mut()));
 //! let clock = FrameClock(Cell::new(0));
 //! let broker: Broker<&Bead, _, _> =
-//!     Broker::new(ThresholdPolicy::new(3), AlwaysRecompilePolicy, NoPump, NoEvents);
+//!     Broker::new(ThresholdPolicy::new(3), AlwaysRecompilePolicy, NoWake, NoEvents);
 //! // First guess: 200 µs per compile; learned from then on.
 //! let mut frames: FramePump<'_, &Bead> = FramePump::new(&broker, FrameConfig::new(200));
 //! let mut jit = Jit(&clock);
@@ -58,7 +58,7 @@
 //!     }
 //!     // 1 ms of each frame is left for compiles.
 //!     let report = frames.pump(&mut jit, &clock, 1_000);
-//!     assert!(report.spent <= 1_000 || report.forced == 1 || report.mispredicted > 0);
+//!     assert!(report.spent() <= 1_000 || report.forced == 1 || report.mispredicted > 0);
 //!     clock.0.set(clock.now() + 16_000);
 //! }
 //! assert!(beads.iter().all(|bead| bead.state() == BeadState::Compiled(0)));
@@ -89,8 +89,12 @@ mod sync;
 
 pub use cost::{CostModel, UniformSize};
 pub use frame::{FrameConfig, FramePump, FrameReport};
-pub use kiln_core::{Clock, Pump};
+/// kiln-core's old name for [`WakeHook`].
+#[allow(deprecated)]
+pub use kiln_core::Pump;
+pub use kiln_core::{Clock, WakeHook};
 pub use predict::CostPredictor;
+#[allow(deprecated)]
 pub use source::JobSource;
 
 #[cfg(feature = "std")]

@@ -72,5 +72,5 @@ impl JobSystem for RayonJobSystem {
     }
 }
 
-/// kiln-core's `Pump` on rayon.
+/// kiln-core's `WakeHook` on rayon.
 pub type RayonPump = JobSystemPump<RayonJobSystem>;

@@ -1,49 +1,18 @@
-//! Where kiln-host gets its jobs: anything that hands out claimed jobs.
+//! `JobSource`, the frame pump's and job-system pump's old view of the
+//! broker, kept as a deprecated name for kiln-core's [`DynBroker`].
 //!
-//! kiln-core's [`Broker`] has seven type parameters (handle, two policies,
-//! wake hook, events, two capacities). The frame pump and the job-system
-//! adapters need only two of its operations, `claim` and `queue_len`, so they
-//! see the broker through this small trait — as `&dyn JobSource<H>` in the
-//! frame pump, as a generic bound in the adapters — and host types stay short.
-//! The claim is kiln-core's own: the bead goes Queued → Compiling under the
-//! broker's lock, and the [`Job`] token must be run, published, failed or
-//! dropped (which abandons it and lets the bead cool down).
+//! kiln-host used to define its own two-method trait (`claim`,
+//! `queue_len`) so host types need not name `Broker`'s seven parameters.
+//! kiln-core now has one host-facing trait for every layer above it
+//! ([`DynBroker`]: claim, queue length, evict, quiesce); this name remains
+//! for code written against kiln-host's earlier API.
 
-use kiln_core::{BeadRef, Broker, ClaimError, DeoptPolicy, Events, HotnessPolicy, Job, Pump};
+use kiln_core::DynBroker;
 
-/// A source of claimed compile jobs: kiln-core's [`Broker`] (whatever its
-/// policies, hooks and capacities), or a wrapper around one.
-pub trait JobSource<H> {
-    /// Claims the next job (see [`Broker::claim`]).
-    fn claim(&self) -> Result<Job<'_, H>, ClaimError>;
+/// The old name of [`DynBroker`]: every `DynBroker` is a `JobSource`, and a
+/// `&dyn JobSource<H>` converts to a `&dyn DynBroker<H>`.
+#[deprecated(note = "use kiln_core::DynBroker, the one host-facing broker trait")]
+pub trait JobSource<H>: DynBroker<H> {}
 
-    /// Jobs still waiting to be claimed.
-    fn queue_len(&self) -> usize;
-}
-
-impl<H, P, D, W, E, const QUEUE: usize, const RETIRE: usize> JobSource<H> for Broker<H, P, D, W, E, QUEUE, RETIRE>
-where
-    H: BeadRef,
-    P: HotnessPolicy,
-    D: DeoptPolicy,
-    W: Pump,
-    E: Events,
-{
-    fn claim(&self) -> Result<Job<'_, H>, ClaimError> {
-        Broker::claim(self)
-    }
-
-    fn queue_len(&self) -> usize {
-        Broker::queue_len(self)
-    }
-}
-
-impl<H, S: JobSource<H> + ?Sized> JobSource<H> for &S {
-    fn claim(&self) -> Result<Job<'_, H>, ClaimError> {
-        (**self).claim()
-    }
-
-    fn queue_len(&self) -> usize {
-        (**self).queue_len()
-    }
-}
+#[allow(deprecated)]
+impl<H, B: DynBroker<H> + ?Sized> JobSource<H> for B {}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kiln_core::{BeadState, Pump};
+use kiln_core::{BeadState, WakeHook};
 use kiln_host::{AttachError, JobSystemPump, PumpConfig, SharedCompiler, StopTimeout};
 use support::{Manual, ThreadJit, beads, broker};
 

@@ -3,13 +3,15 @@
 mod common;
 
 use common::{CostlyJit, FakeClock, Rng, bead_of_size, sizes};
-use kiln_core::{AlwaysRecompilePolicy, Bead, BeadState, Broker, NoEvents, NoPump, ThresholdPolicy, TieredPolicy};
+use kiln_core::{
+    AlwaysRecompilePolicy, Bead, BeadState, Broker, NoEvents, NoWake, PumpStop, ThresholdPolicy, TieredPolicy,
+};
 use kiln_host::{FrameConfig, FramePump, FrameReport};
 
-type Kiln<'a, P, const RETIRE: usize = 64> = Broker<&'a Bead, P, AlwaysRecompilePolicy, NoPump, NoEvents, 64, RETIRE>;
+type Kiln<'a, P, const RETIRE: usize = 64> = Broker<&'a Bead, P, AlwaysRecompilePolicy, NoWake, NoEvents, 64, RETIRE>;
 
 fn threshold<'a>(calls: u32) -> Kiln<'a, ThresholdPolicy> {
-    Broker::new(ThresholdPolicy::new(calls), AlwaysRecompilePolicy, NoPump, NoEvents)
+    Broker::new(ThresholdPolicy::new(calls), AlwaysRecompilePolicy, NoWake, NoEvents)
 }
 
 /// Random calls into 48 functions of sizes 10..=100 over two tiers, whose
@@ -22,7 +24,7 @@ fn frames_never_exceed_their_budget_when_predictions_are_right() {
     let clock = FakeClock::default();
     let beads: Vec<Bead> = (0..48).map(|i| bead_of_size(10 + (i * 37) % 91)).collect();
     let broker: Kiln<'_, TieredPolicy> =
-        Broker::new(TieredPolicy { tier1_threshold: 3, tier2_threshold: 12 }, AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(TieredPolicy { tier1_threshold: 3, tier2_threshold: 12 }, AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut jit = CostlyJit::new(&clock, [3, 10]);
     let mut frames = FramePump::<_, _, 8>::new(&broker, FrameConfig::new(10)).with_cost_model(sizes);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -37,14 +39,14 @@ fn frames_never_exceed_their_budget_when_predictions_are_right() {
             }
         }
         let report = frames.pump(&mut jit, &clock, budget);
-        assert!(report.spent <= budget, "frame {frame}: {report:?}");
+        assert!(report.spent() <= budget, "frame {frame}: {report:?}");
         assert_eq!((report.overrun, report.mispredicted, report.forced), (0, 0, 0), "frame {frame}: {report:?}");
-        total.ran += report.ran;
+        total.jobs.ran += report.jobs.ran;
         total.skipped += report.skipped;
         clock.advance(16_000);
     }
     assert!(beads.iter().all(|bead| bead.state() == BeadState::Compiled(1)), "every function reached tier 1");
-    assert_eq!(total.ran, 96, "two compiles per function, none wasted");
+    assert_eq!(total.jobs.ran, 96, "two compiles per function, none wasted");
     assert!(total.skipped > 0, "the budget was tight enough to make jobs wait");
     assert_eq!(frames.predictor().ticks_per_unit(0), 3, "learned tier 0");
     assert_eq!(frames.predictor().ticks_per_unit(1), 10, "learned tier 1");
@@ -59,7 +61,7 @@ fn a_wrong_first_guess_overruns_once_per_tier_then_is_learned() {
     let clock = FakeClock::default();
     let beads: Vec<Bead> = (0..16).map(|i| bead_of_size(20 + 5 * i)).collect();
     let broker: Kiln<'_, TieredPolicy> =
-        Broker::new(TieredPolicy { tier1_threshold: 1, tier2_threshold: 4 }, AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(TieredPolicy { tier1_threshold: 1, tier2_threshold: 4 }, AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut jit = CostlyJit::new(&clock, [4, 12]);
     let mut frames = FramePump::<_, _, 8>::new(&broker, FrameConfig::new(1)).with_cost_model(sizes);
     let budget = 3_000;
@@ -97,14 +99,14 @@ fn a_job_that_never_fits_runs_after_n_skipped_frames() {
     for (frame, small) in small.iter().enumerate() {
         broker.on_invoke(&small);
         let report = frames.pump(&mut jit, &clock, budget);
-        assert_eq!((report.ran, report.forced, report.skipped, report.held), (1, 0, 1, 1), "frame {frame}");
+        assert_eq!((report.jobs.ran, report.forced, report.skipped, report.held), (1, 0, 1, 1), "frame {frame}");
         assert_eq!(small.state(), BeadState::Compiled(0), "the small job ran beside the waiting one");
         assert_eq!(huge.state(), BeadState::Compiling, "held, not abandoned");
-        assert!(report.spent <= budget);
+        assert!(report.spent() <= budget);
     }
     let report = frames.pump(&mut jit, &clock, budget);
-    assert_eq!((report.ran, report.forced, report.published, report.skipped, report.held), (1, 1, 1, 0, 0));
-    assert_eq!((report.spent, report.overrun), (500, 400));
+    assert_eq!((report.jobs.ran, report.forced, report.jobs.published, report.skipped, report.held), (1, 1, 1, 0, 0));
+    assert_eq!((report.spent(), report.overrun), (500, 400));
     assert_eq!(huge.state(), BeadState::Compiled(0));
     assert_eq!(jit.compiled.iter().filter(|(size, _)| *size == 50).count(), 1, "compiled once");
     let stats = broker.stats();
@@ -122,11 +124,11 @@ fn starve_after_zero_runs_an_oversized_job_in_the_frame_that_claims_it() {
         broker.on_invoke(&bead);
     }
     let report = frames.pump(&mut jit, &clock, 100);
-    assert_eq!((report.ran, report.forced), (1, 1), "one forced job per frame");
+    assert_eq!((report.jobs.ran, report.forced), (1, 1), "one forced job per frame");
     // The second was claimed after the deadline passed, so it is still queued.
-    assert_eq!((report.held, report.queued), (0, 1));
+    assert_eq!((report.held, report.jobs.remaining), (0, 1));
     let report = frames.pump(&mut jit, &clock, 100);
-    assert_eq!((report.ran, report.forced, report.overrun), (1, 1, 500));
+    assert_eq!((report.jobs.ran, report.forced, report.overrun), (1, 1, 500));
 }
 
 #[test]
@@ -141,7 +143,7 @@ fn the_longest_waiting_job_is_forced_first_and_one_per_frame() {
     broker.on_invoke(&&beads[1]);
     broker.on_invoke(&&beads[2]);
     let report = frames.pump(&mut jit, &clock, 50);
-    assert_eq!((report.ran, report.skipped, report.held), (0, 3, 3));
+    assert_eq!((report.jobs.ran, report.skipped, report.held), (0, 3, 3));
     // beads[0] waited 2 frames: forced. The others waited 1.
     let report = frames.pump(&mut jit, &clock, 50);
     assert_eq!((report.forced, report.skipped), (1, 2));
@@ -165,7 +167,7 @@ fn held_jobs_whose_bead_moved_on_are_dropped_uncompiled() {
     assert_eq!(frames.pump(&mut jit, &clock, 100).held, 1);
     broker.invalidate(&&bead).unwrap();
     let report = frames.pump(&mut jit, &clock, 100);
-    assert_eq!((report.dropped, report.ran, report.held), (1, 0, 0));
+    assert_eq!((report.jobs.dropped, report.jobs.ran, report.held), (1, 0, 0));
     assert!(jit.compiled.is_empty());
     assert_eq!(bead.state(), BeadState::Invalidated);
 }
@@ -197,7 +199,7 @@ fn held_capacity_bounds_the_look_ahead() {
         broker.on_invoke(&bead);
     }
     let report = frames.pump(&mut jit, &clock, 100);
-    assert_eq!((report.skipped, report.held, report.queued), (2, 2, 3));
+    assert_eq!((report.skipped, report.held, report.jobs.remaining), (2, 2, 3));
     assert_eq!(frames.held(), 2);
     assert_eq!(frames.abandon_held(), 2);
 }
@@ -210,7 +212,7 @@ fn a_full_retire_ring_stops_claiming_and_is_reported() {
     let clock = FakeClock::default();
     let beads = [bead_of_size(50), bead_of_size(50)];
     let broker: Kiln<'_, TieredPolicy, 1> =
-        Broker::new(TieredPolicy { tier1_threshold: 1, tier2_threshold: 2 }, AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(TieredPolicy { tier1_threshold: 1, tier2_threshold: 2 }, AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut jit = CostlyJit::new(&clock, [1, 10]);
     let mut frames = FramePump::<_, _, 4>::new(&broker, FrameConfig::new(1)).with_cost_model(sizes);
     for bead in &beads {
@@ -223,5 +225,5 @@ fn a_full_retire_ring_stops_claiming_and_is_reported() {
     }
     frames.predictor_mut().set_guess(1, 100);
     let report = frames.pump(&mut jit, &clock, 1_000);
-    assert_eq!((report.held, report.queued, report.retire_full), (1, 1, true));
+    assert_eq!((report.held, report.jobs.remaining, report.jobs.stop == PumpStop::RetireFull), (1, 1, true));
 }

@@ -1,6 +1,6 @@
 //! Host code called by the job-system pump cannot unwind into kiln, the
 //! interpreter or the job system: a `JobSystem::spawn` that panics (reached
-//! from `Pump::wake`, i.e. from an interpreter's call) and a compiler whose
+//! from `WakeHook::wake`, i.e. from an interpreter's call) and a compiler whose
 //! `release` panics on a stale result are caught and counted
 //! (`PumpStats::host_panics`), and the pump keeps serving.
 
@@ -9,7 +9,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use kiln_core::{BeadState, CodeHandle, CompileRequest, Compiled, Compiler, Pump};
+use kiln_core::{BeadState, CodeHandle, CompileRequest, Compiled, Compiler, WakeHook};
 use kiln_host::{JobSystem, JobSystemPump, PumpConfig};
 use support::{Kiln, Manual, ThreadJit, beads, broker};
 

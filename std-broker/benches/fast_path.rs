@@ -108,7 +108,7 @@ impl Fixture {
         let raw = kiln_core::Broker::new(
             kiln_core::ThresholdPolicy::new(1),
             kiln_core::ThresholdDeoptPolicy::default(),
-            kiln_core::NoPump,
+            kiln_core::NoWake,
             kiln_core::NoEvents,
         );
         let kiln = kiln_std::Beadie::with_policy(kiln_std::ThresholdPolicy::new(1));

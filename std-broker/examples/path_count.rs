@@ -182,7 +182,7 @@ fn run(path: &str) {
             // has no further promotion to wait for.
             wait_for(|| {
                 adapter.on_invoke(&bound, |_, _| native_ptr());
-                bound.bead().core().fast_entry().is_some()
+                bound.bead().kiln_bead().fast_entry().is_some()
             });
             kiln_count_tiered(&adapter, &bound);
         }

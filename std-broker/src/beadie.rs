@@ -382,7 +382,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     /// Wake-ups sent to the worker threads so far (coalesced: at most one
     /// per burst of promotions while the workers are busy or asleep).
     pub fn wakeups(&self) -> u64 {
-        self.chain.domain.broker.pump_hook().wakes()
+        self.chain.domain.broker.wake_hook().wakes()
     }
 
     /// Code objects compiled and released so far (compiled − released =

@@ -90,7 +90,7 @@ impl Waker {
     }
 }
 
-impl kiln_core::Pump for Waker {
+impl kiln_core::WakeHook for Waker {
     fn wake(&self) {
         // Relaxed: a statistic; it orders nothing.
         self.wakes.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +268,7 @@ impl Drop for Domain {
         // SAFETY: (1) the domain is dropping, so no thread holds a bead of it
         // and none can obtain code or tables from it any more; the handles are
         // discarded below, which frees only kiln's memory, never the code.
-        unsafe { self.broker.release_retired_now(&mut Parking(&mut parked)) };
+        unsafe { self.broker.release_retired_now(|code| parked.push(code)) };
         parked.extend(self.reclaimer.take_parked());
         for handle in parked {
             // Each handle came from `publishable`, handed over once by
@@ -313,21 +313,5 @@ impl Compiler<JobHandle> for StdCompiler {
         // after retirement; this compiler quiesces only in managed mode.
         // SAFETY: `release` (1) once; (2) managed rounds mean no thread runs it.
         unsafe { CodeObject::release(code) };
-    }
-}
-
-/// Collects the handles `release_retired_now` hands over at shutdown.
-struct Parking<'a>(&'a mut Vec<CodeHandle>);
-
-impl Compiler<JobHandle> for Parking<'_> {
-    type Error = CompileFailure;
-
-    fn compile(&mut self, _request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
-        #[allow(deprecated)]
-        Err(CompileFailure::NoWork)
-    }
-
-    fn release(&mut self, code: CodeHandle) {
-        self.0.push(code);
     }
 }

@@ -39,7 +39,7 @@
 //! table or code pointer obtained from kiln at that moment); a thread that
 //! drops its registration runs no more kiln code.
 
-use kiln_core::{BeadRef, CodeHandle, DeoptPolicy, Events, HotnessPolicy, Pump, ReclaimMode};
+use kiln_core::{BeadRef, CodeHandle, DeoptPolicy, Events, HotnessPolicy, ReclaimMode, WakeHook};
 
 use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering, lock};
 
@@ -66,7 +66,7 @@ where
     H: BeadRef,
     P: HotnessPolicy,
     D: DeoptPolicy,
-    W: Pump,
+    W: WakeHook,
     E: Events,
 {
     fn epoch(&self) -> u32 {

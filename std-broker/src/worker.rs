@@ -161,7 +161,7 @@ impl WorkerThreads {
                     .expect("spawning a kiln worker thread")
             })
             .collect();
-        domain.broker.pump_hook().attach(handles.iter().map(|h| h.thread().clone()).collect());
+        domain.broker.wake_hook().attach(handles.iter().map(|h| h.thread().clone()).collect());
         // Work may have been queued before the threads existed.
         for handle in &handles {
             handle.thread().unpark();
@@ -268,7 +268,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
         match POLL_PHASES.iter().find(|(until, _)| idle < *until) {
             Some(&(_, poll)) => std::thread::park_timeout(poll),
             None => {
-                let waker = domain.broker.pump_hook();
+                let waker = domain.broker.wake_hook();
                 waker.enter_deep_sleep();
                 // Re-check after announcing the sleep: a job queued before the
                 // announcement is seen here, one queued after it unparks us.

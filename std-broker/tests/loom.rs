@@ -19,7 +19,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool as StdAtomicBool, Ordering::SeqCst};
 
 use kiln_core::{
-    AlwaysRecompilePolicy, Bead, BeadRef, Broker, CodeHandle, Compiled, NoEvents, NoPump, ThresholdPolicy,
+    AlwaysRecompilePolicy, Bead, BeadRef, Broker, CodeHandle, Compiled, NoEvents, NoWake, ThresholdPolicy,
 };
 use loom::sync::Arc;
 use loom::thread;
@@ -43,7 +43,7 @@ impl BeadRef for Handle {
     }
 }
 
-type TestBroker = Broker<Handle, ThresholdPolicy, AlwaysRecompilePolicy, NoPump, NoEvents, 4, 4>;
+type TestBroker = Broker<Handle, ThresholdPolicy, AlwaysRecompilePolicy, NoWake, NoEvents, 4, 4>;
 
 /// Code `n`'s (never called) entry.
 fn entry_of(n: usize) -> *mut () {
@@ -75,7 +75,7 @@ struct World {
 
 /// A broker whose bead runs code 1.
 fn world() -> Arc<World> {
-    let broker = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+    let broker = Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let bead = Handle(Arc::new(Bead::new(ptr::null_mut())));
     install(&broker, &bead, 1);
     Arc::new(World { broker, bead, ledger: Ledger::default() })

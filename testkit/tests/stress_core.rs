@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    BailoutReason, Bead, BeadState, BlacklistDecay, Broker, Budget, Compiler, JobKind, NoPump, ThresholdDeoptPolicy,
+    BailoutReason, Bead, BeadState, BlacklistDecay, Broker, Budget, Compiler, JobKind, NoWake, ThresholdDeoptPolicy,
     TierLadder,
 };
 use kiln_testkit::fault::{
@@ -45,7 +45,7 @@ const PUMPERS: usize = 2;
 
 type Jit = FaultyCompiler<PoisonCompiler>;
 type CoreBroker<'a> =
-    Broker<&'a Bead, TierLadder<2>, BlacklistDecay<ThresholdDeoptPolicy>, NoPump, &'a FaultyEvents, QUEUE, RETIRE>;
+    Broker<&'a Bead, TierLadder<2>, BlacklistDecay<ThresholdDeoptPolicy>, NoWake, &'a FaultyEvents, QUEUE, RETIRE>;
 
 const OPS: &[&str] = &[
     "invoke",
@@ -335,7 +335,7 @@ fn stress(test: &str, config: StressConfig, break_the_rule: bool, panicking_hook
     let mut policy = TierLadder::new([8, 40]);
     policy.osr_threshold = 24;
     let deopt = BlacklistDecay::new(ThresholdDeoptPolicy::new(3), core::num::NonZeroU32::new(200).unwrap());
-    let broker: CoreBroker<'_> = Broker::new(policy, deopt, NoPump, &events);
+    let broker: CoreBroker<'_> = Broker::new(policy, deopt, NoWake, &events);
     let jit = FaultyCompiler::new(PoisonCompiler::new(Arc::clone(&arena)).with_sites(&[1, 2]), Arc::clone(&plan));
     let run = Run {
         config,

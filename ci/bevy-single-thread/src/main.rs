@@ -41,7 +41,7 @@ fn main() {
     // The promotion spawns a task, and bevy_tasks polls it inside `spawn`:
     // the gate must keep it from compiling on the interpreter's call.
     broker.on_invoke(&&HOT);
-    assert_eq!(HOT.state(), BeadState::Queued, "compiled inside Pump::wake");
+    assert_eq!(HOT.state(), BeadState::Queued, "compiled inside WakeHook::wake");
     assert_eq!(pump.in_flight(), 1);
 
     // The host's tick (bevy: tick_global_task_pools_on_main_thread) runs it.

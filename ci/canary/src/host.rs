@@ -1,4 +1,4 @@
-//! What a host gives kiln-core: a [`Compiler`] (the "JIT"), a [`Pump`] and
+//! What a host gives kiln-core: a [`Compiler`] (the "JIT"), a [`WakeHook`] and
 //! [`Events`], all without an allocator.
 //!
 //! The JIT compiles by handing out the native code of [`program`]
@@ -11,7 +11,9 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use kiln_core::{Bead, CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, Events, JobKind, OsrTable, Pump};
+use kiln_core::{
+    Bead, CodeHandle, CompileRequest, Compiled, Compiler, DeoptDecision, Events, JobKind, OsrTable, WakeHook,
+};
 
 use crate::program::Function;
 
@@ -49,7 +51,7 @@ impl CountingPump {
     }
 }
 
-impl Pump for CountingPump {
+impl WakeHook for CountingPump {
     fn wake(&self) {
         self.wakes.bump();
     }

@@ -135,7 +135,7 @@ pub(crate) fn run() -> u8 {
     let osr_table = c.ok(OsrTable::new(&OSR_ENTRIES), "the static OSR entries form a valid table");
     let mut jit = CanaryJit::new(&osr_table);
     let mut caller = Caller { native_calls: 0 };
-    let pump = BROKER.pump_hook();
+    let pump = BROKER.wake_hook();
     let events = BROKER.events();
 
     // 0. The runtime's C memory functions, which compiled code may call.

@@ -138,7 +138,7 @@ mod tests {
         let broker: kiln_core::Broker<&Bead, _, _, _, _> = kiln_core::Broker::new(
             kiln_core::ThresholdPolicy::new(1),
             kiln_core::AlwaysRecompilePolicy,
-            kiln_core::NoPump,
+            kiln_core::NoWake,
             &events,
         );
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| broker.on_invoke(&&bead)));

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use kiln_core::{
     Bailout, Bead, BeadRef, BlacklistDecay, CodeHandle, CompileRequest, Compiled, Compiler, Decision, DeoptDecision,
-    DeoptPolicy, ExponentialBackoffPolicy, HotnessPolicy, HotnessStats, JobKind, Pump, ThresholdDeoptPolicy,
-    TierLadder, TieredDeoptPolicy,
+    DeoptPolicy, ExponentialBackoffPolicy, HotnessPolicy, HotnessStats, JobKind, ThresholdDeoptPolicy, TierLadder,
+    TieredDeoptPolicy, WakeHook,
 };
 
 use super::op::{DeoptChoice, Table};
@@ -130,7 +130,7 @@ pub(crate) struct CountingPump {
     pub(crate) wakes: Cell<u32>,
 }
 
-impl Pump for CountingPump {
+impl WakeHook for CountingPump {
     fn wake(&self) {
         self.wakes.set(self.wakes.get() + 1);
     }

@@ -305,7 +305,7 @@ impl<'b, const QUEUE: usize, const RETIRE: usize> Harness<'b, QUEUE, RETIRE> {
         assert_eq!(self.broker.queue_len(), model.queue.len(), "queue_len");
         assert_eq!(self.broker.queue_capacity(), model.queue_limit, "queue limit");
         let _ = model.free(); // asserts the ring is within capacity
-        assert_eq!(self.broker.pump_hook().wakes.get(), model.wakes, "wake-ups");
+        assert_eq!(self.broker.wake_hook().wakes.get(), model.wakes, "wake-ups");
         assert_eq!(core::mem::take(&mut self.hooks), core::mem::take(&mut model.hooks), "promotion hooks");
         assert_eq!(core::mem::take(&mut self.jit.requests), core::mem::take(&mut model.requests), "compile requests");
         assert_eq!(core::mem::take(&mut self.jit.released), core::mem::take(&mut model.released), "released handles");

@@ -42,7 +42,7 @@ impl std::fmt::Debug for CallOut {
 }
 
 /// The host function behind [`CALL_OUT_SYMBOL`].
-extern "C" fn call_out(context: *const CallOut, callee: i64, args: *const i64, argc: i64) -> i64 {
+pub(crate) extern "C" fn call_out(context: *const CallOut, callee: i64, args: *const i64, argc: i64) -> i64 {
     // SAFETY: generated code passes the `&'static CallOut` it was built
     // with, and `argc` initialised values in its stack slot at `args`.
     let (call_out, args) = unsafe { (&*context, std::slice::from_raw_parts(args, argc as usize)) };

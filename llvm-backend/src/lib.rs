@@ -19,10 +19,10 @@
 //! ## Shape
 //!
 //! The same three ways in as kiln-cranelift, with the same names:
-//! [`LlvmConfig`] (optimization level, target CPU and features, host
-//! symbols, code budget with eviction) builds an [`LlvmBackend`], which
-//! compiles a [`FunctionDef`] — a signature, optional OSR entries and a
-//! body callback — into a *unit*; [`LlvmCompiler`] is kiln-core's
+//! `LlvmConfig` (optimization level, target CPU and features, host
+//! symbols, code budget with eviction) builds an `LlvmBackend`, which
+//! compiles a `FunctionDef` — a signature, optional OSR entries and a
+//! body callback — into a *unit*; `LlvmCompiler` is kiln-core's
 //! `Compiler`, and with the `kiln-std` feature (on by default) the backend
 //! is kiln-std's `JitBackend`. [`TierDispatch`] puts two compilers behind one
 //! kiln-core broker: tier 0 to Cranelift, tier 1 to LLVM.
@@ -39,10 +39,9 @@
 //! ## Failure
 //!
 //! An invalid module, a verifier failure, a missing host symbol, a body
-//! callback that errs or panics: each is a [`CompileError`], never a panic
+//! callback that errs or panics: each is a `CompileError`, never a panic
 //! or an LLVM abort (the module is verified before LLVM optimizes it, and
 //! imports are resolved before anything is linked).
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod tier;
 

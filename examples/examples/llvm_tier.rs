@@ -30,6 +30,16 @@
 //! compile would pin it to Cranelift for the rest of the call — and the
 //! interpreter hands its frame to LLVM's OSR entry at the loop header.
 //!
+//! **Phase 3, OSR twice** (`walk(iterations)`, the same loop, on a second
+//! broker whose policy sends hot loops to Cranelift first). Past 10,000
+//! back-edges the interpreter leaves for Cranelift's OSR entry. The
+//! Cranelift code counts its own back-edges (`kiln_examples::probe`: a
+//! countdown at every loop back-edge, a call-out every 1,024); after 100
+//! call-outs (102,400 native back-edges) the probe queues the LLVM compile
+//! (`Broker::submit`), and once LLVM's code is installed the next call-out
+//! returns its OSR entry: the running Cranelift loop stores its registers in
+//! the interpreter's frame layout and finishes the call in LLVM code.
+//!
 //! ```text
 //! cargo run --release -p kiln-examples --features llvm --example llvm_tier [n=25] [runs=400] [iterations=300000000]
 //! RUST_LOG=kiln=debug cargo run --release -p kiln-examples --features llvm --example llvm_tier
@@ -37,18 +47,19 @@
 
 use std::cell::Cell;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    Bead, Broker, Budget, CompileRequest, Decision, ExponentialBackoffPolicy, HotnessPolicy, HotnessStats, NoEvents,
-    Pump, TierLadder,
+    Bead, Broker, Budget, CompileRequest, Decision, ExponentialBackoffPolicy, HotnessPolicy, HotnessStats, JobKind,
+    NoEvents, Pump, TierLadder,
 };
 use kiln_cranelift::CraneliftCompiler;
 use kiln_examples::interp::{Hooks, Interpreter, Plain};
 use kiln_examples::ir::{FuncId, Program};
+use kiln_examples::probe::BackedgeProbe;
 use kiln_examples::{jit, llvm};
 use kiln_llvm::{LlvmCompiler, Side, TierDispatch};
 
@@ -66,33 +77,87 @@ fn spin(n) {
     }
     return acc;
 }
+fn walk(n) {
+    let i = 0;
+    let acc = 7;
+    while i < n {
+        acc = acc * 31 + i;
+        i = i + 1;
+    }
+    return acc;
+}
 ";
 
 /// Counted calls before the Cranelift compile.
 const CRANELIFT_AT: u32 = 1_000;
 /// Counted calls before the LLVM compile (see the module docs).
 const LLVM_AT: u32 = CRANELIFT_AT + 1;
-/// Back-edges before a loop started in the interpreter goes to LLVM.
+/// Back-edges before a loop started in the interpreter leaves it.
 const OSR_AT: u32 = 10_000;
+/// Probes (of `probe::PROBE_EVERY` back-edges each) of a running Cranelift
+/// loop before its LLVM compile is queued: 102,400 native back-edges.
+const LOOP_LLVM_AFTER_PROBES: u32 = 100;
 
-/// The ladder for calls; hot loops go to the top tier (see the module docs).
+/// The ladder for calls; hot loops leave the interpreter for the top tier
+/// (`loops_to_top`) or for Cranelift (see the module docs).
 #[derive(Clone, Copy, Debug)]
-struct Policy(TierLadder<2>);
+struct Policy {
+    ladder: TierLadder<2>,
+    loops_to_top: bool,
+}
 
 impl HotnessPolicy for Policy {
     fn decide(&self, stats: &HotnessStats) -> Decision {
-        self.0.decide(stats)
+        self.ladder.decide(stats)
     }
     fn decide_backedge(&self, stats: &HotnessStats) -> Decision {
+        let tier = u8::from(self.loops_to_top);
         match stats.tier {
             Some(_) => Decision::NEVER,
-            None if stats.backedges >= OSR_AT => Decision::Promote { tier: 1, priority: stats.hotness() },
+            None if stats.backedges >= OSR_AT => Decision::Promote { tier, priority: stats.hotness() },
             None => Decision::wait(OSR_AT - stats.backedges),
         }
     }
     fn max_tier(&self) -> u8 {
         1
     }
+}
+
+/// When the running Cranelift loop left for LLVM's OSR entry.
+static LEFT_CRANELIFT: OnceLock<Instant> = OnceLock::new();
+
+/// The back-edge probe of Cranelift loops (`probe` module): counts probes
+/// per function, queues the LLVM compile at `LOOP_LLVM_AFTER_PROBES`
+/// (`Broker::submit`, at the loop's header: its OSR entries come with it),
+/// and once LLVM's code is installed hands out its OSR entry for the
+/// header, so the running loop finishes there.
+fn loop_probe(
+    beads: &'static [&'static Bead],
+    broker: &'static TierBroker,
+    loop_broker: &'static TierBroker,
+    walk: FuncId,
+) -> &'static BackedgeProbe {
+    let probes: &'static [AtomicU32] = beads.iter().map(|_| AtomicU32::new(0)).collect::<Vec<_>>().leak();
+    Box::leak(Box::new(BackedgeProbe(Box::new(move |func, site| {
+        let bead = beads[func as usize];
+        let site = u64::from(site);
+        if bead.tier() == Some(1) {
+            // Only code above the running tier: the Cranelift code's own
+            // OSR entry would start the loop over inside itself.
+            return bead.osr_entry(site).map_or(ptr::null_mut(), |entry| {
+                LEFT_CRANELIFT.get_or_init(Instant::now);
+                entry.as_ptr()
+            });
+        }
+        // Relaxed: a per-function count, read by this probe only.
+        let count = probes[func as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        if count >= LOOP_LLVM_AFTER_PROBES && bead.tier() == Some(0) {
+            let broker = if func == walk { loop_broker } else { broker };
+            // Refused while the compile is pending: the next probe asks again.
+            let _ = broker.submit(&bead, 1, JobKind::Osr { site });
+        }
+        ptr::null_mut()
+    }))))
 }
 
 /// Wakes the pump thread.
@@ -112,15 +177,24 @@ type TierBroker = Broker<&'static Bead, Policy, ExponentialBackoffPolicy, WakePu
 /// kiln-core between the interpreter and both tiers.
 struct Tiered<'a> {
     broker: &'a TierBroker,
+    /// `walk`'s broker (loops go through Cranelift first).
+    loop_broker: &'a TierBroker,
+    walk: FuncId,
     beads: &'a [&'static Bead],
     entered_osr: Cell<Option<Instant>>,
     /// When kiln first handed out native code.
     first_native: Cell<Option<Instant>>,
 }
 
+impl Tiered<'_> {
+    fn broker_of(&self, func: FuncId) -> &TierBroker {
+        if func == self.walk { self.loop_broker } else { self.broker }
+    }
+}
+
 impl Hooks for Tiered<'_> {
     fn call(&self, interpreter: &Interpreter<'_>, stack: &mut Vec<i64>, func: FuncId, args: &[i64]) -> i64 {
-        match self.broker.on_invoke(&self.beads[func as usize]) {
+        match self.broker_of(func).on_invoke(&self.beads[func as usize]) {
             Some(code) => {
                 if self.first_native.get().is_none() {
                     self.first_native.set(Some(Instant::now()));
@@ -135,7 +209,7 @@ impl Hooks for Tiered<'_> {
     }
 
     fn backedge(&self, func: FuncId, site: u32, frame: &[i64]) -> Option<i64> {
-        let entry = self.broker.on_backedge(&self.beads[func as usize], u64::from(site))?;
+        let entry = self.broker_of(func).on_backedge(&self.beads[func as usize], u64::from(site))?;
         self.entered_osr.set(Some(Instant::now()));
         // SAFETY: the OSR entry at `site` was compiled from `func` (either
         // tier: same frame layout) and reads `frame`, all of its registers.
@@ -169,20 +243,27 @@ fn main() {
     let runs = args.next().unwrap_or(400) as u32;
     let iterations = args.next().unwrap_or(300_000_000);
     let program: &'static Program = Box::leak(Box::new(Program::compile(SOURCE).expect("the source parses")));
-    let (fib, spin) = (program.function("fib").expect("fib").id, program.function("spin").expect("spin").id);
+    let id = |name: &str| program.function(name).expect("defined").id;
+    let (fib, spin, walk) = (id("fib"), id("spin"), id("walk"));
     let interpreter = Interpreter::new(program);
 
-    let beads: Vec<&'static Bead> = program
+    // Leaked: the back-edge probe, called from compiled code, reaches them.
+    let beads: &'static [&'static Bead] = program
         .functions
         .iter()
         .map(|function| &*Box::leak(Box::new(Bead::new(ptr::without_provenance_mut(function.id as usize)))))
-        .collect();
-    let broker: TierBroker = Broker::new(
-        Policy(TierLadder::new([CRANELIFT_AT, LLVM_AT])),
-        ExponentialBackoffPolicy::default(),
-        WakePumper::default(),
-        NoEvents,
-    );
+        .collect::<Vec<_>>()
+        .leak();
+    let new_broker = |loops_to_top| -> &'static TierBroker {
+        Box::leak(Box::new(Broker::new(
+            Policy { ladder: TierLadder::new([CRANELIFT_AT, LLVM_AT]), loops_to_top },
+            ExponentialBackoffPolicy::default(),
+            WakePumper::default(),
+            NoEvents,
+        )))
+    };
+    let (broker, loop_broker) = (new_broker(true), new_broker(false));
+    let probe = loop_probe(beads, broker, loop_broker, walk);
     let cranelift = jit::config().build().expect("Cranelift supports this machine");
     let llvm_backend = llvm::config().build().expect("LLVM supports this machine");
     // Both tiers compile every loop header's OSR entry: code of either tier
@@ -190,7 +271,8 @@ fn main() {
     let function_of = |request: &CompileRequest<'_, &'static Bead>| request.bead.core_handle() as usize as FuncId;
     let baseline = CraneliftCompiler::new(cranelift.clone(), move |request: &CompileRequest<'_, &'static Bead>| {
         let func = function_of(request);
-        Ok(jit::function_def(program, func, !program.functions[func as usize].loop_headers.is_empty(), None))
+        let loops = !program.functions[func as usize].loop_headers.is_empty();
+        Ok(jit::function_def_with_probe(program, func, loops, None, Some(probe)))
     });
     let optimizing = LlvmCompiler::new(llvm_backend.clone(), move |request: &CompileRequest<'_, &'static Bead>| {
         let func = function_of(request);
@@ -200,25 +282,29 @@ fn main() {
     // with it between host calls.
     let compilers = Mutex::new(TierDispatch::new(baseline, optimizing));
     let stop = AtomicBool::new(false);
-    let tiered = Tiered { broker: &broker, beads: &beads, entered_osr: Cell::new(None), first_native: Cell::new(None) };
+    let tiered =
+        Tiered { broker, loop_broker, walk, beads, entered_osr: Cell::new(None), first_native: Cell::new(None) };
 
     println!(
         "fib({n}) x {runs} (or more, until LLVM's code is in) from the host; tier 0 (Cranelift) at {CRANELIFT_AT} calls, tier 1 (LLVM -O2) at {LLVM_AT}"
     );
     let expected_fib = interpreter.invoke(&Plain, fib, &[n]);
-    let (phases, last_tier, first_native, osr) = std::thread::scope(|scope| {
-        let (broker, stop, compilers) = (&broker, &stop, &compilers);
+    let (phases, last_tier, first_native, osr, walk_figures) = std::thread::scope(|scope| {
+        let (stop, compilers) = (&stop, &compilers);
         let pumper = scope.spawn(move || {
             while !stop.load(Ordering::Acquire) {
                 std::thread::park_timeout(Duration::from_millis(20));
                 let mut compiler = compilers.lock().expect("compiler lock");
-                let report = broker.pump(&mut *compiler, Budget::unlimited());
-                if report.published > 0 || report.failed > 0 {
-                    log::debug!(target: "kiln", "pump: {report:?}");
+                for broker in [broker, loop_broker] {
+                    let report = broker.pump(&mut *compiler, Budget::unlimited());
+                    if report.published > 0 || report.failed > 0 {
+                        log::debug!(target: "kiln", "pump: {report:?}");
+                    }
                 }
             }
         });
         let _ = broker.pump_hook().0.set(pumper.thread().clone());
+        let _ = loop_broker.pump_hook().0.set(pumper.thread().clone());
 
         // Phase 1: fib.
         let mut phases: [(&str, Phase); 3] =
@@ -256,11 +342,22 @@ fn main() {
         let entered = tiered.entered_osr.get().map(|at| at - osr_started);
         let osr_tier = tier_name(beads[spin as usize]);
 
+        // Phase 3: one long loop, interpreter → Cranelift → LLVM.
+        tiered.entered_osr.set(None);
+        let walk_started = Instant::now();
+        let walked = interpreter.invoke(&tiered, walk, &[iterations]);
+        let walk_time = walk_started.elapsed();
+        let walk_entered = tiered.entered_osr.get().map(|at| at - walk_started);
+        let walk_left = LEFT_CRANELIFT.get().map(|at| *at - walk_started);
+        let walk_tier = tier_name(beads[walk as usize]);
+        assert_eq!(walked, result, "walk computes what spin computes");
+
         stop.store(true, Ordering::Release);
         pumper.thread().unpark();
         pumper.join().expect("pump thread");
         let first_native = tiered.first_native.get().map(|at| at - started);
-        (phases, last_tier, first_native, (result, osr_time, entered, osr_tier))
+        let walk = (walk_time, walk_entered, walk_left, walk_tier);
+        (phases, last_tier, first_native, (result, osr_time, entered, osr_tier), walk)
     });
 
     println!();
@@ -311,13 +408,32 @@ fn main() {
         None => println!("OSR: the loop ended before the OSR entry was ready (try more iterations)"),
     }
 
+    let (walk_time, walk_entered, walk_left, walk_tier) = walk_figures;
+    println!();
+    println!("walk({iterations}): the same loop, one call, interpreter -> Cranelift -> LLVM");
+    match (walk_entered, walk_left) {
+        (Some(entered), Some(left)) => println!(
+            "OSR: left the interpreter for Cranelift code after {:.2} ms; left the running Cranelift loop for {walk_tier} code after {:.2} ms; the call took {:.3} s",
+            entered.as_secs_f64() * 1e3,
+            left.as_secs_f64() * 1e3,
+            walk_time.as_secs_f64()
+        ),
+        (Some(entered), None) => println!(
+            "OSR: left the interpreter for Cranelift code after {:.2} ms; the loop ended before LLVM's code was in (try more iterations)",
+            entered.as_secs_f64() * 1e3
+        ),
+        _ => println!("OSR: the loop ended in the interpreter (try more iterations)"),
+    }
+
     // Nothing runs kiln code now: retire everything and free it.
     let mut compiler = compilers.into_inner().expect("compiler lock");
-    for bead in &beads {
-        let _ = broker.invalidate(bead);
+    for bead in beads {
+        let owner = if bead.core_handle() as usize == walk as usize { loop_broker } else { broker };
+        let _ = owner.invalidate(bead);
     }
     for _ in 0..3 {
         broker.quiesce(&mut compiler);
+        loop_broker.quiesce(&mut compiler);
     }
     let (cranelift_stats, llvm_stats) = (cranelift.stats(), llvm_backend.stats());
     println!();
@@ -330,9 +446,11 @@ fn main() {
         compiler.live(Side::Baseline),
         compiler.live(Side::Optimizing),
     );
-    let on_llvm = last_tier == "LLVM -O2" && osr_tier == "LLVM -O2" && entered.is_some();
+    let on_llvm = last_tier == "LLVM -O2" && osr_tier == "LLVM -O2" && entered.is_some() && walk_left.is_some();
     if !on_llvm {
-        eprintln!("llvm_tier: did not end on LLVM code (fib's last run: {last_tier}; spin: {osr_tier})");
+        eprintln!(
+            "llvm_tier: did not end on LLVM code (fib's last run: {last_tier}; spin: {osr_tier}; walk: {walk_tier})"
+        );
         std::process::exit(1);
     }
 }

@@ -12,8 +12,9 @@
 //! - `code_memory` — resident memory across 10,000 compile → retire →
 //!   quiesce cycles;
 //! - `llvm_tier` (feature `llvm`) — Cranelift first, LLVM -O2 for the
-//!   hottest (module `llvm`, the same IR lowered to LLVM), and OSR from the
-//!   interpreter into LLVM code.
+//!   hottest (module `llvm`, the same IR lowered to LLVM), OSR from the
+//!   interpreter into LLVM code, and out of a running Cranelift loop into
+//!   LLVM code through [`probe`]s.
 
 pub mod ast;
 pub mod interp;
@@ -22,4 +23,5 @@ pub mod jit;
 #[cfg(feature = "llvm")]
 pub mod llvm;
 pub mod parse;
+pub mod probe;
 pub mod rss;

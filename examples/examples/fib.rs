@@ -21,7 +21,13 @@
 //! ```text
 //! cargo run --release -p kiln-examples --example fib [n=20] [runs=500] [reps=5]
 //! RUST_LOG=kiln=debug cargo run --release -p kiln-examples --example fib
+//! cargo run --release -p kiln-examples --features llvm --example fib 25 200   # + the LLVM rows
 //! ```
+//!
+//! With the `llvm` feature the table gains four rows on kiln-core (see
+//! `fib/llvm_rows.rs`): Cranelift only, LLVM only, tiered Cranelift → LLVM
+//! and pre-compiled LLVM, measured in the same run, interleaved with the
+//! rows above.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +36,10 @@ use kiln_examples::interp::{Hooks, Interpreter, Plain};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
 use kiln_std::{BackendAdapter, BoundBead, ThresholdPolicy};
+
+#[cfg(feature = "llvm")]
+#[path = "fib/llvm_rows.rs"]
+mod llvm_rows;
 
 const SOURCE: &str = "
 fn fib(n) {
@@ -194,6 +204,8 @@ fn main() {
     // on a busy machine spreads over all rows.
     let kilns: Vec<_> = rows.iter().map(|row| Run::kiln(*row, &backend)).collect();
     let mut times = vec![Vec::new(); rows.len()];
+    #[cfg(feature = "llvm")]
+    let mut llvm_rows = llvm_rows::LlvmRows::new(program, &backend);
     for rep in 0..=reps {
         for ((row, kiln), times) in rows.iter().zip(&kilns).zip(&mut times) {
             let time = run.once(*row, kiln.as_ref());
@@ -201,6 +213,8 @@ fn main() {
                 times.push(time);
             }
         }
+        #[cfg(feature = "llvm")]
+        llvm_rows.rep(&run, rep > 0);
     }
     for (row, kiln) in rows.iter().zip(&kilns) {
         if let Some(adapter) = kiln {
@@ -224,6 +238,8 @@ fn main() {
         interpreted / worst_tiered,
         interpreted / floor,
     );
+    #[cfg(feature = "llvm")]
+    llvm_rows.print(dispatches, floor);
     let stats = backend.stats();
     println!(
         "Cranelift units compiled {}, freed {}, live {} (kiln released retired code after quiescence)",

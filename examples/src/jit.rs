@@ -42,7 +42,7 @@ impl std::fmt::Debug for CallOut {
 }
 
 /// The host function behind [`CALL_OUT_SYMBOL`].
-extern "C" fn call_out(context: *const CallOut, callee: i64, args: *const i64, argc: i64) -> i64 {
+pub(crate) extern "C" fn call_out(context: *const CallOut, callee: i64, args: *const i64, argc: i64) -> i64 {
     // SAFETY: generated code passes the `&'static CallOut` it was built
     // with, and `argc` initialised values in its stack slot at `args`.
     let (call_out, args) = unsafe { (&*context, std::slice::from_raw_parts(args, argc as usize)) };
@@ -54,9 +54,12 @@ extern "C" fn call_out(context: *const CallOut, callee: i64, args: *const i64, a
 /// optimiser buys nothing measurable — native `fib(20)` × 500 takes 23.3 ms
 /// either way — while compiles take ~20% longer, and compile latency is
 /// what a tiered run pays for (it interprets until the code is ready).
-/// The call-out symbol is registered.
+/// The call-out and back-edge probe symbols are registered.
 pub fn config() -> CraneliftConfig {
-    CraneliftConfig::new().opt_level("none").symbol(CALL_OUT_SYMBOL, call_out as *const u8)
+    CraneliftConfig::new()
+        .opt_level("none")
+        .symbol(CALL_OUT_SYMBOL, call_out as *const u8)
+        .symbol(crate::probe::PROBE_SYMBOL, crate::probe::backedge_probe as *const u8)
 }
 
 /// The definition of `func`: its normal entry and, if `osr`, one OSR
@@ -68,9 +71,22 @@ pub fn function_def(
     osr: bool,
     call_out: Option<&'static CallOut>,
 ) -> FunctionDef {
+    function_def_with_probe(program, func, osr, call_out, None)
+}
+
+/// [`function_def`] whose loops, with a `probe`, count their back-edges
+/// and call it out (see [`probe`](crate::probe)): OSR out of this code into
+/// a higher tier's.
+pub fn function_def_with_probe(
+    program: &'static Program,
+    func: FuncId,
+    osr: bool,
+    call_out: Option<&'static CallOut>,
+    probe: Option<&'static crate::probe::BackedgeProbe>,
+) -> FunctionDef {
     let function = &program.functions[func as usize];
     let mut def = FunctionDef::new(function.name.clone(), &vec![I64; function.params], &[I64], move |builder, cx| {
-        translate(program, func, call_out, builder, cx)
+        translate(program, func, call_out, probe, builder, cx)
     });
     if osr {
         for &site in &function.loop_headers {
@@ -84,6 +100,7 @@ fn translate(
     program: &Program,
     func: FuncId,
     call_out: Option<&'static CallOut>,
+    probe: Option<&'static crate::probe::BackedgeProbe>,
     builder: &mut FunctionBuilder<'_>,
     cx: &mut BuildContext<'_>,
 ) -> Result<(), String> {
@@ -118,6 +135,7 @@ fn translate(
     let block_at = |at: usize| blocks[at].ok_or_else(|| format!("no block at {at}"));
 
     builder.switch_to_block(entry);
+    let countdown = probe.map(|_| crate::probe::declare_countdown(builder));
     let params = builder.block_params(entry).to_vec();
     match cx.entry() {
         Entry::Normal => {
@@ -163,6 +181,11 @@ fn translate(
                 builder.def_var(var(dst), value);
             }
             Inst::Jump { target } => {
+                if let (Some(probe), Some(countdown)) = (probe, countdown)
+                    && target as usize <= pc
+                {
+                    crate::probe::count_backedge(builder, cx, probe, countdown, func, target, &vars)?;
+                }
                 builder.ins().jump(block_at(target as usize)?, &[]);
                 filled = true;
             }

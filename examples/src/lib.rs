@@ -10,11 +10,18 @@
 //! - `osr` — one long loop started in the interpreter jumps into compiled
 //!   code at its loop header (kiln-core's back-edge counting and OSR);
 //! - `code_memory` — resident memory across 10,000 compile → retire →
-//!   quiesce cycles.
+//!   quiesce cycles;
+//! - `llvm_tier` (feature `llvm`) — Cranelift first, LLVM -O2 for the
+//!   hottest (module `llvm`, the same IR lowered to LLVM), OSR from the
+//!   interpreter into LLVM code, and out of a running Cranelift loop into
+//!   LLVM code through [`probe`]s.
 
 pub mod ast;
 pub mod interp;
 pub mod ir;
 pub mod jit;
+#[cfg(feature = "llvm")]
+pub mod llvm;
 pub mod parse;
+pub mod probe;
 pub mod rss;

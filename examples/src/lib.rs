@@ -10,7 +10,9 @@
 //! - `osr` — one long loop started in the interpreter jumps into compiled
 //!   code at its loop header (kiln-core's back-edge counting and OSR);
 //! - `code_memory` — resident memory across 10,000 compile → retire →
-//!   quiesce cycles.
+//!   quiesce cycles;
+//! - `storm` — the warm-up storm ([`storm`]): 1,000 functions hot at once,
+//!   kiln-std beside beadie 0.3 (feature `beadie`).
 
 pub mod ast;
 pub mod interp;
@@ -18,3 +20,4 @@ pub mod ir;
 pub mod jit;
 pub mod parse;
 pub mod rss;
+pub mod storm;

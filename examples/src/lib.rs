@@ -15,6 +15,8 @@
 //!   hottest (module `llvm`, the same IR lowered to LLVM), OSR from the
 //!   interpreter into LLVM code, and out of a running Cranelift loop into
 //!   LLVM code through [`probe`]s.
+//! - `storm` — the warm-up storm ([`storm`]): 1,000 functions hot at once,
+//!   kiln-std beside beadie 0.3 (feature `beadie`).
 
 pub mod ast;
 pub mod interp;
@@ -25,3 +27,4 @@ pub mod llvm;
 pub mod parse;
 pub mod probe;
 pub mod rss;
+pub mod storm;

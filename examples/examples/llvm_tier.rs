@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{
     Bead, Broker, Budget, CompileRequest, Decision, ExponentialBackoffPolicy, HotnessPolicy, HotnessStats, JobKind,
-    NoEvents, Pump, TierLadder,
+    NoEvents, TierLadder, WakeHook,
 };
 use kiln_cranelift::CraneliftCompiler;
 use kiln_examples::interp::{Hooks, Interpreter, Plain};
@@ -164,7 +164,7 @@ fn loop_probe(
 #[derive(Default)]
 struct WakePumper(OnceLock<Thread>);
 
-impl Pump for WakePumper {
+impl WakeHook for WakePumper {
     fn wake(&self) {
         if let Some(thread) = self.0.get() {
             thread.unpark();
@@ -303,8 +303,8 @@ fn main() {
                 }
             }
         });
-        let _ = broker.pump_hook().0.set(pumper.thread().clone());
-        let _ = loop_broker.pump_hook().0.set(pumper.thread().clone());
+        let _ = broker.wake_hook().0.set(pumper.thread().clone());
+        let _ = loop_broker.wake_hook().0.set(pumper.thread().clone());
 
         // Phase 1: fib.
         let mut phases: [(&str, Phase); 3] =

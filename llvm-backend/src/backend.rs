@@ -30,7 +30,7 @@ use crate::cache::{CodeCache, CodeStats, Victim};
 use crate::codegen::{self, Machine};
 use crate::config::{ConfigError, HostSymbol, LlvmConfig};
 use crate::def::{Entry, FunctionDef};
-use crate::error::CompileError;
+use crate::error::LlvmError;
 use crate::orc::Jit;
 use crate::unit::{Linked, Owner, Unit};
 
@@ -84,7 +84,7 @@ impl Shared {
     /// Compiles `def` and registers the unit for `owner`; returns its id.
     /// If the budget is exceeded, the coldest units are evicted: kiln-std
     /// beads at once, kiln-core ones queued for their compiler's `evict`.
-    pub(crate) fn compile_unit(&self, def: &FunctionDef, owner: Owner) -> Result<u64, CompileError> {
+    pub(crate) fn compile_unit(&self, def: &FunctionDef, owner: Owner) -> Result<u64, LlvmError> {
         let started = Instant::now();
         let id = self.cache().next_id();
         let used = self.budget.is_some().then(|| Box::new(AtomicU8::new(1)));
@@ -122,22 +122,22 @@ impl Shared {
         def: &FunctionDef,
         id: u64,
         used: Option<usize>,
-    ) -> Result<(crate::orc::Tracker, usize, Vec<OsrEntry>, usize), CompileError> {
+    ) -> Result<(crate::orc::Tracker, usize, Vec<OsrEntry>, usize), LlvmError> {
         let function = &def.name;
         let object = codegen::build(&self.machine, def, id, used)?;
         if let Some(budget) = self.budget
             && object.code_bytes > budget
         {
-            return Err(CompileError::OverBudget { function: function.clone(), needed: object.code_bytes, budget });
+            return Err(LlvmError::OverBudget { function: function.clone(), needed: object.code_bytes, budget });
         }
         // A missing import is found here, by name, before anything is linked
         // (ORC would report it only as a failed materialization).
         for import in &object.imports {
             if !self.symbols.contains_key(import) && self.jit.lookup(import).is_err() {
-                return Err(CompileError::MissingSymbol { function: function.clone(), symbol: import.clone() });
+                return Err(LlvmError::MissingSymbol { function: function.clone(), symbol: import.clone() });
             }
         }
-        let link_error = |message: String| CompileError::Link { function: function.clone(), message };
+        let link_error = |message: String| LlvmError::Link { function: function.clone(), message };
         let tracker = self.jit.add_object(&object.bytes, function).map_err(link_error)?;
         let mut addresses = Vec::with_capacity(object.symbols.len());
         for (entry, symbol) in &object.symbols {
@@ -164,8 +164,8 @@ impl Shared {
 
     /// Counts the failed compile (and a caught panic) and logs it; returns
     /// `error`.
-    pub(crate) fn failed(&self, error: CompileError) -> CompileError {
-        let panicked = matches!(error, CompileError::Panicked { .. });
+    pub(crate) fn failed(&self, error: LlvmError) -> LlvmError {
+        let panicked = matches!(error, LlvmError::Panicked { .. });
         self.cache().failed(panicked);
         if panicked {
             log::error!(target: "kiln", "llvm: a host callback panicked (caught): {error}");
@@ -319,7 +319,7 @@ impl LlvmBackend {
     /// Compiles `def` into a unit of its own. The code is the caller's
     /// until [`free`](Self::free)d; it counts toward the budget but is never
     /// evicted (no bead can send it back to an interpreter).
-    pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CompileError> {
+    pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, LlvmError> {
         let id = self.shared.compile_unit(&def, Owner::Host)?;
         let cache = self.shared.cache();
         let unit = cache.get(id).expect("just compiled");

@@ -5,7 +5,7 @@
 //! budget policy: the budget bounds `resident − evicting` (page granular);
 //! a compile that goes over it evicts the coldest evictable units, never
 //! the new one, and only a function larger than the whole budget fails
-//! (`CompileError::OverBudget`). Coldness is a CLOCK-style use bit: with a
+//! (`LlvmError::OverBudget`). Coldness is a CLOCK-style use bit: with a
 //! budget, every entry stores 1 into its unit's byte; each compile sweeps
 //! the cache, resetting set bytes and ageing clear ones. Units compiled
 //! through the standalone API count toward `resident` but are never
@@ -36,7 +36,7 @@ pub struct CodeStats {
     /// Compiles that failed.
     pub failed: u64,
     /// Of those, compiles in which the host's body callback (or inkwell)
-    /// panicked: caught, logged and turned into `CompileError::Panicked`.
+    /// panicked: caught, logged and turned into `LlvmError::Panicked`.
     pub panicked: u64,
     /// Units evicted for the budget.
     pub evicted: u64,

@@ -1,7 +1,7 @@
 //! Codegen: one definition → one relocatable object holding its normal
 //! entry and its OSR entries, built in an LLVM context of its own.
 //!
-//! The steps, each of which fails as a [`CompileError`] rather than an
+//! The steps, each of which fails as a [`LlvmError`] rather than an
 //! abort: declare every entry under names unique to the unit (ORC refuses a
 //! second definition of a name), run the host's body callback per entry
 //! under `catch_unwind`, verify the module (LLVM's code generator aborts
@@ -20,7 +20,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, FileType, RelocMode, Target, TargetMachine, TargetTriple};
 
 use crate::def::{BuildContext, Entry, FunctionDef, function_type};
-use crate::error::CompileError;
+use crate::error::LlvmError;
 
 /// The page size code memory is counted in.
 pub(crate) const PAGE: usize = 4096;
@@ -67,14 +67,9 @@ pub(crate) struct Object {
 
 /// Compiles `def` into an object whose symbols carry `tag` (unique per
 /// unit). With `used`, every entry stores 1 into that byte first.
-pub(crate) fn build(
-    machine: &Machine,
-    def: &FunctionDef,
-    tag: u64,
-    used: Option<usize>,
-) -> Result<Object, CompileError> {
+pub(crate) fn build(machine: &Machine, def: &FunctionDef, tag: u64, used: Option<usize>) -> Result<Object, LlvmError> {
     let function = &def.name;
-    let invalid = |message: String| CompileError::InvalidDefinition { function: function.clone(), message };
+    let invalid = |message: String| LlvmError::InvalidDefinition { function: function.clone(), message };
     let mut sites = def.osr_sites();
     sites.sort_unstable();
     if let Some(pair) = sites.windows(2).find(|pair| pair[0] == pair[1]) {
@@ -85,18 +80,13 @@ pub(crate) fn build(
     }
     match catch_unwind(AssertUnwindSafe(|| build_in_context(machine, def, tag, used))) {
         Ok(result) => result,
-        Err(payload) => Err(CompileError::Panicked { function: function.clone(), message: panic_message(&payload) }),
+        Err(payload) => Err(LlvmError::Panicked { function: function.clone(), message: panic_message(&payload) }),
     }
 }
 
-fn build_in_context(
-    machine: &Machine,
-    def: &FunctionDef,
-    tag: u64,
-    used: Option<usize>,
-) -> Result<Object, CompileError> {
+fn build_in_context(machine: &Machine, def: &FunctionDef, tag: u64, used: Option<usize>) -> Result<Object, LlvmError> {
     let function = &def.name;
-    let codegen = |message: String| CompileError::Codegen { function: function.clone(), message };
+    let codegen = |message: String| LlvmError::Codegen { function: function.clone(), message };
     let target_machine = machine.target_machine().map_err(codegen)?;
     let context = Context::create();
     let module = context.create_module(function);
@@ -134,16 +124,16 @@ fn build_in_context(
         let built = catch_unwind(AssertUnwindSafe(|| (def.body)(&mut cx)));
         match built {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(CompileError::Build { function: function.clone(), message }),
+            Ok(Err(message)) => return Err(LlvmError::Build { function: function.clone(), message }),
             Err(payload) => {
-                return Err(CompileError::Panicked { function: function.clone(), message: panic_message(&payload) });
+                return Err(LlvmError::Panicked { function: function.clone(), message: panic_message(&payload) });
             }
         }
         if let Some(address) = used {
             mark_use_on_entry(&context, &builder, *value, address).map_err(codegen)?;
         }
     }
-    module.verify().map_err(|message| CompileError::Verifier {
+    module.verify().map_err(|message| LlvmError::Verifier {
         function: function.clone(),
         message: message.to_string().trim_end().to_owned(),
     })?;

@@ -17,13 +17,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kiln_core::{
-    BeadRef, Broker, CodeHandle, CompileRequest, Compiled, Compiler, DeoptPolicy, Events, HotnessPolicy, Pump,
-};
+use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler, DynBroker};
 
 use crate::backend::{LlvmBackend, handle_of, id_of};
 use crate::def::FunctionDef;
-use crate::error::CompileError;
+use crate::error::LlvmError;
 use crate::unit::Owner;
 
 /// An [`LlvmBackend`] plus the host's `define` callback, as a kiln-core
@@ -55,7 +53,7 @@ impl<H, F> LlvmCompiler<H, F> {
     /// Compiles with `backend`, asking `define` what each job's function is.
     pub fn new(backend: LlvmBackend, define: F) -> Self
     where
-        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+        F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, LlvmError>,
     {
         Self { backend, define, beads: Arc::default() }
     }
@@ -79,16 +77,7 @@ impl<H: BeadRef, F> LlvmCompiler<H, F> {
     /// Carries out the budget's evictions of this compiler's code through
     /// `broker` (`Broker::evict`: no bailout counted, recompile paused).
     /// Returns how many were evicted. Call it after `pump`.
-    pub fn evict<P, D, W, E, const QUEUE: usize, const RETIRE: usize>(
-        &mut self,
-        broker: &Broker<H, P, D, W, E, QUEUE, RETIRE>,
-    ) -> usize
-    where
-        P: HotnessPolicy,
-        D: DeoptPolicy,
-        W: Pump,
-        E: Events,
-    {
+    pub fn evict(&mut self, broker: &dyn DynBroker<H>) -> usize {
         // The book is not held while calling the broker: the broker calls
         // `release` (which takes the book) with its own lock held.
         let victims: Vec<(u64, usize, H)> = {
@@ -113,18 +102,18 @@ impl<H: BeadRef, F> LlvmCompiler<H, F> {
 impl<H, F> Compiler<H> for LlvmCompiler<H, F>
 where
     H: BeadRef,
-    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CompileError>,
+    F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, LlvmError>,
 {
-    type Error = CompileError;
+    type Error = LlvmError;
 
-    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, CompileError> {
+    fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, LlvmError> {
         // `define` is host code run wherever the host pumps: a panic is a
         // failed compile, not an unwind through kiln-core.
         let def = match catch_unwind(AssertUnwindSafe(|| (self.define)(request))) {
             Ok(def) => def?,
             Err(payload) => {
                 let message = crate::codegen::panic_message(&payload);
-                let error = CompileError::Panicked { function: "(define callback)".to_owned(), message };
+                let error = LlvmError::Panicked { function: "(define callback)".to_owned(), message };
                 return Err(self.backend.shared.failed(error));
             }
         };

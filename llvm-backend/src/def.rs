@@ -82,7 +82,7 @@ pub(crate) fn function_type<'ctx>(
 
 /// The body callback's type: builds one entry into
 /// [`BuildContext::function`] (every block terminated). An `Err` is a
-/// failed compile ([`CompileError::Build`](crate::CompileError::Build)).
+/// failed compile ([`LlvmError::Build`](crate::LlvmError::Build)).
 pub type BodyBuilder = dyn for<'a, 'ctx> Fn(&mut BuildContext<'a, 'ctx>) -> Result<(), String> + Send + Sync;
 
 /// One OSR entry's declaration.
@@ -231,7 +231,7 @@ impl<'a, 'ctx> BuildContext<'a, 'ctx> {
     /// A declaration of host function `name` with type `ty`, registered
     /// with [`LlvmConfig::symbol`](crate::LlvmConfig::symbol) or else looked
     /// up in the process. An unknown name fails the compile
-    /// ([`CompileError::MissingSymbol`](crate::CompileError::MissingSymbol))
+    /// ([`LlvmError::MissingSymbol`](crate::LlvmError::MissingSymbol))
     /// before anything is linked.
     pub fn import(&mut self, name: &str, ty: FunctionType<'ctx>) -> FunctionValue<'ctx> {
         if !self.imports.iter().any(|imported| imported == name) {

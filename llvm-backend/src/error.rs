@@ -1,4 +1,4 @@
-//! `CompileError`: every way an LLVM compile can fail, as a value.
+//! `LlvmError`: every way an LLVM compile can fail, as a value.
 //!
 //! LLVM aborts the process on some misuse (codegen of IR that does not
 //! verify, for one), so kiln-llvm never hands LLVM anything unchecked: the
@@ -11,7 +11,7 @@
 /// Why a compile produced no code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CompileError {
+pub enum LlvmError {
     /// The definition's body builder returned an error.
     Build {
         /// The function being built.
@@ -75,7 +75,7 @@ pub enum CompileError {
     },
 }
 
-impl CompileError {
+impl LlvmError {
     /// The function the error is about.
     pub fn function(&self) -> &str {
         match self {
@@ -91,7 +91,7 @@ impl CompileError {
     }
 }
 
-impl std::fmt::Display for CompileError {
+impl std::fmt::Display for LlvmError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Build { function, message } => write!(f, "building `{function}` failed: {message}"),
@@ -110,4 +110,4 @@ impl std::fmt::Display for CompileError {
     }
 }
 
-impl std::error::Error for CompileError {}
+impl std::error::Error for LlvmError {}

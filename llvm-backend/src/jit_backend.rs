@@ -16,18 +16,18 @@ use kiln_std::{Bead, JitBackend, OsrEntry};
 
 use crate::backend::LlvmBackend;
 use crate::def::FunctionDef;
-use crate::error::CompileError;
+use crate::error::LlvmError;
 use crate::unit::Owner;
 
 impl JitBackend for LlvmBackend {
     type FunctionDef = FunctionDef;
-    type Error = CompileError;
+    type Error = LlvmError;
 
-    fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), CompileError> {
+    fn compile(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<*mut (), LlvmError> {
         self.compile_with_osr(bead, def).map(|(entry, _)| entry)
     }
 
-    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CompileError> {
+    fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), LlvmError> {
         let id = self.shared.compile_unit(&def, Owner::Std(Arc::downgrade(bead)))?;
         let cache = self.shared.cache();
         // Present unless the budget evicted it already (it never evicts the

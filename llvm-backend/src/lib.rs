@@ -39,7 +39,7 @@
 //! ## Failure
 //!
 //! An invalid module, a verifier failure, a missing host symbol, a body
-//! callback that errs or panics: each is a `CompileError`, never a panic
+//! callback that errs or panics: each is a `LlvmError`, never a panic
 //! or an LLVM abort (the module is verified before LLVM optimizes it, and
 //! imports are resolved before anything is linked).
 
@@ -77,7 +77,7 @@ pub use config::{ConfigError, LlvmConfig};
 #[cfg(feature = "llvm")]
 pub use def::{BodyBuilder, BuildContext, Entry, FunctionDef, ValueType};
 #[cfg(feature = "llvm")]
-pub use error::CompileError;
+pub use error::LlvmError;
 #[cfg(feature = "llvm")]
 pub use inkwell;
 pub use tier::{Side, TierDispatch, TierError};

@@ -144,7 +144,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_core::{AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, JobKind, NoEvents, NoPump, TierLadder};
+    use kiln_core::{AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, JobKind, NoEvents, NoWake, TierLadder};
 
     /// Hands out fixed code with handles `base + n`, recording releases.
     struct Fake {
@@ -189,7 +189,7 @@ mod tests {
     fn tiers_go_to_their_compiler_and_come_back_to_it() {
         let bead = Bead::new(std::ptr::null_mut());
         let broker: Broker<&Bead, TierLadder<2>, AlwaysRecompilePolicy> =
-            Broker::new(TierLadder::new([10, 100]), AlwaysRecompilePolicy, NoPump, NoEvents);
+            Broker::new(TierLadder::new([10, 100]), AlwaysRecompilePolicy, NoWake, NoEvents);
         let mut compiler = TierDispatch::new(Fake::new(0, baseline), Fake::new(1000, optimized));
         let mut results = Vec::new();
         for _ in 0..200 {

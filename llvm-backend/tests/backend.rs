@@ -7,7 +7,7 @@ mod common;
 
 use common::{err, sum_def};
 use kiln_llvm::inkwell::values::ValueKind;
-use kiln_llvm::{CompileError, FunctionDef, LlvmConfig, ValueType};
+use kiln_llvm::{FunctionDef, LlvmConfig, LlvmError, ValueType};
 
 #[test]
 fn a_loop_runs_natively_and_resumes_through_its_osr_entry() {
@@ -62,10 +62,7 @@ fn host_symbols_are_called_and_missing_ones_are_named() {
     let f: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(code.entry()) };
     assert_eq!(f(14), 43);
     let error = backend.compile_function(calling("kiln_no_such_symbol")).unwrap_err();
-    assert_eq!(
-        error,
-        CompileError::MissingSymbol { function: "calls_host".into(), symbol: "kiln_no_such_symbol".into() }
-    );
+    assert_eq!(error, LlvmError::MissingSymbol { function: "calls_host".into(), symbol: "kiln_no_such_symbol".into() });
     assert!(error.to_string().contains("kiln_no_such_symbol"), "{error}");
     // The process's own symbols resolve without registration.
     let libc_abs = backend.compile_function(calling("labs")).unwrap();
@@ -91,7 +88,7 @@ fn invalid_ir_is_a_verifier_error_not_an_abort() {
         Ok(())
     });
     let error = backend.compile_function(def).unwrap_err();
-    assert!(matches!(&error, CompileError::Verifier { function, .. } if function == "unterminated"), "{error:?}");
+    assert!(matches!(&error, LlvmError::Verifier { function, .. } if function == "unterminated"), "{error:?}");
     // A return of the wrong type.
     let def = FunctionDef::new("wrong_type", &[], Some(ValueType::I64), |cx| {
         let block = cx.context().append_basic_block(cx.function(), "entry");
@@ -100,7 +97,7 @@ fn invalid_ir_is_a_verifier_error_not_an_abort() {
         cx.builder().build_return(Some(&value)).map_err(err)?;
         Ok(())
     });
-    assert!(matches!(backend.compile_function(def).unwrap_err(), CompileError::Verifier { .. }));
+    assert!(matches!(backend.compile_function(def).unwrap_err(), LlvmError::Verifier { .. }));
     assert_eq!(backend.stats().failed, 2);
     assert_eq!(backend.stats().live_units, 0);
 }
@@ -111,13 +108,13 @@ fn builder_errors_panics_and_bad_definitions_are_typed() {
     let failing = FunctionDef::new("failing", &[], None, |_cx| Err("no body today".to_owned()));
     assert_eq!(
         backend.compile_function(failing).unwrap_err(),
-        CompileError::Build { function: "failing".into(), message: "no body today".into() }
+        LlvmError::Build { function: "failing".into(), message: "no body today".into() }
     );
     let panicking = FunctionDef::new("panicking", &[], None, |_cx| panic!("body builder bug"));
     let error = backend.compile_function(panicking).unwrap_err();
-    assert_eq!(error, CompileError::Panicked { function: "panicking".into(), message: "body builder bug".into() });
+    assert_eq!(error, LlvmError::Panicked { function: "panicking".into(), message: "body builder bug".into() });
     let twice = sum_def().osr_entry(7, &[ValueType::Ptr]);
-    assert!(matches!(backend.compile_function(twice).unwrap_err(), CompileError::InvalidDefinition { .. }));
+    assert!(matches!(backend.compile_function(twice).unwrap_err(), LlvmError::InvalidDefinition { .. }));
     let stats = backend.stats();
     assert_eq!((stats.failed, stats.panicked, stats.live_units), (3, 1, 0));
 }
@@ -142,13 +139,13 @@ fn the_same_function_compiles_into_many_live_units() {
 
 #[test]
 fn a_budget_evicts_the_coldest_core_units_and_refuses_oversized_ones() {
-    use kiln_core::{AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, NoEvents, NoPump, ThresholdPolicy};
+    use kiln_core::{AlwaysRecompilePolicy, Bead, BeadState, Broker, Budget, NoEvents, NoWake, ThresholdPolicy};
     use kiln_llvm::LlvmCompiler;
 
     let backend = LlvmConfig::new().code_budget(2 * 4096).build().unwrap();
     let beads: Vec<Bead> = (0..3).map(|_| Bead::new(std::ptr::null_mut())).collect();
     let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy> =
-        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut compiler =
         LlvmCompiler::new(backend.clone(), |_request: &kiln_core::CompileRequest<'_, &Bead>| Ok(sum_def()));
     for bead in &beads {
@@ -170,5 +167,5 @@ fn a_budget_evicts_the_coldest_core_units_and_refuses_oversized_ones() {
     assert_eq!((stats.evicted, stats.live_units, compiler.live_units()), (1, 2, 2));
 
     let tiny = LlvmConfig::new().code_budget(100).build().unwrap();
-    assert!(matches!(tiny.compile_function(sum_def()).unwrap_err(), CompileError::OverBudget { budget: 100, .. }));
+    assert!(matches!(tiny.compile_function(sum_def()).unwrap_err(), LlvmError::OverBudget { budget: 100, .. }));
 }

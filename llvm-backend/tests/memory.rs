@@ -8,7 +8,7 @@
 //! `--nocapture` to see the figures.
 #![cfg(feature = "llvm")]
 
-use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoPump, ThresholdPolicy};
+use kiln_core::{AlwaysRecompilePolicy, Bead, Broker, Budget, CompileRequest, NoEvents, NoWake, ThresholdPolicy};
 use kiln_llvm::{FunctionDef, LlvmCompiler, LlvmConfig, ValueType};
 
 /// Resident set size in bytes (Linux).
@@ -55,7 +55,7 @@ fn ten_thousand_units_compiled_and_released_leave_rss_flat() {
     let backend = LlvmConfig::new().build().unwrap();
     let bead = Bead::new(std::ptr::null_mut());
     let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy> =
-        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoPump, NoEvents);
+        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, NoWake, NoEvents);
     let mut compiler = LlvmCompiler::new(backend.clone(), |_request: &CompileRequest<'_, &Bead>| Ok(small_def()));
     let warmup = 200.min(cycles);
     let mut baseline = 0;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{
     Bead, BeadState, Broker, Budget, CompileRequest, Decision, ExponentialBackoffPolicy, HotnessPolicy, HotnessStats,
-    JobKind, NoEvents, Pump, TierLadder,
+    JobKind, NoEvents, TierLadder, WakeHook,
 };
 use kiln_cranelift::{CraneliftBackend, CraneliftCompiler};
 use kiln_examples::interp::{Hooks, Interpreter};
@@ -45,19 +45,19 @@ fn program() -> &'static Program {
 
 fn define_cranelift(
     request: &CompileRequest<'_, &'static Bead>,
-) -> Result<kiln_cranelift::FunctionDef, kiln_cranelift::CompileError> {
+) -> Result<kiln_cranelift::FunctionDef, kiln_cranelift::CraneliftError> {
     Ok(jit::function_def(program(), request.bead.core_handle() as usize as FuncId, false, None))
 }
 
-fn define_llvm(request: &CompileRequest<'_, &'static Bead>) -> Result<kiln_llvm::FunctionDef, kiln_llvm::CompileError> {
+fn define_llvm(request: &CompileRequest<'_, &'static Bead>) -> Result<kiln_llvm::FunctionDef, kiln_llvm::LlvmError> {
     Ok(llvm::function_def(program(), request.bead.core_handle() as usize as FuncId, false, None))
 }
 
 type DefineCranelift = for<'r, 'j> fn(
     &'r CompileRequest<'j, &'static Bead>,
-) -> Result<kiln_cranelift::FunctionDef, kiln_cranelift::CompileError>;
+) -> Result<kiln_cranelift::FunctionDef, kiln_cranelift::CraneliftError>;
 type DefineLlvm =
-    for<'r, 'j> fn(&'r CompileRequest<'j, &'static Bead>) -> Result<kiln_llvm::FunctionDef, kiln_llvm::CompileError>;
+    for<'r, 'j> fn(&'r CompileRequest<'j, &'static Bead>) -> Result<kiln_llvm::FunctionDef, kiln_llvm::LlvmError>;
 type Dispatch =
     TierDispatch<CraneliftCompiler<&'static Bead, DefineCranelift>, LlvmCompiler<&'static Bead, DefineLlvm>>;
 
@@ -80,7 +80,7 @@ impl HotnessPolicy for RowPolicy {
 #[derive(Default)]
 struct WakePumper(OnceLock<Thread>);
 
-impl Pump for WakePumper {
+impl WakeHook for WakePumper {
     fn wake(&self) {
         if let Some(thread) = self.0.get() {
             thread.unpark();
@@ -150,7 +150,7 @@ impl CoreKiln {
                 }
             })
         };
-        let _ = broker.pump_hook().0.set(pumper.thread().clone());
+        let _ = broker.wake_hook().0.set(pumper.thread().clone());
         Self { broker, compilers, stop, pumper: Some(pumper) }
     }
 

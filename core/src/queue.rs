@@ -92,12 +92,10 @@ impl<H, const CAPACITY: usize> JobQueue<H, CAPACITY> {
     }
 
     /// Queues `entry`, stamping its sequence; a full queue hands it back.
-    pub(crate) fn push(&mut self, entry: QueueEntry<H>) -> Result<(), QueueEntry<H>> {
-        if self.heap.is_full() {
-            return Err(entry);
-        }
-        let entry = self.stamp(entry);
+    pub(crate) fn push(&mut self, mut entry: QueueEntry<H>) -> Result<(), QueueEntry<H>> {
+        entry.sequence = self.next_sequence;
         self.heap.push(entry)?;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
         self.sift_up(self.heap.len() - 1);
         Ok(())
     }
@@ -116,7 +114,9 @@ impl<H, const CAPACITY: usize> JobQueue<H, CAPACITY> {
         if entry.priority <= self.heap[coldest].priority.saturating_mul(EVICTION_FACTOR) {
             return Pushed::Refused(entry);
         }
-        let entry = self.stamp(entry);
+        let mut entry = entry;
+        entry.sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
         // `coldest` is a leaf and the newcomer outranks what stood there, so
         // only the path above it can be out of order.
         let evicted = core::mem::replace(&mut self.heap[coldest], entry);
@@ -135,12 +135,6 @@ impl<H, const CAPACITY: usize> JobQueue<H, CAPACITY> {
 
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
-    }
-
-    fn stamp(&mut self, mut entry: QueueEntry<H>) -> QueueEntry<H> {
-        entry.sequence = self.next_sequence;
-        self.next_sequence = self.next_sequence.wrapping_add(1);
-        entry
     }
 
     /// Index of the entry that would be popped last. In a max-heap it is a

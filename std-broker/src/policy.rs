@@ -133,7 +133,10 @@ impl PolicyLadder {
         match reached {
             Some(tier) => Decision::Promote { tier: tier as u8, priority: stats.hotness() },
             None => match self.tiers[next].promotion_threshold() {
-                Some(threshold) => wait_for(self.load.apply(threshold, stats), stats.invocations),
+                Some(threshold) if self.load.percent > 0 => {
+                    wait_for(self.load.apply(threshold, stats), stats.invocations)
+                }
+                Some(threshold) => wait_for(threshold, stats.invocations),
                 None => Decision::wait(1),
             },
         }
@@ -143,10 +146,12 @@ impl PolicyLadder {
     /// for the queue's load when it reports one, else as it answers.
     fn reached(&self, tier: usize, stats: &HotnessStats) -> bool {
         let policy = &self.tiers[tier];
-        match policy.promotion_threshold() {
-            Some(threshold) if self.load.percent > 0 => stats.invocations >= self.load.apply(threshold, stats),
-            _ => policy.should_promote(stats.invocations),
+        if self.load.percent > 0
+            && let Some(threshold) = policy.promotion_threshold()
+        {
+            return stats.invocations >= self.load.apply(threshold, stats);
         }
+        policy.should_promote(stats.invocations)
     }
 
     fn decide_backedge_unguarded(&self, stats: &HotnessStats) -> Decision {

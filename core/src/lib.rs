@@ -88,7 +88,10 @@ pub use dyn_broker::DynBroker;
 pub use error::{KilnError, Refused};
 pub use job::{CompileRequest, Job, JobKind, JobOutcome};
 pub use osr::{OsrEntry, OsrTable, OsrTableError};
-pub use policy::{Decision, HotnessPolicy, HotnessStats, LoadScaling, ThresholdPolicy, TierLadder, TieredPolicy};
+pub use policy::{
+    Decision, HotnessPolicy, HotnessStats, LoadScaling, QUEUE_FULL_FIRST_WAIT, ThresholdPolicy, TierLadder,
+    TieredPolicy,
+};
 #[cfg(not(loom))]
 pub use pool::BeadPool;
 #[cfg(feature = "std")]

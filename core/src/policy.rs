@@ -33,6 +33,20 @@ impl HotnessStats {
     pub fn hotness(&self) -> u32 {
         self.invocations.saturating_add(self.backedges)
     }
+
+    /// The wait after a full queue turned this bead away, for a policy
+    /// whose (unscaled) trigger is `trigger` calls: as many calls as the
+    /// bead has already counted past its trigger, at least
+    /// [`QUEUE_FULL_FIRST_WAIT`] and at most `trigger`. A bead refused at
+    /// its trigger waits 16, comes back at +16 and waits 16, then 32, 64,
+    /// ...: the wait doubles with every refusal without a per-bead counter,
+    /// so a bead the queue keeps turning away asks ever more rarely, and one
+    /// that found the queue full once is back within a few dozen calls.
+    pub fn doubling_wait(&self, trigger: u32) -> NonZeroU32 {
+        let past = self.invocations.saturating_sub(trigger);
+        let wait = past.clamp(QUEUE_FULL_FIRST_WAIT, trigger.max(QUEUE_FULL_FIRST_WAIT));
+        NonZeroU32::new(wait).unwrap_or(NonZeroU32::MIN)
+    }
 }
 
 /// A policy's answer.
@@ -83,12 +97,30 @@ pub trait HotnessPolicy {
         0
     }
 
-    /// Calls a bead waits before trying again after its promotion found the
-    /// queue full (so a full queue does not cause a retry on every call).
+    /// Calls a bead waits before it may be promoted again after its job
+    /// left the queue without running: cancelled at shutdown, abandoned by
+    /// its pumper, or (unless [`queue_full_wait`](Self::queue_full_wait)
+    /// says otherwise) refused or evicted by a full queue.
     fn queue_full_cooldown(&self) -> NonZeroU32 {
         NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN)
     }
+
+    /// Calls a bead waits before asking again after a full queue refused its
+    /// promotion or evicted its job for a hotter one. `stats` are the
+    /// bead's as it is turned away. The built-in policies wait a short
+    /// [`QUEUE_FULL_FIRST_WAIT`] calls and double the wait on each refusal
+    /// ([`HotnessStats::doubling_wait`]); the default is
+    /// [`queue_full_cooldown`](Self::queue_full_cooldown).
+    fn queue_full_wait(&self, stats: &HotnessStats) -> NonZeroU32 {
+        let _ = stats;
+        self.queue_full_cooldown()
+    }
 }
+
+/// Calls a bead waits after its first refusal by a full queue under the
+/// built-in policies: short, because in a warm-up storm the queue drains
+/// in microseconds and a refused bead should be back soon.
+pub const QUEUE_FULL_FIRST_WAIT: u32 = 16;
 
 impl<P: HotnessPolicy + ?Sized> HotnessPolicy for &P {
     fn decide(&self, stats: &HotnessStats) -> Decision {
@@ -105,6 +137,9 @@ impl<P: HotnessPolicy + ?Sized> HotnessPolicy for &P {
     }
     fn queue_full_cooldown(&self) -> NonZeroU32 {
         (**self).queue_full_cooldown()
+    }
+    fn queue_full_wait(&self, stats: &HotnessStats) -> NonZeroU32 {
+        (**self).queue_full_wait(stats)
     }
 }
 
@@ -201,6 +236,10 @@ impl HotnessPolicy for ThresholdPolicy {
         }
         promote_at(self.load.apply(self.osr_threshold, stats), stats.backedges, 0, stats)
     }
+
+    fn queue_full_wait(&self, stats: &HotnessStats) -> NonZeroU32 {
+        stats.doubling_wait(self.queue_at())
+    }
 }
 
 fn promote_at(trigger: u32, count: u32, tier: u8, stats: &HotnessStats) -> Decision {
@@ -273,6 +312,16 @@ impl<const TIERS: usize> HotnessPolicy for TierLadder<TIERS> {
     fn max_tier(&self) -> u8 {
         (TIERS - 1) as u8
     }
+    fn queue_full_wait(&self, stats: &HotnessStats) -> NonZeroU32 {
+        stats.doubling_wait(ladder_next_trigger(&self.thresholds, stats))
+    }
+}
+
+/// The unscaled threshold of the tier a bead at `stats` climbs to next
+/// (the top one once it is there).
+fn ladder_next_trigger(thresholds: &[u32], stats: &HotnessStats) -> u32 {
+    let next = stats.tier.map_or(0, |t| usize::from(t) + 1);
+    thresholds[next.min(thresholds.len() - 1)]
 }
 
 /// Two tiers: a baseline compile at `tier1_threshold` calls (tier 0) and an
@@ -321,6 +370,9 @@ impl HotnessPolicy for TieredPolicy {
     fn max_tier(&self) -> u8 {
         1
     }
+    fn queue_full_wait(&self, stats: &HotnessStats) -> NonZeroU32 {
+        self.ladder().queue_full_wait(stats)
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +420,38 @@ mod tests {
         assert_eq!(policy.decide(&capped), Decision::Promote { tier: 0, priority: 20_000 });
         assert_eq!(policy.decide(&stats(20_000, Some(1))), Decision::NEVER);
         assert_eq!((policy.tier(499), policy.tier(500), policy.tier(10_000)), (None, Some(1), Some(2)));
+    }
+
+    #[test]
+    fn queue_full_waits_start_short_and_double() {
+        let policy = ThresholdPolicy::new(1_000);
+        let mut invocations = 1_000;
+        let mut waits = [0; 8];
+        for wait in &mut waits {
+            *wait = policy.queue_full_wait(&stats(invocations, None)).get();
+            invocations += *wait;
+        }
+        assert_eq!(waits, [16, 16, 32, 64, 128, 256, 512, 1_000], "capped at the threshold");
+        let tiered = TieredPolicy::default();
+        assert_eq!(tiered.queue_full_wait(&stats(500, None)).get(), QUEUE_FULL_FIRST_WAIT);
+        assert_eq!(tiered.queue_full_wait(&stats(10_100, Some(0))).get(), 100, "counted from the next tier's trigger");
+        assert_eq!(ThresholdPolicy::new(1).queue_full_wait(&stats(5, None)).get(), 16, "at least the first wait");
+    }
+
+    #[test]
+    fn custom_policies_keep_their_cooldown_when_the_queue_is_full() {
+        struct Patient;
+        impl HotnessPolicy for Patient {
+            fn decide(&self, _: &HotnessStats) -> Decision {
+                Decision::NEVER
+            }
+            fn queue_full_cooldown(&self) -> NonZeroU32 {
+                NonZeroU32::new(77).unwrap_or(NonZeroU32::MIN)
+            }
+        }
+        assert_eq!(Patient.queue_full_wait(&stats(5_000, None)).get(), 77);
+        let by_ref: &dyn HotnessPolicy = &Patient;
+        assert_eq!((&by_ref).queue_full_wait(&stats(5_000, None)).get(), 77, "forwarded through `&P`");
     }
 
     #[test]

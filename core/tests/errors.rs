@@ -242,13 +242,14 @@ fn full_queue_refuses_cools_the_bead_down_and_does_not_retry_every_call() {
     call_n(&broker, &&b, cooldown - 1);
     assert_eq!(broker.policy().decides.get(), asked, "no policy call while cooling down");
     assert_eq!(broker.stats().queue_full, 1, "no retry while cooling down");
-    // The cooldown's last call asks again (and the queue is still full).
+    // The cooldown's last call asks again; the queue is still full, but `b`
+    // is now far hotter than the queued `a`, so `a` is evicted for it.
     call_n(&broker, &&b, 1);
     assert_eq!(broker.policy().decides.get(), asked + 1);
-    assert_eq!(broker.stats().queue_full, 2);
-    assert_eq!(b.state(), BeadState::Interpreted);
+    assert_eq!(broker.stats().queue_full, 2, "the evicted bead counts as turned away");
+    assert_eq!((a.state(), b.state(), broker.queue_len()), (BeadState::Interpreted, BeadState::Queued, 1));
 
-    // An explicit submit gets the typed error too.
+    // An explicit submit of a cold bead gets the typed error too.
     assert_eq!(broker.submit(&&c, 0, JobKind::Invoke), Err(KilnError::QueueFull));
     assert_eq!(c.state(), BeadState::Interpreted);
     assert_eq!(broker.stats().queue_full, 3);
@@ -256,15 +257,15 @@ fn full_queue_refuses_cools_the_bead_down_and_does_not_retry_every_call() {
     // The queued job was not disturbed.
     let report = broker.pump(&mut jit, Budget::unlimited());
     assert_eq!((report.ran, report.published, report.stop), (1, 1, PumpStop::Idle));
-    assert_eq!(a.state(), BeadState::Compiled(0));
+    assert_eq!(b.state(), BeadState::Compiled(0));
 
-    // With room in the queue, the bead is promoted once its cooldown is over.
-    call_n(&broker, &&b, cooldown - 1);
-    assert_eq!(b.state(), BeadState::Interpreted);
-    call_n(&broker, &&b, 1);
-    assert_eq!(b.state(), BeadState::Queued);
+    // With room in the queue, the evicted bead is promoted once its cooldown is over.
+    call_n(&broker, &&a, cooldown - 1);
+    assert_eq!(a.state(), BeadState::Interpreted);
+    call_n(&broker, &&a, 1);
+    assert_eq!(a.state(), BeadState::Queued);
     broker.pump(&mut jit, Budget::unlimited());
-    assert_eq!(b.compiled(), entry(2));
+    assert_eq!(a.compiled(), entry(2));
 
     retire_all_and_check(&broker, &[&a, &b, &c], &mut jit);
 }
@@ -809,6 +810,8 @@ fn an_osr_promotion_refused_by_a_full_queue_is_retried_after_a_cooldown() {
         plain(Counting::new(ThresholdPolicy::new(1_000).osr_threshold(10)), AlwaysRecompilePolicy);
     let mut jit = Jit::default();
 
+    // Hot enough that the looping bead's OSR promotion cannot evict it.
+    call_n(&broker, &&other, 100);
     broker.submit(&&other, 0, JobKind::Invoke).expect("fills the queue");
     broker.on_invoke(&&looping);
     for _ in 0..10 {

@@ -56,7 +56,15 @@ pub struct BeadieConfig {
     /// Worker threads pumping the queue (default 1: beadie's broker thread).
     /// 0 starts none: the host runs compiles itself with [`Beadie::pump`].
     pub workers: usize,
-    /// Queue capacity, at most 1,024 (default 256, as beadie).
+    /// Queue capacity, at most 1,024 (default 1,024; beadie's is 256). The
+    /// queue holds the hottest jobs waiting for a worker, hottest first. A
+    /// promotion that finds it full takes the place of the coldest queued
+    /// job if it is more than twice as hot (that bead goes back to
+    /// counting), or else goes back to counting itself; either bead asks
+    /// again after 16 calls, and after each further refusal waits twice as
+    /// long (up to its threshold). The default holds a whole warm-up storm
+    /// of a thousand functions at no extra memory: the queue's room is
+    /// reserved inside the `Beadie` whatever this is set to.
     pub queue_capacity: usize,
     /// How long dropping the `Beadie` waits for a running compile (default 2 s).
     pub shutdown_timeout: Duration,
@@ -64,7 +72,7 @@ pub struct BeadieConfig {
 
 impl Default for BeadieConfig {
     fn default() -> Self {
-        Self { workers: 1, queue_capacity: 256, shutdown_timeout: Duration::from_secs(2) }
+        Self { workers: 1, queue_capacity: QUEUE, shutdown_timeout: Duration::from_secs(2) }
     }
 }
 

@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use kiln_core::{Decision, HotnessStats};
+use std::num::NonZeroU32;
+
+use kiln_core::{Decision, HotnessStats, LoadScaling};
 
 use crate::code::HostPanics;
 
@@ -64,12 +66,10 @@ impl HotnessPolicy for TieredPolicy {
     }
 }
 
-/// How long to wait before asking `policy` again at `invocations`.
-fn wait_for(policy: &dyn HotnessPolicy, invocations: u32) -> Decision {
-    match policy.promotion_threshold() {
-        Some(threshold) if threshold > invocations => Decision::wait(threshold - invocations),
-        _ => Decision::wait(1),
-    }
+/// How long to wait before asking again at `invocations`, for a policy
+/// whose threshold is `threshold`.
+fn wait_for(threshold: u32, invocations: u32) -> Decision {
+    Decision::wait(threshold.saturating_sub(invocations).max(1))
 }
 
 /// A ladder of seed policies as one kiln-core policy: tier `i` is reached
@@ -79,10 +79,25 @@ fn wait_for(policy: &dyn HotnessPolicy, invocations: u32) -> Decision {
 /// (after a publish): each question runs under `catch_unwind`, and a panic
 /// is counted with the `Beadie`'s host panics and answered "ask again in
 /// [`AFTER_PANIC`] calls".
+///
+/// Under load the ladder raises the thresholds it knows
+/// ([`HotnessPolicy::promotion_threshold`]) by [`LOAD_SCALING`], as
+/// HotSpot scales its thresholds with the compile queue's length; a policy
+/// that reports no threshold is asked unscaled. A bead a full queue turns
+/// away waits [`HotnessStats::doubling_wait`] from its next tier's
+/// threshold (16 calls, then doubling), or [`QUEUE_FULL_WAIT_UNKNOWN`]
+/// calls when that threshold is unknown.
 pub(crate) struct PolicyLadder {
     tiers: Vec<Box<dyn HotnessPolicy>>,
     panics: Arc<HostPanics>,
+    load: LoadScaling,
 }
+
+/// How much kiln-std raises known thresholds as the queue fills.
+pub(crate) const LOAD_SCALING: LoadScaling = LoadScaling { percent: 0 };
+
+/// Queue-full wait for a tier whose policy reports no threshold.
+const QUEUE_FULL_WAIT_UNKNOWN: u32 = 64;
 
 /// Calls (or back-edge units) to wait after a policy panicked.
 const AFTER_PANIC: u32 = 1_000;
@@ -91,7 +106,7 @@ impl PolicyLadder {
     pub(crate) fn new(tiers: Vec<Box<dyn HotnessPolicy>>) -> Self {
         assert!(!tiers.is_empty(), "at least one tier");
         assert!(tiers.len() <= usize::from(kiln_core::MAX_TIER) + 1, "at most 15 tiers");
-        Self { tiers, panics: Arc::default() }
+        Self { tiers, panics: Arc::default(), load: LOAD_SCALING }
     }
 
     pub(crate) fn single(policy: Box<dyn HotnessPolicy>) -> Self {
@@ -114,11 +129,29 @@ impl PolicyLadder {
         if next > top {
             return Decision::NEVER;
         }
-        let reached = (next..=top).rev().find(|&tier| self.tiers[tier].should_promote(stats.invocations));
+        let reached = (next..=top).rev().find(|&tier| self.reached(tier, stats));
         match reached {
             Some(tier) => Decision::Promote { tier: tier as u8, priority: stats.hotness() },
-            None => wait_for(&*self.tiers[next], stats.invocations),
+            None => match self.tiers[next].promotion_threshold() {
+                Some(threshold) if self.load.percent > 0 => {
+                    wait_for(self.load.apply(threshold, stats), stats.invocations)
+                }
+                Some(threshold) => wait_for(threshold, stats.invocations),
+                None => Decision::wait(1),
+            },
         }
+    }
+
+    /// Whether `tier`'s policy promotes at `stats`: at its threshold raised
+    /// for the queue's load when it reports one, else as it answers.
+    fn reached(&self, tier: usize, stats: &HotnessStats) -> bool {
+        let policy = &self.tiers[tier];
+        if self.load.percent > 0
+            && let Some(threshold) = policy.promotion_threshold()
+        {
+            return stats.invocations >= self.load.apply(threshold, stats);
+        }
+        policy.should_promote(stats.invocations)
     }
 
     fn decide_backedge_unguarded(&self, stats: &HotnessStats) -> Decision {
@@ -153,6 +186,15 @@ impl kiln_core::HotnessPolicy for PolicyLadder {
     /// `should_promote(backedges / 10)`.
     fn decide_backedge(&self, stats: &HotnessStats) -> Decision {
         self.ask(|| self.decide_backedge_unguarded(stats))
+    }
+
+    fn queue_full_wait(&self, stats: &HotnessStats) -> NonZeroU32 {
+        let next = stats.tier.map_or(0, |tier| usize::from(tier) + 1).min(self.tiers.len() - 1);
+        let threshold = self.panics.isolate("HotnessPolicy", || self.tiers[next].promotion_threshold());
+        match threshold.flatten() {
+            Some(threshold) => stats.doubling_wait(threshold),
+            None => NonZeroU32::new(QUEUE_FULL_WAIT_UNKNOWN).unwrap_or(NonZeroU32::MIN),
+        }
     }
 }
 
@@ -204,6 +246,34 @@ mod tests {
         assert_eq!(ladder.decide(&stats(100, Some(0))), Decision::Promote { tier: 1, priority: 100 });
         assert_eq!(ladder.decide(&stats(500, None)), Decision::Promote { tier: 1, priority: 500 });
         assert_eq!(kiln_core::HotnessPolicy::max_tier(&ladder), 1);
+    }
+
+    #[test]
+    fn a_turned_away_bead_waits_briefly_then_ever_longer() {
+        let ladder =
+            PolicyLadder::new(vec![Box::new(ThresholdPolicy::new(1_000)), Box::new(ThresholdPolicy::new(5_000))]);
+        let wait = |invocations, tier| ladder.queue_full_wait(&stats(invocations, tier)).get();
+        assert_eq!((wait(1_000, None), wait(1_016, None), wait(1_032, None), wait(1_064, None)), (16, 16, 32, 64));
+        assert_eq!(wait(5_200, Some(0)), 200, "counted from the next tier's threshold");
+        struct Unknown;
+        impl HotnessPolicy for Unknown {
+            fn should_promote(&self, _: u32) -> bool {
+                true
+            }
+        }
+        let unknown = PolicyLadder::single(Box::new(Unknown));
+        assert_eq!(unknown.queue_full_wait(&stats(9_000, None)).get(), QUEUE_FULL_WAIT_UNKNOWN);
+    }
+
+    #[test]
+    fn load_raises_known_thresholds_only() {
+        let mut ladder = PolicyLadder::single(Box::new(ThresholdPolicy::new(100)));
+        ladder.load = LoadScaling { percent: 100 };
+        let mut loaded = stats(100, None);
+        loaded.queue_len = 8;
+        assert_eq!(ladder.decide(&loaded), Decision::wait(100), "a full queue doubles the threshold");
+        loaded.queue_len = 0;
+        assert!(matches!(ladder.decide(&loaded), Decision::Promote { .. }));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::deopt::DeoptPolicy;
 use crate::error::KilnError;
 use crate::job::JobKind;
 use crate::policy::{Decision, HotnessPolicy};
-use crate::queue::QueueEntry;
+use crate::queue::{Pushed, QueueEntry};
 use crate::state::{MAX_TIER, Phase, StateWord};
 use crate::stats::Events;
 use crate::sync::Ordering;
@@ -217,31 +217,60 @@ where
             QueueEntry { priority, sequence: 0, generation: word.generation(), tier, kind, bead: handle.clone() };
         let limit = self.queue_capacity();
         let pushed = self.shared.with(|shared| {
-            let result = if shared.queue.len() >= limit { Err(entry) } else { shared.queue.push(entry) };
+            let pushed = shared.queue.push_within(entry, limit);
+            if let Pushed::Evicted(evicted) = &pushed {
+                self.rest_evicted(evicted);
+            }
             self.queue_len.store(shared.queue.len(), Ordering::Relaxed);
-            result
+            pushed
         });
         match pushed {
-            Ok(()) => {
+            Pushed::Queued | Pushed::Evicted(_) => {
+                if let Pushed::Evicted(evicted) = pushed {
+                    self.turned_away(evicted.bead.bead(), evicted.generation);
+                }
                 self.counters.promotions.bump();
                 debug!("kiln: promoted to tier {:?} ({:?}), priority {:?}", tier, kind, priority);
                 self.events.promoted(bead, tier, kind);
                 self.wake();
                 Ok(())
             }
-            Err(refused) => {
+            Pushed::Refused(refused) => {
                 // Back to rest, unless something else moved the bead meanwhile.
                 self.shared.with(|_| {
                     let _ = bead.state.compare_exchange(queued, queued.at_rest());
                 });
-                bead.arm(self.policy.queue_full_cooldown().get(), 0);
-                self.counters.queue_full.bump();
-                debug!("kiln: queue full, bead cools down");
-                self.events.queue_full(bead);
+                self.turned_away(bead, word.generation());
                 drop(refused);
                 Err(KilnError::QueueFull)
             }
         }
+    }
+
+    /// Queue-full eviction, under the lock: the evicted entry's bead goes
+    /// back to rest if that entry was its live job (a stale entry's bead
+    /// has moved on and is left alone). Its handle is dropped by the
+    /// caller, after the lock.
+    fn rest_evicted(&self, evicted: &QueueEntry<H>) {
+        let bead = evicted.bead.bead();
+        let word = bead.word();
+        if word.is_at(Phase::Queued, evicted.generation) {
+            bead.state.store(word.at_rest());
+        }
+    }
+
+    /// A bead a full queue turned away (refused, or evicted for a hotter
+    /// one) counts down the policy's queue-full wait before it asks again,
+    /// unless it has moved on since (promoted again, invalidated, ...).
+    fn turned_away(&self, bead: &Bead, generation: crate::state::Generation) {
+        let word = bead.word();
+        if word.generation() == generation && matches!(word.phase(), Phase::Interpreted | Phase::Compiled) {
+            let stats = self.hotness(bead, word, 0, 0);
+            bead.arm(self.policy.queue_full_wait(&stats).get(), 0);
+        }
+        self.counters.queue_full.bump();
+        debug!("kiln: queue full, bead cools down");
+        self.events.queue_full(bead);
     }
 
     /// Queues a compile of `bead` at `tier` now, whatever its count (the

@@ -237,19 +237,32 @@ impl Model {
         }
         let model = &self.beads[bead];
         self.hooks.push((bead, tier, kind));
-        if self.queue.len() < self.queue_limit {
-            let generation = model.generation;
-            let sequence = self.next_sequence;
-            self.queue.push(ModelEntry { bead, generation, tier, kind, priority, sequence });
-            self.next_sequence = self.next_sequence.wrapping_add(1);
-            self.beads[bead].phase = Phase::Queued;
-            self.stats.promotions += 1;
-            self.wake();
-            Ok(())
-        } else {
+        let generation = model.generation;
+        if self.queue.len() >= self.queue_limit {
+            // Full: the newcomer takes the place of the entry that would run
+            // last, if it is more than twice as hot; otherwise it is refused.
+            let coldest = (0..self.queue.len()).min_by(|&a, &b| {
+                let (a, b) = (&self.queue[a], &self.queue[b]);
+                a.priority.cmp(&b.priority).then(b.sequence.cmp(&a.sequence))
+            });
+            let Some(coldest) = coldest.filter(|&i| priority > self.queue[i].priority.saturating_mul(2)) else {
+                self.stats.queue_full += 1;
+                return Err(KilnError::QueueFull);
+            };
+            let evicted = self.queue.remove(coldest);
+            let owner = &mut self.beads[evicted.bead];
+            if owner.phase == Phase::Queued && owner.generation == evicted.generation {
+                owner.phase = owner.rest();
+            }
             self.stats.queue_full += 1;
-            Err(KilnError::QueueFull)
         }
+        let sequence = self.next_sequence;
+        self.queue.push(ModelEntry { bead, generation, tier, kind, priority, sequence });
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.beads[bead].phase = Phase::Queued;
+        self.stats.promotions += 1;
+        self.wake();
+        Ok(())
     }
 
     /// Replays what the policies were asked during one `on_invoke` (`site`

@@ -48,3 +48,34 @@ pub fn panic_message(payload: &Box<dyn Any + Send>) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// Implements [`BackendError`] for a backend's error enum that has the
+/// four shared shapes as struct variants: `Build { function, message }`,
+/// `Panicked { function, message }`, `InvalidDefinition { function,
+/// message }` and `OverBudget { function, needed, budget }`.
+#[macro_export]
+macro_rules! impl_backend_error {
+    ($error:ty) => {
+        impl $crate::BackendError for $error {
+            fn build(function: String, message: String) -> Self {
+                Self::Build { function, message }
+            }
+
+            fn panicked(function: String, message: String) -> Self {
+                Self::Panicked { function, message }
+            }
+
+            fn invalid_definition(function: String, message: String) -> Self {
+                Self::InvalidDefinition { function, message }
+            }
+
+            fn over_budget(function: String, needed: usize, budget: usize) -> Self {
+                Self::OverBudget { function, needed, budget }
+            }
+
+            fn is_panicked(&self) -> bool {
+                matches!(self, Self::Panicked { .. })
+            }
+        }
+    };
+}

@@ -112,24 +112,6 @@ impl std::fmt::Display for LlvmError {
 
 impl std::error::Error for LlvmError {}
 
-impl kiln_backend_kit::BackendError for LlvmError {
-    fn build(function: String, message: String) -> Self {
-        Self::Build { function, message }
-    }
-
-    fn panicked(function: String, message: String) -> Self {
-        Self::Panicked { function, message }
-    }
-
-    fn invalid_definition(function: String, message: String) -> Self {
-        Self::InvalidDefinition { function, message }
-    }
-
-    fn over_budget(function: String, needed: usize, budget: usize) -> Self {
-        Self::OverBudget { function, needed, budget }
-    }
-
-    fn is_panicked(&self) -> bool {
-        matches!(self, Self::Panicked { .. })
-    }
-}
+// The shared layer builds its failures (a caught panic, over budget, two
+// OSR entries at one site) in this crate's error type.
+kiln_backend_kit::impl_backend_error!(LlvmError);

@@ -3,7 +3,8 @@
 //!
 //! The backend is a cheap handle (`Clone`, `Send`, `Sync`) over one shared
 //! state: the target ISA, the host symbols, and the code cache behind one
-//! lock that is never held while Cranelift runs. It is used three ways:
+//! lock that is never held while Cranelift runs (kiln-backend-kit's
+//! `CodeMemory`). It is used three ways:
 //!
 //! - standalone: [`compile_function`](CraneliftBackend::compile_function)
 //!   and the `unsafe` [`free`](CraneliftBackend::free);
@@ -12,36 +13,29 @@
 //! - as kiln-core's `Compiler` through a [`CraneliftCompiler`](crate::CraneliftCompiler).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use cranelift_codegen::ir::Type;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
-use kiln_core::{CodeHandle, OsrEntry};
+use kiln_backend_kit::{CodeStats, CompiledFunction, HostSymbol, Owner};
+use kiln_core::CodeHandle;
 
-use crate::cache::{CodeCache, CodeStats};
 use crate::codegen;
-use crate::config::{ConfigError, CraneliftConfig, HostSymbol};
+use crate::config::{ConfigError, CraneliftConfig};
 use crate::def::{DefKind, FunctionDef, Source};
 use crate::error::CraneliftError;
-use crate::unit::{Owner, Unit};
+use crate::unit::CodeMemory;
 
 /// The state every clone of a backend shares.
 pub(crate) struct Shared {
     pub(crate) isa: OwnedTargetIsa,
     pub(crate) symbols: BTreeMap<String, HostSymbol>,
     pub(crate) page_size: usize,
-    pub(crate) eviction_pause: u32,
-    budget: Option<usize>,
-    cache: Mutex<CodeCache>,
+    /// The units, the budget and its books (kiln-backend-kit).
+    pub(crate) memory: CodeMemory,
 }
 
 impl Shared {
-    pub(crate) fn cache(&self) -> MutexGuard<'_, CodeCache> {
-        // A panic never happens with the lock held (Cranelift runs outside
-        // it), but if one did the books are still consistent: go on.
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Compiles `source` and registers the unit for `owner`; returns its
     /// id. If the budget is exceeded, the coldest units are chosen and
     /// queued for eviction, never evicted here: this runs inside a kiln
@@ -50,30 +44,19 @@ impl Shared {
     /// hook (`JitBackend::after_compile`) or `CraneliftCompiler::evict`.
     pub(crate) fn compile_unit(&self, source: &Source, owner: Owner) -> Result<u64, CraneliftError> {
         let started = std::time::Instant::now();
-        let built = match codegen::build(self, source, self.budget.is_some()) {
+        let built = match codegen::build(self, source) {
             Ok(built) => built,
-            Err(error) => return Err(self.failed(error)),
+            Err(error) => return Err(self.memory.failed(error)),
         };
-        if let Some(budget) = self.budget
-            && built.bytes > budget
-        {
-            let needed = built.bytes;
-            // SAFETY: (1, 2) the module's entries were never handed out.
-            unsafe { Unit::new(source.name.clone(), built, Owner::Host).free() };
-            self.cache().failed();
-            return Err(CraneliftError::OverBudget { function: source.name.clone(), needed, budget });
+        if let Err(error) = self.memory.fits_budget(&source.name, built.bytes) {
+            // SAFETY: (1) the module's entries were never handed out.
+            unsafe { kiln_backend_kit::UnitCode::free(built.code, &source.name) };
+            self.memory.cache().failed(false);
+            return Err(error);
         }
         let bytes = built.bytes;
-        let mut cache = self.cache();
-        let id = cache.insert(Unit::new(source.name.clone(), built, owner));
-        let victims = if self.budget.is_some() {
-            cache.sweep();
-            cache.choose_victims(id)
-        } else {
-            0
-        };
-        let resident = cache.stats().resident_bytes;
-        drop(cache);
+        let registered = self.memory.register(None, source.name.clone(), built, owner);
+        let (victims, resident) = (registered.victims, registered.resident);
         log::debug!(
             target: "kiln",
             "cranelift: compiled `{}` ({} OSR entries, {bytes} B of code, {resident} B resident{}) in {:.1} µs",
@@ -82,41 +65,7 @@ impl Shared {
             if victims > 0 { format!(", {victims} cold units to evict") } else { String::new() },
             started.elapsed().as_secs_f64() * 1e6,
         );
-        Ok(id)
-    }
-
-    /// Counts the failed compile (and a caught panic) and logs it; returns
-    /// `error`.
-    pub(crate) fn failed(&self, error: CraneliftError) -> CraneliftError {
-        let mut cache = self.cache();
-        cache.failed();
-        if matches!(error, CraneliftError::Panicked { .. }) {
-            cache.panicked();
-            drop(cache);
-            log::error!(target: "kiln", "cranelift: a host callback panicked (caught): {error}");
-        } else {
-            drop(cache);
-            log::warn!(target: "kiln", "cranelift: {error}");
-        }
-        error
-    }
-
-    /// Frees unit `id`; false if there is none.
-    ///
-    /// # Safety
-    ///
-    /// 1. No thread runs or will call code of the unit, or reads its OSR table.
-    pub(crate) unsafe fn free_unit(&self, id: u64) -> bool {
-        let unit = self.cache().remove(id);
-        match unit {
-            Some(unit) => {
-                log::trace!(target: "kiln", "cranelift: freed `{}` ({} B)", unit.name, unit.bytes);
-                // SAFETY: (1) by this function's contract.
-                unsafe { unit.free() };
-                true
-            }
-            None => false,
-        }
+        Ok(registered.id)
     }
 }
 
@@ -138,44 +87,6 @@ impl std::fmt::Debug for CraneliftBackend {
     }
 }
 
-/// Code compiled through the standalone API: its entries and the handle
-/// that frees it.
-#[derive(Debug)]
-pub struct CompiledFunction {
-    entry: *mut (),
-    osr: Vec<OsrEntry>,
-    handle: CodeHandle,
-    bytes: usize,
-}
-
-impl CompiledFunction {
-    /// The normal entry (call it with the definition's signature in the
-    /// host calling convention, `extern "C"`).
-    pub fn entry(&self) -> *mut () {
-        self.entry
-    }
-
-    /// The OSR entries, sorted by site.
-    pub fn osr_entries(&self) -> &[OsrEntry] {
-        &self.osr
-    }
-
-    /// The OSR entry at `site`, if the definition declared one.
-    pub fn osr_entry(&self, site: u64) -> Option<*mut ()> {
-        self.osr.binary_search_by_key(&site, |entry| entry.site).ok().map(|index| self.osr[index].code)
-    }
-
-    /// The handle that frees this code ([`CraneliftBackend::free`]).
-    pub fn handle(&self) -> CodeHandle {
-        self.handle
-    }
-
-    /// Code memory its module maps.
-    pub fn code_bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
 impl CraneliftBackend {
     /// A backend with [`CraneliftConfig::new`]'s defaults.
     pub fn new() -> Result<Self, ConfigError> {
@@ -188,15 +99,9 @@ impl CraneliftBackend {
         budget: Option<usize>,
         eviction_pause: u32,
     ) -> Self {
-        let page_size = isa.page_size_align_log2();
-        let shared = Shared {
-            isa,
-            symbols,
-            page_size: 1 << page_size,
-            eviction_pause,
-            budget,
-            cache: Mutex::new(CodeCache::new(budget)),
-        };
+        let page_size = 1 << isa.page_size_align_log2();
+        let memory = CodeMemory::new("cranelift", budget, eviction_pause);
+        let shared = Shared { isa, symbols, page_size, memory };
         Self { shared: Arc::new(shared) }
     }
 
@@ -212,12 +117,12 @@ impl CraneliftBackend {
 
     /// The code-memory budget, if any.
     pub fn code_budget(&self) -> Option<usize> {
-        self.shared.budget
+        self.shared.memory.budget()
     }
 
     /// Code memory counters and gauges.
     pub fn stats(&self) -> CodeStats {
-        self.shared.cache().stats()
+        self.shared.memory.stats()
     }
 
     /// Compiles `def` into a unit of its own. The code is the caller's
@@ -225,14 +130,7 @@ impl CraneliftBackend {
     /// evicted (no bead can send it back to an interpreter).
     pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, CraneliftError> {
         let (id, _) = self.compile_def(def, Owner::Host)?;
-        let cache = self.shared.cache();
-        let unit = cache.get(id).expect("just compiled");
-        Ok(CompiledFunction {
-            entry: unit.entry as *mut (),
-            osr: unit.osr.to_vec(),
-            handle: CodeHandle::from_raw(id as usize).expect("unit ids start at 1"),
-            bytes: unit.bytes,
-        })
+        Ok(self.shared.memory.compiled_function(id, handle_of(id)))
     }
 
     /// Compiles `def` for `owner` — or, for a definition compiled ahead by
@@ -256,6 +154,11 @@ impl CraneliftBackend {
     /// 1. No thread runs or will call any entry of that code, normal or OSR.
     pub unsafe fn free(&self, handle: CodeHandle) -> bool {
         // SAFETY: (1) by this function's contract.
-        unsafe { self.shared.free_unit(handle.get() as u64) }
+        unsafe { self.shared.memory.free_unit(handle.get() as u64) }
     }
+}
+
+/// The handle of unit `id` (ids count up from 1, so it is never null).
+pub(crate) fn handle_of(id: u64) -> CodeHandle {
+    CodeHandle::from_raw(id as usize).expect("unit ids start at 1")
 }

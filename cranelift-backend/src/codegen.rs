@@ -2,13 +2,13 @@
 //! entry and its OSR entries.
 //!
 //! Everything here runs without the backend's lock, so several workers can
-//! compile at once. Host callbacks and Cranelift run under `catch_unwind`:
+//! compile at once. Host callbacks and Cranelift run under `catch_unwind`
+//! (kiln-backend-kit's `catch_panic`):
 //! a panic becomes a [`CraneliftError`], and a failed compile frees whatever
 //! code memory its module had mapped before the error is returned (no code
 //! pointer of it ever left this module).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::AtomicU8;
 
 use cranelift_codegen::CodegenError;
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
@@ -16,39 +16,25 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, UserFuncName, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError, default_libcall_names};
+use kiln_backend_kit::{Code, catch_panic, check_osr_sites, panic_message};
 use kiln_core::OsrEntry;
 
 use crate::backend::Shared;
 use crate::def::{BuildContext, Entry, Source, signature};
 use crate::error::CraneliftError;
+use crate::unit::UnitModule;
 
-/// A compiled, finalized module not yet registered with the backend.
-pub(crate) struct Built {
-    pub(crate) module: JITModule,
-    pub(crate) entry: usize,
-    /// Sorted by site.
-    pub(crate) osr: Vec<OsrEntry>,
-    /// Code bytes the module maps, page-rounded (see `code_bytes`).
-    pub(crate) bytes: usize,
-    /// Set to 1 by the code on every entry (only with a budget).
-    pub(crate) used: Option<Box<AtomicU8>>,
-}
-
-/// Compiles `source` into its own module. `track_use` makes every entry
-/// store 1 into the returned `used` flag.
-pub(crate) fn build(shared: &Shared, source: &Source, track_use: bool) -> Result<Built, CraneliftError> {
+/// Compiles `source` into its own module, finalized but not yet registered
+/// with the backend. With a budget, every entry stores 1 into the returned
+/// `used` flag.
+pub(crate) fn build(shared: &Shared, source: &Source) -> Result<Code<UnitModule>, CraneliftError> {
     let name = &source.name;
-    let mut sites: Vec<u64> = source.osr.iter().map(|spec| spec.site).collect();
-    sites.sort_unstable();
-    if let Some(pair) = sites.windows(2).find(|pair| pair[0] == pair[1]) {
-        let message = format!("two OSR entries at site {}", pair[0]);
-        return Err(CraneliftError::InvalidDefinition { function: name.clone(), message });
-    }
+    check_osr_sites(name, source.osr.iter().map(|spec| spec.site).collect())?;
 
     let mut jit = JITBuilder::with_isa(shared.isa.clone(), default_libcall_names());
-    jit.symbols(shared.symbols.iter().map(|(name, symbol)| (name.clone(), symbol.0)));
+    jit.symbols(shared.symbols.iter().map(|(name, symbol)| (name.clone(), symbol.address())));
     let mut module = JITModule::new(jit);
-    let used = track_use.then(|| Box::new(AtomicU8::new(1)));
+    let used = shared.memory.use_flag();
     let used_address = used.as_deref().map(|flag| std::ptr::from_ref(flag) as i64);
 
     match define_all(shared, &mut module, source, used_address) {
@@ -59,7 +45,8 @@ pub(crate) fn build(shared: &Shared, source: &Source, track_use: bool) -> Result
                 .map(|(site, id)| OsrEntry { site, code: module.get_finalized_function(id).cast_mut().cast() })
                 .collect();
             osr.sort_by_key(|entry| entry.site);
-            Ok(Built { module, entry, osr, bytes: code_bytes(&sizes, shared.page_size), used })
+            let bytes = code_bytes(&sizes, shared.page_size);
+            Ok(Code { code: UnitModule(module), entry, osr, bytes, used })
         }
         Err(error) => {
             // SAFETY: no pointer into this module's memory was handed out:
@@ -106,25 +93,19 @@ fn define_all(
         context.func.name = UserFuncName::user(0, id.as_u32());
         let frontend = module.target_config();
         let mut cx = BuildContext { module, entry, main, call_conv, pointer_type: shared.isa.pointer_type() };
-        let built = catch_unwind(AssertUnwindSafe(|| {
+        let built = catch_panic(function, || {
             let mut builder = FunctionBuilder::new(&mut context.func, &mut builder_context);
             let result = (source.body)(&mut builder, &mut cx);
             if result.is_ok() {
                 builder.finalize(frontend);
             }
             result
-        }));
-        match built {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(CraneliftError::Build { function: function.clone(), message }),
-            Err(payload) => {
-                return Err(CraneliftError::Panicked { function: function.clone(), message: panic_message(&payload) });
-            }
-        }
+        })?;
+        built.map_err(|message| CraneliftError::Build { function: function.clone(), message })?;
         if let Some(address) = used_address {
             mark_use_on_entry(&mut context.func, shared.isa.pointer_type(), address);
         }
-        let defined = catch_unwind(AssertUnwindSafe(|| {
+        catch_panic(function, || {
             module.define_function(id, &mut context).map_err(|error| match error {
                 ModuleError::Compilation(CodegenError::Verifier(errors)) => {
                     CraneliftError::Codegen { function: function.clone(), message: format!("invalid IR: {errors}") }
@@ -134,17 +115,12 @@ fn define_all(
                 }
                 error => module_error(error),
             })
-        }));
-        match defined {
-            Ok(result) => result?,
-            Err(payload) => {
-                return Err(CraneliftError::Panicked { function: function.clone(), message: panic_message(&payload) });
-            }
-        }
+        })??;
         sizes.push(context.compiled_code().map_or(0, |code| code.code_buffer().len()));
         module.clear_context(&mut context);
     }
-    // Linking resolves imports; cranelift-jit panics on an unknown symbol.
+    // Linking resolves imports; cranelift-jit panics on an unknown symbol,
+    // which is a link failure, not a panic of the host's code.
     match catch_unwind(AssertUnwindSafe(|| module.finalize_definitions().map_err(module_error))) {
         Ok(result) => result.map(|()| (main, osr_ids, sizes)),
         Err(payload) => Err(CraneliftError::Module { function: function.clone(), message: panic_message(&payload) }),
@@ -178,16 +154,6 @@ pub(crate) fn code_bytes(sizes: &[usize], page_size: usize) -> usize {
         }
     }
     mapped
-}
-
-pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -21,18 +21,12 @@
 //! (Cranelift runs outside every lock), so a job system can run one clone
 //! per task.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard};
-
+use kiln_backend_kit::{Owner, UnitBook};
 use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler, DynBroker};
 
-use crate::backend::CraneliftBackend;
+use crate::backend::{CraneliftBackend, handle_of};
 use crate::def::FunctionDef;
 use crate::error::CraneliftError;
-use crate::unit::Owner;
 
 /// A [`CraneliftBackend`] plus the host's `define` callback, as a
 /// kiln-core [`Compiler`] over bead handles `H`. `Clone` if `F` is: clones
@@ -88,12 +82,12 @@ pub struct CraneliftCompiler<H, F> {
     define: F,
     /// The bead of every unit this compiler (or a clone) made and kiln has
     /// not released.
-    beads: Arc<Mutex<HashMap<u64, H>>>,
+    book: UnitBook<H>,
 }
 
 impl<H, F: Clone> Clone for CraneliftCompiler<H, F> {
     fn clone(&self) -> Self {
-        Self { backend: self.backend.clone(), define: self.define.clone(), beads: Arc::clone(&self.beads) }
+        Self { backend: self.backend.clone(), define: self.define.clone(), book: self.book.clone() }
     }
 }
 
@@ -101,7 +95,7 @@ impl<H, F> std::fmt::Debug for CraneliftCompiler<H, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CraneliftCompiler")
             .field("backend", &self.backend)
-            .field("units", &self.units().len())
+            .field("units", &self.book.len())
             .finish_non_exhaustive()
     }
 }
@@ -115,13 +109,7 @@ impl<H, F> CraneliftCompiler<H, F> {
     where
         F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, CraneliftError>,
     {
-        Self { backend, define, beads: Arc::default() }
-    }
-
-    fn units(&self) -> MutexGuard<'_, HashMap<u64, H>> {
-        // The book is consistent at every step: a panic elsewhere while it
-        // was held leaves nothing half-done.
-        self.beads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Self { backend, define, book: UnitBook::default() }
     }
 
     /// The backend.
@@ -131,7 +119,7 @@ impl<H, F> CraneliftCompiler<H, F> {
 
     /// Units compiled by this compiler that kiln has not released yet.
     pub fn live_units(&self) -> usize {
-        self.units().len()
+        self.book.len()
     }
 }
 
@@ -143,26 +131,7 @@ impl<H: BeadRef, F> CraneliftCompiler<H, F> {
     /// evicted. Call it after `pump`; without it the budget is exceeded but
     /// nothing breaks.
     pub fn evict(&mut self, broker: &dyn DynBroker<H>) -> usize {
-        // The book is not held while calling the broker: the broker calls
-        // `release` (which takes the book) with its own lock held.
-        let victims: Vec<(u64, usize, H)> = {
-            let units = self.units();
-            let victims = self.backend.shared.cache().take_core_victims(|id| units.contains_key(&id));
-            victims.into_iter().map(|(id, entry)| (id, entry, units[&id].clone())).collect()
-        };
-        let pause = NonZeroU32::new(self.backend.shared.eviction_pause).unwrap_or(NonZeroU32::MIN);
-        let mut evicted = 0;
-        for (id, entry, bead) in victims {
-            let bead = &bead;
-            let installed = bead.bead().compiled().map(|code| code.as_ptr() as usize) == Some(entry);
-            let done = installed && broker.evict(bead, pause).is_ok();
-            if done {
-                evicted += 1;
-            } else {
-                self.backend.shared.cache().unevict(id);
-            }
-        }
-        evicted
+        self.book.evict(&self.backend.shared.memory, broker)
     }
 }
 
@@ -177,33 +146,14 @@ where
         // `define` is host code run wherever the host pumps (its own thread,
         // a frame pump, a job-system task): a panic is a failed compile,
         // not an unwind through kiln-core.
-        let def = match catch_unwind(AssertUnwindSafe(|| (self.define)(request))) {
-            Ok(def) => def?,
-            Err(payload) => {
-                let message = crate::codegen::panic_message(&payload);
-                return Err(self
-                    .backend
-                    .shared
-                    .failed(CraneliftError::Panicked { function: "(define callback)".to_owned(), message }));
-            }
-        };
+        let memory = &self.backend.shared.memory;
+        let def = memory.run_define(|| (self.define)(request))?;
         let (id, _) = self.backend.compile_def(def, Owner::Compiler)?;
-        self.units().insert(id, request.bead.clone());
-        let handle = CodeHandle::from_raw(id as usize).expect("unit ids start at 1");
-        let cache = self.backend.shared.cache();
-        let unit = cache.get(id).expect("just compiled");
-        let compiled = Compiled::new(unit.entry as *mut (), handle).expect("Cranelift code is never at address 0");
-        Ok(match &unit.table {
-            // The table and its entries live in the unit until `release(handle)`
-            // frees it (or kiln hands an unpublished handle back to `release`).
-            // SAFETY: `with_osr` (1) valid until release, (2) immutable and Sync.
-            Some(table) => unsafe { compiled.with_osr(NonNull::from(&**table)) },
-            None => compiled,
-        })
+        Ok(self.book.publish(memory, id, handle_of(id), request.bead.clone()))
     }
 
     fn release(&mut self, code: CodeHandle) {
-        self.units().remove(&(code.get() as u64));
+        self.book.forget(code.get() as u64);
         // SAFETY: (1) kiln-core calls `release` exactly once per handle, and
         // only once the code was retired and quiescence declared (or was
         // never published): no thread runs it or reads its OSR table.

@@ -14,10 +14,10 @@
 //! the generated code may call, the code-memory budget, and how long an
 //! evicted function waits before it may be promoted again.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cranelift_codegen::settings::{self, Configurable, SetError};
+use kiln_backend_kit::MemorySettings;
 
 use crate::backend::CraneliftBackend;
 
@@ -84,17 +84,6 @@ const FIXED: [(&str, &str, &str); 2] = [
     ("use_colocated_libcalls", "false", "libcalls may be anywhere in the address space"),
 ];
 
-/// A host function generated code may call by name (see
-/// [`BuildContext::import`](crate::BuildContext::import)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct HostSymbol(pub(crate) *const u8);
-
-// SAFETY: the address of a host function; kiln never dereferences it, and
-// generated code calling it is the caller's own contract.
-unsafe impl Send for HostSymbol {}
-// SAFETY: as for `Send`: an immutable address.
-unsafe impl Sync for HostSymbol {}
-
 /// Builds a [`CraneliftBackend`]: Cranelift settings by name, host symbols,
 /// and kiln's code-memory budget.
 ///
@@ -112,9 +101,8 @@ unsafe impl Sync for HostSymbol {}
 pub struct CraneliftConfig {
     /// `(name, value)` in the order given; the last one for a name wins.
     settings: Vec<(String, String)>,
-    symbols: BTreeMap<String, HostSymbol>,
-    code_budget: Option<usize>,
-    eviction_pause: u32,
+    /// Host symbols, code budget, eviction pause (kiln-backend-kit).
+    memory: MemorySettings,
 }
 
 impl Default for CraneliftConfig {
@@ -126,14 +114,14 @@ impl Default for CraneliftConfig {
 impl CraneliftConfig {
     /// Calls an evicted function must make before it may be promoted again
     /// (unless set with [`eviction_pause`](Self::eviction_pause)).
-    pub const DEFAULT_EVICTION_PAUSE: u32 = 1_000;
+    pub const DEFAULT_EVICTION_PAUSE: u32 = MemorySettings::DEFAULT_EVICTION_PAUSE;
 
     /// The defaults: `opt_level=speed` (code kiln compiles is hot by
     /// definition), the verifier on (invalid IR is a failed compile, not a
     /// crash), no code budget.
     pub fn new() -> Self {
         let settings = vec![("opt_level".to_owned(), "speed".to_owned())];
-        Self { settings, symbols: BTreeMap::new(), code_budget: None, eviction_pause: Self::DEFAULT_EVICTION_PAUSE }
+        Self { settings, memory: MemorySettings::new() }
     }
 
     /// Cranelift's optimisation level: `"none"`, `"speed"` or
@@ -153,7 +141,7 @@ impl CraneliftConfig {
     /// `name` (see [`BuildContext::import`](crate::BuildContext::import)).
     /// Names not given here are looked up in the process (`dlsym`).
     pub fn symbol(mut self, name: &str, address: *const u8) -> Self {
-        self.symbols.insert(name.to_owned(), HostSymbol(address));
+        self.memory.symbol(name, address);
         self
     }
 
@@ -163,14 +151,14 @@ impl CraneliftConfig {
     /// budget also makes generated code mark itself used on entry (one
     /// byte store per call), which is how coldness is measured.
     pub fn code_budget(mut self, bytes: usize) -> Self {
-        self.code_budget = Some(bytes);
+        self.memory.code_budget(bytes);
         self
     }
 
     /// Calls an evicted function must make before kiln asks its hotness
     /// policy again (default [`DEFAULT_EVICTION_PAUSE`](Self::DEFAULT_EVICTION_PAUSE)).
     pub fn eviction_pause(mut self, calls: u32) -> Self {
-        self.eviction_pause = calls.max(1);
+        self.memory.eviction_pause(calls);
         self
     }
 
@@ -199,7 +187,8 @@ impl CraneliftConfig {
         }
         let isa =
             isa.finish(settings::Flags::new(shared)).map_err(|error| ConfigError::Isa { reason: error.to_string() })?;
-        Ok(CraneliftBackend::from_parts(Arc::clone(&isa), self.symbols, self.code_budget, self.eviction_pause))
+        let MemorySettings { symbols, code_budget, eviction_pause } = self.memory;
+        Ok(CraneliftBackend::from_parts(Arc::clone(&isa), symbols, code_budget, eviction_pause))
     }
 }
 

@@ -100,6 +100,10 @@ impl std::fmt::Display for CraneliftError {
 
 impl std::error::Error for CraneliftError {}
 
+// The shared layer builds its failures (a caught panic, over budget, two
+// OSR entries at one site) in this crate's error type.
+kiln_backend_kit::impl_backend_error!(CraneliftError);
+
 /// The former name of [`CraneliftError`], which read like kiln-std's
 /// `CompileError` (a different type).
 #[deprecated(since = "0.1.0", note = "renamed to `CraneliftError` (kiln-std's `CompileError` is a different type)")]

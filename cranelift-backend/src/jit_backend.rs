@@ -29,14 +29,14 @@
 //! compile ahead with [`CraneliftBackend::prepare`] and list the entries
 //! itself; they are then not reported twice.)
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
+use kiln_backend_kit::Owner;
 use kiln_std::{Bead, JitBackend, OsrBuild, OsrEntry};
 
 use crate::backend::{CraneliftBackend, Shared};
 use crate::def::{DefKind, FunctionDef};
 use crate::error::CraneliftError;
-use crate::unit::Owner;
 
 impl CraneliftBackend {
     /// Compiles `def` now (on the calling thread: call it from a kiln-std
@@ -56,7 +56,7 @@ impl CraneliftBackend {
         };
         match self.shared.compile_unit(&source, Owner::Host) {
             Ok(id) => {
-                let osr = self.shared.cache().get(id).map(|unit| unit.osr.to_vec()).unwrap_or_default();
+                let osr = self.shared.memory.cache().get(id).map(|unit| unit.osr().to_vec()).unwrap_or_default();
                 let sites = osr.iter().map(|entry| entry.site).collect();
                 let prepared = PreparedUnit::new(Arc::clone(&self.shared), id, source.name, sites);
                 OsrBuild { def: FunctionDef { kind: DefKind::Prepared(Ok(prepared)) }, osr }
@@ -71,8 +71,8 @@ impl CraneliftBackend {
             return Err(CraneliftError::ForeignDefinition);
         }
         let id = prepared.take();
-        if let Some(unit) = self.shared.cache().get_mut(id) {
-            unit.owner = owner;
+        if let Some(unit) = self.shared.memory.cache().get_mut(id) {
+            unit.set_owner(owner);
         }
         Ok(id)
     }
@@ -88,55 +88,23 @@ impl JitBackend for CraneliftBackend {
 
     fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), CraneliftError> {
         let (id, adopted) = self.compile_def(def, Owner::Std(Arc::downgrade(bead)))?;
-        let cache = self.shared.cache();
-        let unit = cache.get(id);
-        let entry = unit.map_or(std::ptr::null_mut(), |unit| unit.entry as *mut ());
         // A prepared unit's entries already travelled in the factory's
         // `OsrBuild::osr`; report only what this call compiled.
-        let osr = match unit {
-            Some(unit) if !adopted => unit.osr.to_vec(),
-            _ => Vec::new(),
-        };
-        Ok((entry, osr))
+        Ok(self.shared.memory.published(id, !adopted))
     }
 
     fn after_compile(&self, _bead: &Arc<Bead>) {
-        // Every queued kiln-std victim, whichever compile chose it (another
-        // worker's, a standalone `compile_function`'s).
-        let victims = self.shared.cache().take_bead_victims();
-        for (id, entry, bead) in victims {
-            log::debug!(target: "kiln", "cranelift: code budget reached, evicting unit {id}");
-            if !evict_through_bead(&bead, entry, self.shared.eviction_pause) {
-                self.shared.cache().unevict(id);
-            }
-        }
+        self.shared.memory.evict_bead_victims();
     }
 
     fn release(&self, code: *mut ()) {
-        let id = self.shared.cache().id_of_entry(code as usize);
-        match id {
+        if let Some(id) = self.shared.memory.unit_of_entry(code) {
             // SAFETY: (1) kiln-std calls `release` once per entry this backend
             // returned, after the code was retired and quiescence declared:
             // no thread runs it or reads its OSR table.
-            Some(id) => _ = unsafe { self.shared.free_unit(id) },
-            None => log::warn!(target: "kiln", "cranelift: release of unknown code {code:p}"),
+            unsafe { self.shared.memory.free_unit(id) };
         }
     }
-}
-
-/// Sends `bead`'s code at `entry` back to the interpreter. True if the code
-/// is on its way to release (evicted now, or its bead is gone); false if
-/// it is not the bead's installed code or kiln refused (the unit may be
-/// chosen again later).
-fn evict_through_bead(bead: &Weak<Bead>, entry: usize, pause: u32) -> bool {
-    // A dropped bead retired its code already.
-    let Some(bead) = bead.upgrade() else { return true };
-    let installed = |bead: &Bead| bead.compiled().map(|code| code as usize) == Some(entry);
-    if !installed(&bead) {
-        return false;
-    }
-    bead.evict(pause);
-    !installed(&bead)
 }
 
 /// A unit compiled ahead by [`CraneliftBackend::prepare`](crate::CraneliftBackend::prepare),
@@ -180,7 +148,7 @@ impl Drop for PreparedUnit {
         if let Some(id) = self.id.take() {
             // SAFETY: (1, 2) the unit was never published: its entry and OSR
             // entries went only into the `OsrBuild` this definition came in.
-            unsafe { self.shared.free_unit(id) };
+            unsafe { self.shared.memory.free_unit(id) };
         }
     }
 }

@@ -25,6 +25,9 @@
 //!
 //! ## Code memory
 //!
+//! The books are kiln-backend-kit's, shared with kiln-llvm: units, the
+//! budget, eviction, statistics ([`CodeStats`]); this crate adds Cranelift.
+//!
 //! cranelift-jit frees only whole modules, so every compile gets a module
 //! of its own (a *unit*: the function's entry and its OSR entries, retired
 //! together), freed when kiln releases that code. A unit costs at least one
@@ -57,7 +60,6 @@
 #![cfg_attr(feature = "std-adapter", doc = include_str!("../docs/std_quickstart.md"))]
 
 mod backend;
-mod cache;
 mod codegen;
 mod compiler;
 mod config;
@@ -67,10 +69,10 @@ mod error;
 mod jit_backend;
 mod unit;
 
-pub use backend::{CompiledFunction, CraneliftBackend};
-pub use cache::CodeStats;
+pub use backend::CraneliftBackend;
 pub use compiler::CraneliftCompiler;
 pub use config::{ConfigError, CraneliftConfig};
 pub use def::{BodyBuilder, BuildContext, Entry, FunctionDef};
 #[allow(deprecated)]
 pub use error::{CompileError, CraneliftError};
+pub use kiln_backend_kit::{CodeStats, CompiledFunction};

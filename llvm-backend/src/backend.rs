@@ -4,7 +4,7 @@
 //! The backend is a cheap handle (`Clone`, `Send`, `Sync`) over one shared
 //! state: the target settings, the host symbols, one ORC LLJIT, and the
 //! code cache behind a lock that is never held while LLVM optimizes or
-//! generates code. It is used three ways, like kiln-cranelift's:
+//! generates code (kiln-backend-kit's `CodeMemory`). It is used three ways, like kiln-cranelift's:
 //!
 //! - standalone: [`compile_function`](LlvmBackend::compile_function) and
 //!   the `unsafe` [`free`](LlvmBackend::free);
@@ -19,20 +19,19 @@
 
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::AtomicU8;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use inkwell::targets::{InitializationConfig, Target, TargetMachine};
+use kiln_backend_kit::{Code, CodeStats, CompiledFunction, HostSymbol, Owner};
 use kiln_core::{CodeHandle, OsrEntry};
 
-use crate::cache::{CodeCache, CodeStats, Victim};
 use crate::codegen::{self, Machine};
-use crate::config::{ConfigError, HostSymbol, LlvmConfig};
+use crate::config::{ConfigError, LlvmConfig};
 use crate::def::{Entry, FunctionDef};
 use crate::error::LlvmError;
-use crate::orc::Jit;
-use crate::unit::{Linked, Owner, Unit};
+use crate::orc::{Jit, Tracker};
+use crate::unit::CodeMemory;
 
 /// The bit set in every [`CodeHandle`] kiln-llvm hands out.
 pub const LLVM_HANDLE_TAG: usize = 1 << (usize::BITS - 1);
@@ -54,16 +53,15 @@ pub(crate) fn id_of(handle: CodeHandle) -> Option<u64> {
 pub(crate) struct Shared {
     machine: Machine,
     symbols: BTreeMap<String, HostSymbol>,
-    pub(crate) eviction_pause: u32,
-    budget: Option<usize>,
-    cache: Mutex<CodeCache>,
+    /// The units, the budget and its books (kiln-backend-kit).
+    pub(crate) memory: CodeMemory,
     /// Dropped only if no unit is left (see `Drop`).
     jit: ManuallyDrop<Jit>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if self.cache().is_empty() {
+        if self.memory.cache().is_empty() {
             // SAFETY: dropped once, here; no unit (hence no code) is left.
             unsafe { ManuallyDrop::drop(&mut self.jit) };
         } else {
@@ -75,42 +73,30 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    pub(crate) fn cache(&self) -> MutexGuard<'_, CodeCache> {
-        // No LLVM call runs with the lock held; the books are consistent at
-        // every step even if a panic elsewhere poisoned it.
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Compiles `def` and registers the unit for `owner`; returns its id.
-    /// If the budget is exceeded, the coldest units are evicted: kiln-std
-    /// beads at once, kiln-core ones queued for their compiler's `evict`.
+    /// If the budget is exceeded, the coldest units are chosen and queued
+    /// for eviction, never evicted here: this runs inside a kiln compile,
+    /// which must not call back into kiln. They are sent back once the
+    /// compile is over: kiln-std beads by the post-compile hook
+    /// (`JitBackend::after_compile`), kiln-core ones by `LlvmCompiler::evict`.
     pub(crate) fn compile_unit(&self, def: &FunctionDef, owner: Owner) -> Result<u64, LlvmError> {
         let started = Instant::now();
-        let id = self.cache().next_id();
-        let used = self.budget.is_some().then(|| Box::new(AtomicU8::new(1)));
+        let id = self.memory.cache().next_id();
+        let used = self.memory.use_flag();
         let used_address = used.as_deref().map(|flag| std::ptr::from_ref(flag) as usize);
-        let linked = match self.link(def, id, used_address) {
-            Ok((tracker, entry, osr, bytes)) => Linked { tracker, entry, osr, bytes, used },
-            Err(error) => return Err(self.failed(error)),
+        let code = match self.link(def, id, used_address) {
+            Ok((code, entry, osr, bytes)) => Code { code, entry, osr, bytes, used },
+            Err(error) => return Err(self.memory.failed(error)),
         };
-        let bytes = linked.bytes;
-        let mut cache = self.cache();
-        cache.insert(id, Unit::new(def.name.clone(), linked, owner));
-        let victims = if self.budget.is_some() {
-            cache.sweep();
-            cache.choose_victims(id)
-        } else {
-            Vec::new()
-        };
-        let resident = cache.stats().resident_bytes;
-        drop(cache);
-        self.evict(victims);
+        let bytes = code.bytes;
+        let registered = self.memory.register(Some(id), def.name.clone(), code, owner);
         log::debug!(
             target: "kiln",
-            "llvm: compiled `{}` at -O{} ({} OSR entries, {bytes} B of code, {resident} B resident) in {:.2} ms",
+            "llvm: compiled `{}` at -O{} ({} OSR entries, {bytes} B of code, {} B resident) in {:.2} ms",
             def.name,
             self.machine.opt_level,
             def.osr.len(),
+            registered.resident,
             started.elapsed().as_secs_f64() * 1e3,
         );
         Ok(id)
@@ -122,14 +108,10 @@ impl Shared {
         def: &FunctionDef,
         id: u64,
         used: Option<usize>,
-    ) -> Result<(crate::orc::Tracker, usize, Vec<OsrEntry>, usize), LlvmError> {
+    ) -> Result<(Tracker, usize, Vec<OsrEntry>, usize), LlvmError> {
         let function = &def.name;
         let object = codegen::build(&self.machine, def, id, used)?;
-        if let Some(budget) = self.budget
-            && object.code_bytes > budget
-        {
-            return Err(LlvmError::OverBudget { function: function.clone(), needed: object.code_bytes, budget });
-        }
+        self.memory.fits_budget(function, object.code_bytes)?;
         // A missing import is found here, by name, before anything is linked
         // (ORC would report it only as a failed materialization).
         for import in &object.imports {
@@ -162,52 +144,19 @@ impl Shared {
         Ok((tracker, entry, osr, object.code_bytes))
     }
 
-    /// Counts the failed compile (and a caught panic) and logs it; returns
-    /// `error`.
-    pub(crate) fn failed(&self, error: LlvmError) -> LlvmError {
-        let panicked = matches!(error, LlvmError::Panicked { .. });
-        self.cache().failed(panicked);
-        if panicked {
-            log::error!(target: "kiln", "llvm: a host callback panicked (caught): {error}");
-        } else {
-            log::warn!(target: "kiln", "llvm: {error}");
-        }
-        error
-    }
-
-    /// Sends `victims` back to the interpreter: kiln-std beads now,
-    /// kiln-core ones through their compiler's `evict`.
-    fn evict(&self, victims: Vec<Victim>) {
-        for victim in victims {
-            log::debug!(target: "kiln", "llvm: code budget reached, evicting unit {}", victim.id);
-            #[cfg(feature = "kiln-std")]
-            if let Some(bead) = &victim.bead {
-                if !crate::jit_backend::evict_through_bead(bead, victim.entry, self.eviction_pause) {
-                    self.cache().unevict(victim.id);
-                }
-                continue;
-            }
-            self.cache().queue_core_victim(victim.id);
-        }
-    }
-
     /// Frees unit `id`; false if there is none.
     ///
     /// # Safety
     ///
     /// 1. No thread runs or will call code of the unit, or reads its OSR table.
     pub(crate) unsafe fn free_unit(&self, id: u64) -> bool {
-        let unit = self.cache().remove(id);
-        match unit {
-            Some(unit) => {
-                log::trace!(target: "kiln", "llvm: freed `{}` ({} B)", unit.name, unit.bytes);
-                // SAFETY: (1) by this function's contract.
-                unsafe { unit.free() };
-                self.jit.clear_dead_names();
-                true
-            }
-            None => false,
+        // SAFETY: (1) by this function's contract.
+        let freed = unsafe { self.memory.free_unit(id) };
+        if freed {
+            // The unit's symbol names are dead now: drop them from ORC's pool.
+            self.jit.clear_dead_names();
         }
+        freed
     }
 }
 
@@ -225,44 +174,6 @@ impl std::fmt::Debug for LlvmBackend {
             .field("machine", &self.shared.machine)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
-    }
-}
-
-/// Code compiled through the standalone API: its entries and the handle
-/// that frees it.
-#[derive(Debug)]
-pub struct CompiledFunction {
-    entry: *mut (),
-    osr: Vec<OsrEntry>,
-    handle: CodeHandle,
-    bytes: usize,
-}
-
-impl CompiledFunction {
-    /// The normal entry (call it with the definition's signature,
-    /// `extern "C"`).
-    pub fn entry(&self) -> *mut () {
-        self.entry
-    }
-
-    /// The OSR entries, sorted by site.
-    pub fn osr_entries(&self) -> &[OsrEntry] {
-        &self.osr
-    }
-
-    /// The OSR entry at `site`, if the definition declared one.
-    pub fn osr_entry(&self, site: u64) -> Option<*mut ()> {
-        self.osr.binary_search_by_key(&site, |entry| entry.site).ok().map(|index| self.osr[index].code)
-    }
-
-    /// The handle that frees this code ([`LlvmBackend::free`]).
-    pub fn handle(&self) -> CodeHandle {
-        self.handle
-    }
-
-    /// Code memory the unit maps.
-    pub fn code_bytes(&self) -> usize {
-        self.bytes
     }
 }
 
@@ -284,15 +195,9 @@ impl LlvmBackend {
         let machine = Machine { triple, cpu, features, opt_level: config.opt_level };
         // Fails here, not on a worker, if the host has no target machine.
         machine.target_machine().map_err(|reason| ConfigError::UnsupportedHost { reason })?;
-        let jit = Jit::new(&config.symbols).map_err(|reason| ConfigError::Jit { reason })?;
-        let shared = Shared {
-            machine,
-            symbols: config.symbols,
-            eviction_pause: config.eviction_pause,
-            budget: config.code_budget,
-            cache: Mutex::new(CodeCache::new(config.code_budget)),
-            jit: ManuallyDrop::new(jit),
-        };
+        let jit = Jit::new(&config.memory.symbols).map_err(|reason| ConfigError::Jit { reason })?;
+        let memory = CodeMemory::new("llvm", config.memory.code_budget, config.memory.eviction_pause);
+        let shared = Shared { machine, symbols: config.memory.symbols, memory, jit: ManuallyDrop::new(jit) };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -308,12 +213,12 @@ impl LlvmBackend {
 
     /// The code-memory budget, if any.
     pub fn code_budget(&self) -> Option<usize> {
-        self.shared.budget
+        self.shared.memory.budget()
     }
 
     /// Code memory counters and gauges.
     pub fn stats(&self) -> CodeStats {
-        self.shared.cache().stats()
+        self.shared.memory.stats()
     }
 
     /// Compiles `def` into a unit of its own. The code is the caller's
@@ -321,14 +226,7 @@ impl LlvmBackend {
     /// evicted (no bead can send it back to an interpreter).
     pub fn compile_function(&self, def: FunctionDef) -> Result<CompiledFunction, LlvmError> {
         let id = self.shared.compile_unit(&def, Owner::Host)?;
-        let cache = self.shared.cache();
-        let unit = cache.get(id).expect("just compiled");
-        Ok(CompiledFunction {
-            entry: unit.entry as *mut (),
-            osr: unit.osr.to_vec(),
-            handle: handle_of(id),
-            bytes: unit.bytes,
-        })
+        Ok(self.shared.memory.compiled_function(id, handle_of(id)))
     }
 
     /// Frees the code behind `handle` (one from [`compile_function`](Self::compile_function)

@@ -10,14 +10,13 @@
 //! takes a lock, so several threads compile at once; the context and all
 //! IR are dropped when the object is done.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use inkwell::OptimizationLevel;
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
 use inkwell::module::Linkage;
 use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, FileType, RelocMode, Target, TargetMachine, TargetTriple};
+use kiln_backend_kit::{catch_panic, check_osr_sites};
 
 use crate::def::{BuildContext, Entry, FunctionDef, function_type};
 use crate::error::LlvmError;
@@ -70,18 +69,11 @@ pub(crate) struct Object {
 pub(crate) fn build(machine: &Machine, def: &FunctionDef, tag: u64, used: Option<usize>) -> Result<Object, LlvmError> {
     let function = &def.name;
     let invalid = |message: String| LlvmError::InvalidDefinition { function: function.clone(), message };
-    let mut sites = def.osr_sites();
-    sites.sort_unstable();
-    if let Some(pair) = sites.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(invalid(format!("two OSR entries at site {}", pair[0])));
-    }
+    check_osr_sites(function, def.osr_sites())?;
     if function.contains('\0') {
         return Err(invalid("the name contains NUL".into()));
     }
-    match catch_unwind(AssertUnwindSafe(|| build_in_context(machine, def, tag, used))) {
-        Ok(result) => result,
-        Err(payload) => Err(LlvmError::Panicked { function: function.clone(), message: panic_message(&payload) }),
-    }
+    catch_panic(function, || build_in_context(machine, def, tag, used))?
 }
 
 fn build_in_context(machine: &Machine, def: &FunctionDef, tag: u64, used: Option<usize>) -> Result<Object, LlvmError> {
@@ -121,14 +113,8 @@ fn build_in_context(machine: &Machine, def: &FunctionDef, tag: u64, used: Option
             entry: *entry,
             imports: &mut imports,
         };
-        let built = catch_unwind(AssertUnwindSafe(|| (def.body)(&mut cx)));
-        match built {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(LlvmError::Build { function: function.clone(), message }),
-            Err(payload) => {
-                return Err(LlvmError::Panicked { function: function.clone(), message: panic_message(&payload) });
-            }
-        }
+        catch_panic(function, || (def.body)(&mut cx))?
+            .map_err(|message| LlvmError::Build { function: function.clone(), message })?;
         if let Some(address) = used {
             mark_use_on_entry(&context, &builder, *value, address).map_err(codegen)?;
         }
@@ -186,14 +172,4 @@ fn mapped_bytes(buffer: &inkwell::memory_buffer::MemoryBuffer<'_>) -> Result<usi
         }
     }
     Ok([code, read_only, writable].iter().map(|bytes| bytes.next_multiple_of(PAGE)).sum())
-}
-
-pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }

@@ -11,18 +11,12 @@
 //! compile. Clones share the backend and the book of units and compile in
 //! parallel (LLVM runs outside every lock).
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard};
-
+use kiln_backend_kit::{Owner, UnitBook};
 use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler, DynBroker};
 
 use crate::backend::{LlvmBackend, handle_of, id_of};
 use crate::def::FunctionDef;
 use crate::error::LlvmError;
-use crate::unit::Owner;
 
 /// An [`LlvmBackend`] plus the host's `define` callback, as a kiln-core
 /// [`Compiler`] over bead handles `H`.
@@ -31,12 +25,12 @@ pub struct LlvmCompiler<H, F> {
     define: F,
     /// The bead of every unit this compiler (or a clone) made and kiln has
     /// not released.
-    beads: Arc<Mutex<HashMap<u64, H>>>,
+    book: UnitBook<H>,
 }
 
 impl<H, F: Clone> Clone for LlvmCompiler<H, F> {
     fn clone(&self) -> Self {
-        Self { backend: self.backend.clone(), define: self.define.clone(), beads: Arc::clone(&self.beads) }
+        Self { backend: self.backend.clone(), define: self.define.clone(), book: self.book.clone() }
     }
 }
 
@@ -44,7 +38,7 @@ impl<H, F> std::fmt::Debug for LlvmCompiler<H, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlvmCompiler")
             .field("backend", &self.backend)
-            .field("units", &self.units().len())
+            .field("units", &self.book.len())
             .finish_non_exhaustive()
     }
 }
@@ -55,11 +49,7 @@ impl<H, F> LlvmCompiler<H, F> {
     where
         F: FnMut(&CompileRequest<'_, H>) -> Result<FunctionDef, LlvmError>,
     {
-        Self { backend, define, beads: Arc::default() }
-    }
-
-    fn units(&self) -> MutexGuard<'_, HashMap<u64, H>> {
-        self.beads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Self { backend, define, book: UnitBook::default() }
     }
 
     /// The backend.
@@ -69,7 +59,7 @@ impl<H, F> LlvmCompiler<H, F> {
 
     /// Units compiled by this compiler that kiln has not released yet.
     pub fn live_units(&self) -> usize {
-        self.units().len()
+        self.book.len()
     }
 }
 
@@ -78,24 +68,7 @@ impl<H: BeadRef, F> LlvmCompiler<H, F> {
     /// `broker` (`Broker::evict`: no bailout counted, recompile paused).
     /// Returns how many were evicted. Call it after `pump`.
     pub fn evict(&mut self, broker: &dyn DynBroker<H>) -> usize {
-        // The book is not held while calling the broker: the broker calls
-        // `release` (which takes the book) with its own lock held.
-        let victims: Vec<(u64, usize, H)> = {
-            let units = self.units();
-            let victims = self.backend.shared.cache().take_core_victims(|id| units.contains_key(&id));
-            victims.into_iter().map(|(id, entry)| (id, entry, units[&id].clone())).collect()
-        };
-        let pause = NonZeroU32::new(self.backend.shared.eviction_pause).unwrap_or(NonZeroU32::MIN);
-        let mut evicted = 0;
-        for (id, entry, bead) in victims {
-            let installed = bead.bead().compiled().map(|code| code.as_ptr() as usize) == Some(entry);
-            if installed && broker.evict(&bead, pause).is_ok() {
-                evicted += 1;
-            } else {
-                self.backend.shared.cache().unevict(id);
-            }
-        }
-        evicted
+        self.book.evict(&self.backend.shared.memory, broker)
     }
 }
 
@@ -109,26 +82,10 @@ where
     fn compile(&mut self, request: &CompileRequest<'_, H>) -> Result<Compiled, LlvmError> {
         // `define` is host code run wherever the host pumps: a panic is a
         // failed compile, not an unwind through kiln-core.
-        let def = match catch_unwind(AssertUnwindSafe(|| (self.define)(request))) {
-            Ok(def) => def?,
-            Err(payload) => {
-                let message = crate::codegen::panic_message(&payload);
-                let error = LlvmError::Panicked { function: "(define callback)".to_owned(), message };
-                return Err(self.backend.shared.failed(error));
-            }
-        };
-        let id = self.backend.shared.compile_unit(&def, Owner::Core)?;
-        self.units().insert(id, request.bead.clone());
-        let cache = self.backend.shared.cache();
-        let unit = cache.get(id).expect("just compiled");
-        let compiled = Compiled::new(unit.entry as *mut (), handle_of(id)).expect("linked entries are non-null");
-        Ok(match &unit.table {
-            // The table and its entries live in the unit until `release(handle)`
-            // frees it (or kiln hands an unpublished handle back to `release`).
-            // SAFETY: `with_osr` (1) valid until release, (2) immutable and Sync.
-            Some(table) => unsafe { compiled.with_osr(NonNull::from(&**table)) },
-            None => compiled,
-        })
+        let memory = &self.backend.shared.memory;
+        let def = memory.run_define(|| (self.define)(request))?;
+        let id = self.backend.shared.compile_unit(&def, Owner::Compiler)?;
+        Ok(self.book.publish(memory, id, handle_of(id), request.bead.clone()))
     }
 
     fn release(&mut self, code: CodeHandle) {
@@ -136,7 +93,7 @@ where
             log::warn!(target: "kiln", "llvm: release of a handle that is not LLVM's: {code:?}");
             return;
         };
-        self.units().remove(&id);
+        self.book.forget(id);
         // SAFETY: (1) kiln-core calls `release` exactly once per handle, and
         // only once the code was retired and quiescence declared (or was
         // never published): no thread runs it or reads its OSR table.

@@ -8,7 +8,7 @@
 //! instance, so a bad value is one typed error on the host's thread rather
 //! than a failed compile later on a worker.
 
-use std::collections::BTreeMap;
+use kiln_backend_kit::MemorySettings;
 
 use crate::backend::LlvmBackend;
 
@@ -53,16 +53,6 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A host function generated code may call by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct HostSymbol(pub(crate) *const u8);
-
-// SAFETY: the address of a host function; kiln never dereferences it, and
-// generated code calling it is the caller's own contract.
-unsafe impl Send for HostSymbol {}
-// SAFETY: as for `Send`: an immutable address.
-unsafe impl Sync for HostSymbol {}
-
 /// Builds an [`LlvmBackend`]: optimization level, target CPU and features,
 /// host symbols, and kiln's code-memory budget.
 ///
@@ -82,9 +72,8 @@ pub struct LlvmConfig {
     pub(crate) cpu: Option<String>,
     /// `None`: the host CPU's features.
     pub(crate) features: Option<Vec<String>>,
-    pub(crate) symbols: BTreeMap<String, HostSymbol>,
-    pub(crate) code_budget: Option<usize>,
-    pub(crate) eviction_pause: u32,
+    /// Host symbols, code budget, eviction pause (kiln-backend-kit).
+    pub(crate) memory: MemorySettings,
 }
 
 impl Default for LlvmConfig {
@@ -96,19 +85,12 @@ impl Default for LlvmConfig {
 impl LlvmConfig {
     /// Calls an evicted function must make before it may be promoted again
     /// (unless set with [`eviction_pause`](Self::eviction_pause)).
-    pub const DEFAULT_EVICTION_PAUSE: u32 = 1_000;
+    pub const DEFAULT_EVICTION_PAUSE: u32 = MemorySettings::DEFAULT_EVICTION_PAUSE;
 
     /// The defaults: `-O2` (the tier exists for the hottest code; `-O0` is
     /// no faster than Cranelift), the host's CPU and features, no budget.
     pub fn new() -> Self {
-        Self {
-            opt_level: 2,
-            cpu: None,
-            features: None,
-            symbols: BTreeMap::new(),
-            code_budget: None,
-            eviction_pause: Self::DEFAULT_EVICTION_PAUSE,
-        }
+        Self { opt_level: 2, cpu: None, features: None, memory: MemorySettings::new() }
     }
 
     /// The optimization pipeline, `default<On>` for `level` 0 to 3, also
@@ -137,7 +119,7 @@ impl LlvmConfig {
     /// `name` (see [`BuildContext::import`](crate::BuildContext::import)).
     /// Names not given here are looked up in the process (`dlsym`).
     pub fn symbol(mut self, name: &str, address: *const u8) -> Self {
-        self.symbols.insert(name.to_owned(), HostSymbol(address));
+        self.memory.symbol(name, address);
         self
     }
 
@@ -146,14 +128,14 @@ impl LlvmConfig {
     /// evicted back to the interpreter. Setting a budget also makes
     /// generated code mark itself used on entry (one byte store per call).
     pub fn code_budget(mut self, bytes: usize) -> Self {
-        self.code_budget = Some(bytes);
+        self.memory.code_budget(bytes);
         self
     }
 
     /// Calls an evicted function must make before kiln asks its hotness
     /// policy again (default [`DEFAULT_EVICTION_PAUSE`](Self::DEFAULT_EVICTION_PAUSE)).
     pub fn eviction_pause(mut self, calls: u32) -> Self {
-        self.eviction_pause = calls.max(1);
+        self.memory.eviction_pause(calls);
         self
     }
 

@@ -111,3 +111,7 @@ impl std::fmt::Display for LlvmError {
 }
 
 impl std::error::Error for LlvmError {}
+
+// The shared layer builds its failures (a caught panic, over budget, two
+// OSR entries at one site) in this crate's error type.
+kiln_backend_kit::impl_backend_error!(LlvmError);

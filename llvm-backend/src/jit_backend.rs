@@ -6,18 +6,21 @@
 //! bead. kiln-std calls [`JitBackend::release`] with the entry once the
 //! code was retired and quiescence declared; the unit's resource tracker
 //! is removed then. Budget evictions go through the bead (`Bead::evict`),
-//! so evicted code is freed only once no thread can run it. OSR entries
-//! compiled with a function come back from
+//! so evicted code is freed only once no thread can run it; a compile only
+//! chooses them, and [`JitBackend::after_compile`], which kiln-std runs
+//! once the compile is over, evicts them (never from inside a compile). A
+//! backend wrapping this one must forward `after_compile`, or evictions
+//! wait. OSR entries compiled with a function come back from
 //! [`JitBackend::compile_with_osr`] and are published with the entry.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
+use kiln_backend_kit::Owner;
 use kiln_std::{Bead, JitBackend, OsrEntry};
 
 use crate::backend::LlvmBackend;
 use crate::def::FunctionDef;
 use crate::error::LlvmError;
-use crate::unit::Owner;
 
 impl JitBackend for LlvmBackend {
     type FunctionDef = FunctionDef;
@@ -29,31 +32,20 @@ impl JitBackend for LlvmBackend {
 
     fn compile_with_osr(&self, bead: &Arc<Bead>, def: FunctionDef) -> Result<(*mut (), Vec<OsrEntry>), LlvmError> {
         let id = self.shared.compile_unit(&def, Owner::Std(Arc::downgrade(bead)))?;
-        let cache = self.shared.cache();
-        // Present unless the budget evicted it already (it never evicts the
-        // unit just compiled) or a racing release freed it.
-        Ok(cache.get(id).map_or((std::ptr::null_mut(), Vec::new()), |unit| (unit.entry as *mut (), unit.osr.to_vec())))
+        // Present unless a racing release freed it (the budget never evicts
+        // the unit just compiled, and evicts others only after the compile).
+        Ok(self.shared.memory.published(id, true))
+    }
+
+    fn after_compile(&self, _bead: &Arc<Bead>) {
+        self.shared.memory.evict_bead_victims();
     }
 
     fn release(&self, code: *mut ()) {
-        let id = self.shared.cache().id_of_entry(code as usize);
-        match id {
+        if let Some(id) = self.shared.memory.unit_of_entry(code) {
             // SAFETY: (1) kiln-std calls `release` once per entry this backend
             // returned, after the code was retired and quiescence declared.
-            Some(id) => _ = unsafe { self.shared.free_unit(id) },
-            None => log::warn!(target: "kiln", "llvm: release of unknown code {code:p}"),
+            unsafe { self.shared.free_unit(id) };
         }
     }
-}
-
-/// Sends `bead`'s code at `entry` back to the interpreter. True if the code
-/// is on its way to release (evicted now, or its bead is gone).
-pub(crate) fn evict_through_bead(bead: &Weak<Bead>, entry: usize, pause: u32) -> bool {
-    let Some(bead) = bead.upgrade() else { return true };
-    let installed = |bead: &Bead| bead.compiled().map(|code| code as usize) == Some(entry);
-    if !installed(&bead) {
-        return false;
-    }
-    bead.evict(pause);
-    !installed(&bead)
 }

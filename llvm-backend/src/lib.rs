@@ -29,6 +29,10 @@
 //!
 //! ## Code memory
 //!
+//! The books are kiln-backend-kit's, shared with kiln-cranelift: units,
+//! the budget and its eviction (after a compile, never inside one),
+//! statistics; this crate adds LLVM and ORC.
+//!
 //! Every compile is a unit of its own: an LLVM context for the compile
 //! (dropped with its IR once the object is emitted) and one ORC resource
 //! tracker under which the object is linked. Releasing the unit removes the
@@ -48,8 +52,6 @@ mod tier;
 #[cfg(feature = "llvm")]
 mod backend;
 #[cfg(feature = "llvm")]
-mod cache;
-#[cfg(feature = "llvm")]
 mod codegen;
 #[cfg(feature = "llvm")]
 mod compiler;
@@ -67,9 +69,7 @@ mod orc;
 mod unit;
 
 #[cfg(feature = "llvm")]
-pub use backend::{CompiledFunction, LLVM_HANDLE_TAG, LlvmBackend, is_llvm_handle};
-#[cfg(feature = "llvm")]
-pub use cache::CodeStats;
+pub use backend::{LLVM_HANDLE_TAG, LlvmBackend, is_llvm_handle};
 #[cfg(feature = "llvm")]
 pub use compiler::LlvmCompiler;
 #[cfg(feature = "llvm")]
@@ -80,4 +80,6 @@ pub use def::{BodyBuilder, BuildContext, Entry, FunctionDef, ValueType};
 pub use error::LlvmError;
 #[cfg(feature = "llvm")]
 pub use inkwell;
+#[cfg(feature = "llvm")]
+pub use kiln_backend_kit::{CodeStats, CompiledFunction};
 pub use tier::{Side, TierDispatch, TierError};

@@ -35,7 +35,7 @@ use inkwell::llvm_sys::orc2::{
     LLVMOrcResourceTrackerRef, LLVMOrcResourceTrackerRemove, LLVMOrcSymbolStringPoolClearDeadEntries,
 };
 
-use crate::config::HostSymbol;
+use kiln_backend_kit::HostSymbol;
 
 /// Takes an LLVM error's message and frees the error; `None` for success.
 fn take_error(error: LLVMErrorRef) -> Option<String> {
@@ -127,7 +127,7 @@ impl Jit {
                 let interned = unsafe { LLVMOrcLLJITMangleAndIntern(raw, name.as_ptr()) };
                 pairs.push(LLVMOrcCSymbolMapPair {
                     Name: interned,
-                    Sym: LLVMJITEvaluatedSymbol { Address: symbol.0 as u64, Flags: flags },
+                    Sym: LLVMJITEvaluatedSymbol { Address: symbol.address() as u64, Flags: flags },
                 });
             }
             // SAFETY: `pairs` holds interned names (ownership moves to the

@@ -26,7 +26,7 @@
 
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use kiln_core::KilnError;
 
@@ -87,7 +87,7 @@ pub struct Bead {
     /// The next bead of the chain (changed only under the chain's lock)
     /// in the high bits, [`EMBEDS_CORE`] and [`HAS_EXTRAS`] in the low
     /// bits (a bead is at least 4-byte aligned).
-    link: AtomicUsize,
+    link: AtomicPtr<Bead>,
 }
 
 /// Flag bit of `Bead::link`: the bead's code embeds its core's address
@@ -115,7 +115,11 @@ impl Bead {
 
     /// A bead of `domain`, in no chain yet.
     pub(crate) fn in_domain(domain: Arc<Domain>, core: CoreHandle, on_invalidate: Option<InvalidateHook>) -> Arc<Self> {
-        let bead = Arc::new(Self { kiln_bead: kiln_core::Bead::new(core), domain, link: AtomicUsize::new(0) });
+        let bead = Arc::new(Self {
+            kiln_bead: kiln_core::Bead::new(core),
+            domain,
+            link: AtomicPtr::new(std::ptr::null_mut()),
+        });
         if let Some(hook) = on_invalidate {
             bead.update_extras(|extras| extras.on_invalidate = Some(hook));
         }
@@ -129,7 +133,7 @@ impl Bead {
 
     /// This bead's key in its domain's side table.
     fn extras_key(&self) -> usize {
-        std::ptr::from_ref(self) as usize
+        std::ptr::from_ref(self).addr()
     }
 
     /// Runs `f` on this bead's side-table entry, creating it first.
@@ -150,7 +154,7 @@ impl Bead {
         // created concurrently by another thread is one this call may miss,
         // as it would if it had run first. The `on_invalidate` hook is
         // stored before the `Arc` is shared, so every holder sees the flag.
-        if self.link.load(Ordering::Relaxed) & HAS_EXTRAS == 0 {
+        if self.flags() & HAS_EXTRAS == 0 {
             return None;
         }
         self.domain.extras.read(self.extras_key(), f)
@@ -160,16 +164,24 @@ impl Bead {
     pub(crate) fn next_in_chain(&self) -> *const Bead {
         // Relaxed: the link changes only under the chain's lock, which
         // orders every change with this read.
-        (self.link.load(Ordering::Relaxed) & !FLAGS) as *const Bead
+        self.link.load(Ordering::Relaxed).map_addr(|link| link & !FLAGS).cast_const()
+    }
+
+    /// The flag bits of the link word.
+    fn flags(&self) -> usize {
+        // Relaxed: each flag's own comment says what orders it.
+        self.link.load(Ordering::Relaxed).addr() & FLAGS
     }
 
     /// Points this bead's chain link at `next`, keeping the flags. Call
     /// under the chain's lock.
     pub(crate) fn set_next_in_chain(&self, next: *const Bead) {
-        debug_assert_eq!(next as usize & FLAGS, 0, "a bead is aligned");
+        debug_assert_eq!(next.addr() & FLAGS, 0, "a bead is aligned");
         // Relaxed: ordered by the chain's lock (see `next_in_chain`); an
         // update rather than a store, so a flag set concurrently is kept.
-        let _ = self.link.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |link| Some(link & FLAGS | next as usize));
+        let _ = self.link.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |link| {
+            Some(next.cast_mut().map_addr(|next| next | link.addr() & FLAGS))
+        });
     }
 
     /// The kiln-core bead inside (its lifecycle state, tier and counters
@@ -338,7 +350,7 @@ impl Bead {
     /// [`set_code_embeds_core`](Self::set_code_embeds_core)).
     pub fn code_embeds_core(&self) -> bool {
         // Relaxed: see `set_code_embeds_core`.
-        self.link.load(Ordering::Relaxed) & EMBEDS_CORE != 0
+        self.flags() & EMBEDS_CORE != 0
     }
 
     /// The function is gone: code retired, in-flight compiles discarded, the
@@ -492,7 +504,7 @@ impl Drop for Bead {
         }
         // Relaxed: the last reference's drop is ordered after every other
         // use of the bead (the `Arc`'s count), flag updates included.
-        if self.link.load(Ordering::Relaxed) & HAS_EXTRAS != 0 {
+        if self.flags() & HAS_EXTRAS != 0 {
             // Dropped after the table's lock is released: an entry may hold
             // a host closure, whose drop may call into kiln.
             drop(self.domain.extras.remove(self.extras_key()));

@@ -522,3 +522,59 @@ impl<P: HotnessPolicy> Drop for Beadie<P> {
         self.chain.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cores(chain: &Chain) -> Vec<usize> {
+        let mut cores = Vec::new();
+        chain.walk(|bead| cores.push(bead.core_handle().addr()));
+        cores
+    }
+
+    fn core(n: usize) -> CoreHandle {
+        ptr::without_provenance_mut(n * 8)
+    }
+
+    #[test]
+    fn the_chain_walks_in_registration_order_and_prunes_any_position() {
+        let chain = Chain::new();
+        let beads: Vec<_> = (1..=5).map(|n| chain.push(core(n), None)).collect();
+        assert_eq!((chain.len(), cores(&chain)), (5, vec![8, 16, 24, 32, 40]));
+        // First, middle and last: head, inner link and tail all move.
+        for index in [0, 2, 4] {
+            beads[index].invalidate();
+        }
+        chain.prune();
+        assert_eq!((chain.len(), cores(&chain)), (2, vec![16, 32]));
+        // The tail is right after a prune: a new bead goes last.
+        chain.push(core(6), None);
+        assert_eq!(cores(&chain), vec![16, 32, 48]);
+        assert!(beads[4].next_in_chain().is_null(), "an unlinked bead links nowhere");
+    }
+
+    #[test]
+    fn the_chain_holds_one_count_per_bead_and_gives_it_back() {
+        let chain = Chain::new();
+        let bead = chain.push(core(1), None);
+        assert_eq!(Arc::strong_count(&bead), 2);
+        chain.walk(|walked| assert_eq!(Arc::strong_count(walked), 3));
+        bead.invalidate();
+        chain.prune();
+        assert_eq!((Arc::strong_count(&bead), chain.is_empty()), (1, true));
+        let kept = chain.push(core(2), None);
+        drop(chain);
+        assert_eq!(Arc::strong_count(&kept), 1, "dropping the chain gave its count back");
+    }
+
+    #[test]
+    fn dropping_a_long_chain_does_not_recurse() {
+        let chain = Chain::new();
+        for n in 0..if cfg!(miri) { 1_000 } else { 200_000 } {
+            chain.push(core(n), None);
+        }
+        // Run on a small stack: a recursive drop of this chain would overflow it.
+        std::thread::Builder::new().stack_size(64 * 1024).spawn(move || drop(chain)).unwrap().join().unwrap();
+    }
+}

@@ -340,7 +340,7 @@ impl<B: JitBackend> Drop for AfterCompile<B> {
     fn drop(&mut self) {
         if let Some((backend, bead)) = self.0.take() {
             crate::after_compile::defer(move || {
-                bead.panics.isolate("JitBackend::after_compile", || backend.after_compile(&bead));
+                bead.domain.panics.isolate("JitBackend::after_compile", || backend.after_compile(&bead));
             });
         }
     }

@@ -1,24 +1,40 @@
 //! kiln-std's bead: a layer over a kiln-core bead, not a second one. The
 //! kiln-core bead (`kiln_bead`, first, so the fast path reads it straight
 //! through the `Arc`) holds the whole lifecycle; kiln-std adds the domain
-//! the bead belongs to, the invalidation hook and the panic counter. Its
-//! methods are beadie's, so `Arc<Bead>` works as in beadie. Compile work is
-//! not stored here: it travels with its job (see `job`).
+//! the bead belongs to and one word: its link in its `Beadie`'s chain, with
+//! two flag bits in the low bits. Its methods are beadie's, so `Arc<Bead>`
+//! works as in beadie. Compile work is not stored here: it travels with its
+//! job (see `job`).
+//!
+//! ```text
+//!  Arc header        16 B  strong and weak counts
+//!  kiln_bead         64 B  kiln-core's bead (the fast path's word first)
+//!  domain             8 B  broker, ledger, panic counter, side table
+//!  link               8 B  next bead in the chain | EMBEDS_CORE | HAS_EXTRAS
+//!                    ----
+//!                    96 B  of heap per registered bead, chain included
+//! ```
+//!
+//! Everything else a bead may have is rarely used and lives in the
+//! domain's side table (`extras`): the `on_invalidate` hook, a tiered
+//! adapter's queued flags, and what later features attach. The panic
+//! counter is the domain's.
 //!
 //! Words: "core" in this API is the seed's word for the host's function
 //! object (`CoreHandle`, `update_core`, `core_handle`); the kiln-core bead
 //! inside is `kiln_bead`.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use kiln_core::KilnError;
 
 use crate::OsrEntry;
-use crate::code::{Built, CodeObject, HostPanics, ReleaseHook};
+use crate::code::{Built, CodeObject, ReleaseHook};
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy};
 use crate::domain::Domain;
+use crate::extras::{Extras, InvalidateHook};
 use crate::state::BeadState;
 
 /// The host's opaque pointer to its function object.
@@ -62,20 +78,27 @@ impl ReloadOutcome {
 }
 
 /// One function's promotion record: a kiln-core bead plus its domain and
-/// invalidation hook. See the module docs.
+/// chain link. See the module docs.
 #[repr(C)]
 pub struct Bead {
     /// The kiln-core bead: state, counters, installed code.
     pub(crate) kiln_bead: kiln_core::Bead,
     pub(crate) domain: Arc<Domain>,
-    on_invalidate: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
-    /// Where panics of this bead's host callbacks are counted (its
-    /// `Beadie`'s counter).
-    pub(crate) panics: Arc<HostPanics>,
-    /// The bead's code embeds its core's address (see
-    /// [`Bead::set_code_embeds_core`]).
-    embeds_core: AtomicBool,
+    /// The next bead of the chain (changed only under the chain's lock)
+    /// in the high bits, [`EMBEDS_CORE`] and [`HAS_EXTRAS`] in the low
+    /// bits (a bead is at least 4-byte aligned).
+    link: AtomicPtr<Bead>,
 }
+
+/// Flag bit of `Bead::link`: the bead's code embeds its core's address
+/// (see [`Bead::set_code_embeds_core`]).
+const EMBEDS_CORE: usize = 0b01;
+/// Flag bit of `Bead::link`: the bead has an entry in its domain's side
+/// table (see `extras`).
+const HAS_EXTRAS: usize = 0b10;
+const FLAGS: usize = EMBEDS_CORE | HAS_EXTRAS;
+
+const _: () = assert!(std::mem::align_of::<Bead>() > FLAGS, "the flags live in the link's alignment bits");
 
 impl std::fmt::Debug for Bead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,27 +110,78 @@ impl Bead {
     /// A bead outside any `Beadie` (it never promotes by itself; code comes
     /// through `eager_install` / `swap_compiled`).
     pub fn new(core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Self> {
-        Self::in_domain(Domain::detached(), HostPanics::detached(), core, on_invalidate)
+        Self::in_domain(Domain::detached(), core, on_invalidate)
     }
 
-    pub(crate) fn in_domain(
-        domain: Arc<Domain>,
-        panics: Arc<HostPanics>,
-        core: CoreHandle,
-        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    /// A bead of `domain`, in no chain yet.
+    pub(crate) fn in_domain(domain: Arc<Domain>, core: CoreHandle, on_invalidate: Option<InvalidateHook>) -> Arc<Self> {
+        let bead = Arc::new(Self {
             kiln_bead: kiln_core::Bead::new(core),
             domain,
-            on_invalidate: Mutex::new(on_invalidate),
-            panics,
-            embeds_core: AtomicBool::new(false),
-        })
+            link: AtomicPtr::new(std::ptr::null_mut()),
+        });
+        if let Some(hook) = on_invalidate {
+            bead.update_extras(|extras| extras.on_invalidate = Some(hook));
+        }
+        bead
     }
 
     /// A compile's output for this bead, before kiln-std boxes it.
     pub(crate) fn built(&self, entry: *mut (), osr: Vec<OsrEntry>, release: Option<ReleaseHook>) -> Built {
-        Built { entry, osr, release, panics: Arc::clone(&self.panics) }
+        Built { entry, osr, release, panics: Arc::clone(&self.domain.panics) }
+    }
+
+    /// This bead's key in its domain's side table.
+    fn extras_key(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
+    /// Runs `f` on this bead's side-table entry, creating it first.
+    pub(crate) fn update_extras<R>(&self, f: impl FnOnce(&mut Extras) -> R) -> R {
+        let created = || {
+            // Relaxed: set under the table's lock, which orders it with the
+            // entry's creation; readers outside the lock only skip the
+            // table when it is clear (see `read_extras`).
+            self.link.fetch_or(HAS_EXTRAS, Ordering::Relaxed);
+        };
+        self.domain.extras.update(self.extras_key(), created, f)
+    }
+
+    /// Runs `f` on this bead's side-table entry, if it has one; never
+    /// takes the table's lock for a bead without one.
+    pub(crate) fn read_extras<R>(&self, f: impl FnOnce(&mut Extras) -> R) -> Option<R> {
+        // Relaxed: a bead without an entry has nothing to read; an entry
+        // created concurrently by another thread is one this call may miss,
+        // as it would if it had run first. The `on_invalidate` hook is
+        // stored before the `Arc` is shared, so every holder sees the flag.
+        if self.flags() & HAS_EXTRAS == 0 {
+            return None;
+        }
+        self.domain.extras.read(self.extras_key(), f)
+    }
+
+    /// The next bead of the chain. Call under the chain's lock.
+    pub(crate) fn next_in_chain(&self) -> *const Bead {
+        // Relaxed: the link changes only under the chain's lock, which
+        // orders every change with this read.
+        self.link.load(Ordering::Relaxed).map_addr(|link| link & !FLAGS).cast_const()
+    }
+
+    /// The flag bits of the link word.
+    fn flags(&self) -> usize {
+        // Relaxed: each flag's own comment says what orders it.
+        self.link.load(Ordering::Relaxed).addr() & FLAGS
+    }
+
+    /// Points this bead's chain link at `next`, keeping the flags. Call
+    /// under the chain's lock.
+    pub(crate) fn set_next_in_chain(&self, next: *const Bead) {
+        debug_assert_eq!(next.addr() & FLAGS, 0, "a bead is aligned");
+        // Relaxed: ordered by the chain's lock (see `next_in_chain`); an
+        // update rather than a store, so a flag set concurrently is kept.
+        let _ = self.link.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |link| {
+            Some(next.cast_mut().map_addr(|next| next | link.addr() & FLAGS))
+        });
     }
 
     /// The kiln-core bead inside (its lifecycle state, tier and counters
@@ -265,13 +339,18 @@ impl Bead {
     /// takes, every compile is discarded and the bead keeps interpreting.
     pub fn set_code_embeds_core(&self, embeds: bool) {
         // Relaxed: a setting read by `update_core`; it orders no other data.
-        self.embeds_core.store(embeds, Ordering::Relaxed);
+        if embeds {
+            self.link.fetch_or(EMBEDS_CORE, Ordering::Relaxed);
+        } else {
+            self.link.fetch_and(!EMBEDS_CORE, Ordering::Relaxed);
+        }
     }
 
     /// Whether this bead's code embeds its core's address (see
     /// [`set_code_embeds_core`](Self::set_code_embeds_core)).
     pub fn code_embeds_core(&self) -> bool {
-        self.embeds_core.load(Ordering::Relaxed)
+        // Relaxed: see `set_code_embeds_core`.
+        self.flags() & EMBEDS_CORE != 0
     }
 
     /// The function is gone: code retired, in-flight compiles discarded, the
@@ -296,11 +375,13 @@ impl Bead {
     fn after_invalidate(&self, result: Result<(), KilnError>) {
         match result {
             Ok(()) => {
-                let hook = self.on_invalidate.lock().unwrap_or_else(|e| e.into_inner()).take();
+                // Taken out of the side table first: the hook runs with no
+                // lock held, so it may call back into kiln.
+                let hook = self.read_extras(|extras| extras.on_invalidate.take()).flatten();
                 if let Some(hook) = hook {
                     // The bead is invalidated already; a panicking hook must
                     // not unwind into the caller of `invalidate`.
-                    self.panics.isolate("on_invalidate", hook);
+                    self.domain.panics.isolate("on_invalidate", hook);
                 }
             }
             Err(KilnError::AlreadyInvalidated) => {}
@@ -338,7 +419,8 @@ impl Bead {
     /// counted with the host panics and decides `Recompile` (the mildest
     /// decision: the code that bailed out is retired either way).
     fn ask_deopt(&self, policy: &dyn DeoptPolicy, info: &BailoutInfo, bailouts: u32) -> DeoptDecision {
-        self.panics
+        self.domain
+            .panics
             .isolate("DeoptPolicy", || policy.on_bailout(self, info, bailouts))
             .unwrap_or(DeoptDecision::Recompile)
     }
@@ -420,6 +502,13 @@ impl Drop for Bead {
         {
             self.domain.park(refused.into_value());
         }
+        // Relaxed: the last reference's drop is ordered after every other
+        // use of the bead (the `Arc`'s count), flag updates included.
+        if self.flags() & HAS_EXTRAS != 0 {
+            // Dropped after the table's lock is released: an entry may hold
+            // a host closure, whose drop may call into kiln.
+            drop(self.domain.extras.remove(self.extras_key()));
+        }
     }
 }
 
@@ -427,11 +516,46 @@ impl Drop for Bead {
 mod tests {
     use super::*;
 
-    /// Compile work travels with its job, not on the bead: the kiln-core
-    /// bead's cache line plus one line of kiln-std's fields (it was three
-    /// lines, 192 B, while the bead held a work slot).
+    /// 96 bytes of heap with the `Arc` header: beadie 0.3's figure, chain
+    /// included (the link is on the bead). A field added here is paid by
+    /// every registered function: rarely used parts go to `extras`.
+    #[cfg(target_pointer_width = "64")]
     #[test]
-    fn a_bead_holds_no_work_slot() {
-        assert!(std::mem::size_of::<Bead>() <= 128, "{} B", std::mem::size_of::<Bead>());
+    fn a_bead_with_its_arc_header_is_96_bytes() {
+        assert_eq!(std::mem::size_of::<Bead>(), 80);
+        assert_eq!(std::mem::align_of::<Bead>(), 8, "the allocator's fast path, not its aligned one");
+    }
+
+    #[test]
+    fn flags_and_chain_link_share_a_word_without_clobbering() {
+        let (bead, next) = (Bead::new(std::ptr::null_mut(), None), Bead::new(std::ptr::null_mut(), None));
+        bead.set_code_embeds_core(true);
+        bead.set_next_in_chain(Arc::as_ptr(&next));
+        assert!(bead.code_embeds_core());
+        assert_eq!(bead.next_in_chain(), Arc::as_ptr(&next));
+        bead.set_code_embeds_core(false);
+        assert_eq!(bead.next_in_chain(), Arc::as_ptr(&next));
+        bead.update_extras(|extras| extras.queued_tiers = 1);
+        bead.set_next_in_chain(std::ptr::null());
+        assert!(bead.next_in_chain().is_null());
+        assert!(!bead.code_embeds_core());
+        assert_eq!(bead.read_extras(|extras| extras.queued_tiers), Some(1));
+    }
+
+    #[test]
+    fn a_bead_without_rare_parts_has_no_side_entry_and_a_dropped_one_leaves_none() {
+        let ladder = crate::policy::PolicyLadder::single(Box::new(crate::ThresholdPolicy::default()));
+        let deopt = crate::domain::DynDeopt(Box::new(kiln_core::ExponentialBackoffPolicy::default()));
+        let domain = Domain::new(ladder, deopt, 16, Arc::default());
+        let before = domain.extras.len();
+        let plain = Bead::in_domain(Arc::clone(&domain), std::ptr::null_mut(), None);
+        assert_eq!(plain.read_extras(|_| ()), None);
+        assert_eq!(domain.extras.len(), before);
+        let hooked = Bead::in_domain(Arc::clone(&domain), std::ptr::null_mut(), Some(Box::new(|| {})));
+        assert_eq!(hooked.read_extras(|extras| extras.on_invalidate.is_some()), Some(true));
+        assert_eq!(domain.extras.len(), before + 1);
+        drop(hooked);
+        drop(plain);
+        assert_eq!(domain.extras.len(), before, "the dropped bead's entry was removed");
     }
 }

@@ -2,6 +2,7 @@
 //! and its worker pool — with beadie's API.
 
 use std::marker::PhantomData;
+use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,13 +77,37 @@ impl Default for BeadieConfig {
     }
 }
 
-/// A list of registered beads, pruned of invalidated ones on demand.
-/// Dropping it never recurses, however many beads it holds.
-#[derive(Debug)]
+/// A list of registered beads, linked through the beads themselves (one
+/// word on each, no vector to grow or copy), pruned of invalidated ones on
+/// demand, walked in registration order. Dropping it never recurses,
+/// however many beads it holds.
 pub struct Chain {
     domain: Arc<Domain>,
-    beads: Mutex<Vec<Arc<Bead>>>,
-    panics: Arc<HostPanics>,
+    links: Mutex<Links>,
+}
+
+/// The chain's ends. Every linked bead carries one strong count of its
+/// `Arc`, owned by the chain (taken by `Arc::into_raw` in `push`, given
+/// back by `Arc::from_raw` when unlinked), so a linked pointer is valid.
+/// Links change only under the chain's lock.
+struct Links {
+    head: *const Bead,
+    tail: *const Bead,
+    len: usize,
+}
+
+// SAFETY: the pointers are owned `Arc<Bead>` counts, and `Bead` is `Send`
+// and `Sync`; they are only followed under the chain's lock.
+unsafe impl Send for Links {}
+
+impl Links {
+    const EMPTY: Self = Self { head: ptr::null(), tail: ptr::null(), len: 0 };
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("len", &self.len()).finish_non_exhaustive()
+    }
 }
 
 impl Default for Chain {
@@ -94,43 +119,114 @@ impl Default for Chain {
 impl Chain {
     /// An empty chain of detached beads.
     pub fn new() -> Self {
-        Self::in_domain(Domain::detached(), Arc::default())
+        Self::in_domain(Domain::detached())
     }
 
-    fn in_domain(domain: Arc<Domain>, panics: Arc<HostPanics>) -> Self {
-        Self { domain, beads: Mutex::default(), panics }
+    fn in_domain(domain: Arc<Domain>) -> Self {
+        Self { domain, links: Mutex::new(Links::EMPTY) }
     }
 
-    fn beads(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Bead>>> {
-        self.beads.lock().unwrap_or_else(|e| e.into_inner())
+    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a new bead.
     pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
-        let bead = Bead::in_domain(Arc::clone(&self.domain), Arc::clone(&self.panics), core, on_invalidate);
-        self.beads().push(Arc::clone(&bead));
+        let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
+        let linked = Arc::into_raw(Arc::clone(&bead));
+        let mut links = self.links();
+        // SAFETY: a linked tail is alive (`Links`), and the lock is held.
+        match unsafe { links.tail.as_ref() } {
+            Some(tail) => tail.set_next_in_chain(linked),
+            None => links.head = linked,
+        }
+        links.tail = linked;
+        links.len += 1;
         bead
     }
 
     /// Drops invalidated beads from the chain.
     pub fn prune(&self) {
-        self.beads().retain(|bead| bead.is_valid());
+        let mut unlinked = Vec::new();
+        {
+            let mut links = self.links();
+            let (mut kept, mut at) = (ptr::null::<Bead>(), links.head);
+            // SAFETY: every pointer followed is linked, so alive (`Links`),
+            // and the lock is held throughout.
+            while let Some(bead) = unsafe { at.as_ref() } {
+                let next = bead.next_in_chain();
+                if bead.is_valid() {
+                    kept = at;
+                } else {
+                    // SAFETY: `kept` is linked (as above).
+                    match unsafe { kept.as_ref() } {
+                        Some(kept) => kept.set_next_in_chain(next),
+                        None => links.head = next,
+                    }
+                    bead.set_next_in_chain(ptr::null());
+                    links.len -= 1;
+                    unlinked.push(at);
+                }
+                at = next;
+            }
+            links.tail = kept;
+        }
+        // Outside the lock: a last reference's drop retires code.
+        for bead in unlinked {
+            // SAFETY: unlinked above, so the chain's count is given back once.
+            drop(unsafe { Arc::from_raw(bead) });
+        }
     }
 
     /// Calls `f` on every bead (on a snapshot, so `f` may use the chain).
     pub fn walk(&self, mut f: impl FnMut(&Arc<Bead>)) {
-        let snapshot: Vec<Arc<Bead>> = self.beads().clone();
+        let snapshot = {
+            let links = self.links();
+            let mut snapshot = Vec::with_capacity(links.len);
+            let mut at = links.head;
+            while !at.is_null() {
+                // SAFETY: a linked bead is alive (`Links`) and the lock is
+                // held; the count taken here belongs to the snapshot.
+                let bead = unsafe {
+                    Arc::increment_strong_count(at);
+                    Arc::from_raw(at)
+                };
+                at = bead.next_in_chain();
+                snapshot.push(bead);
+            }
+            snapshot
+        };
         snapshot.iter().for_each(&mut f);
     }
 
     /// Registered beads.
     pub fn len(&self) -> usize {
-        self.beads().len()
+        self.links().len
     }
 
     /// Whether no bead is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Unlinks every bead and gives back the chain's counts, one bead at a
+    /// time (no recursion, however long the chain).
+    fn clear(&self) {
+        let mut at = std::mem::replace(&mut *self.links(), Links::EMPTY).head;
+        while !at.is_null() {
+            // SAFETY: these beads were linked and are now reachable from
+            // this loop only: their links are ours to follow and change
+            // without the lock, and each count is given back once.
+            let bead = unsafe { Arc::from_raw(at) };
+            at = bead.next_in_chain();
+            bead.set_next_in_chain(ptr::null());
+        }
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -208,9 +304,9 @@ impl<P: HotnessPolicy> Beadie<P> {
         // policies', its beads' and its code's.
         let panics = Arc::<HostPanics>::default();
         let ladder = ladder.counting_panics_in(Arc::clone(&panics));
-        let domain = Domain::new(ladder, deopt, config.queue_capacity.clamp(1, QUEUE));
+        let domain = Domain::new(ladder, deopt, config.queue_capacity.clamp(1, QUEUE), panics);
         Self {
-            chain: Arc::new(Chain::in_domain(Arc::clone(&domain), panics)),
+            chain: Arc::new(Chain::in_domain(Arc::clone(&domain))),
             pool: WorkerPool::on(domain, config, name),
             _policy: PhantomData,
         }
@@ -379,7 +475,7 @@ impl<P: HotnessPolicy> Beadie<P> {
     /// never dies of one and no panic unwinds into the caller of
     /// `quiesce`, `invalidate` or `on_invoke`.
     pub fn host_panics(&self) -> u64 {
-        self.chain.panics.get()
+        self.chain.domain.panics.get()
     }
 
     /// kiln's counters (promotions, compiles, failures, queue depth, ...).
@@ -430,7 +526,63 @@ impl<P: HotnessPolicy> Drop for Beadie<P> {
         // its compile work, unrun), waiting once, boundedly; the pool's own
         // drop then finds them waited for and returns at once.
         self.pool.shut_down();
-        // Release the chain's references without recursion (a Vec drop).
-        drop(std::mem::take(&mut *self.chain.beads()));
+        // Release the chain's references (one at a time, no recursion).
+        self.chain.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cores(chain: &Chain) -> Vec<usize> {
+        let mut cores = Vec::new();
+        chain.walk(|bead| cores.push(bead.core_handle().addr()));
+        cores
+    }
+
+    fn core(n: usize) -> CoreHandle {
+        ptr::without_provenance_mut(n * 8)
+    }
+
+    #[test]
+    fn the_chain_walks_in_registration_order_and_prunes_any_position() {
+        let chain = Chain::new();
+        let beads: Vec<_> = (1..=5).map(|n| chain.push(core(n), None)).collect();
+        assert_eq!((chain.len(), cores(&chain)), (5, vec![8, 16, 24, 32, 40]));
+        // First, middle and last: head, inner link and tail all move.
+        for index in [0, 2, 4] {
+            beads[index].invalidate();
+        }
+        chain.prune();
+        assert_eq!((chain.len(), cores(&chain)), (2, vec![16, 32]));
+        // The tail is right after a prune: a new bead goes last.
+        chain.push(core(6), None);
+        assert_eq!(cores(&chain), vec![16, 32, 48]);
+        assert!(beads[4].next_in_chain().is_null(), "an unlinked bead links nowhere");
+    }
+
+    #[test]
+    fn the_chain_holds_one_count_per_bead_and_gives_it_back() {
+        let chain = Chain::new();
+        let bead = chain.push(core(1), None);
+        assert_eq!(Arc::strong_count(&bead), 2);
+        chain.walk(|walked| assert_eq!(Arc::strong_count(walked), 3));
+        bead.invalidate();
+        chain.prune();
+        assert_eq!((Arc::strong_count(&bead), chain.is_empty()), (1, true));
+        let kept = chain.push(core(2), None);
+        drop(chain);
+        assert_eq!(Arc::strong_count(&kept), 1, "dropping the chain gave its count back");
+    }
+
+    #[test]
+    fn dropping_a_long_chain_does_not_recurse() {
+        let chain = Chain::new();
+        for n in 0..if cfg!(miri) { 1_000 } else { 200_000 } {
+            chain.push(core(n), None);
+        }
+        // Run on a small stack: a recursive drop of this chain would overflow it.
+        std::thread::Builder::new().stack_size(64 * 1024).spawn(move || drop(chain)).unwrap().join().unwrap();
     }
 }

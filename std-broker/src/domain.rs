@@ -23,7 +23,8 @@ use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler};
 use crate::reclaim::Reclaimer;
 pub(crate) use crate::reclaim::ThreadSlot;
 
-use crate::code::{CodeObject, CompileFailure};
+use crate::code::{CodeObject, CompileFailure, HostPanics};
+use crate::extras::ExtrasTable;
 use crate::job::JobHandle;
 use crate::policy::PolicyLadder;
 
@@ -175,14 +176,26 @@ pub(crate) struct Domain {
     pub(crate) ledger: Arc<Ledger>,
     /// Registered threads and parked code (see `reclaim`).
     reclaimer: Reclaimer,
+    /// Where panics of host callbacks are counted (the `Beadie`'s counter),
+    /// here rather than on each bead.
+    pub(crate) panics: Arc<HostPanics>,
+    /// The beads' rarely used parts (see `extras`).
+    pub(crate) extras: ExtrasTable,
 }
 
 impl Domain {
-    pub(crate) fn new(policy: PolicyLadder, deopt: DynDeopt, queue_capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        policy: PolicyLadder,
+        deopt: DynDeopt,
+        queue_capacity: usize,
+        panics: Arc<HostPanics>,
+    ) -> Arc<Self> {
         let domain = Arc::new(Domain {
             broker: kiln_core::Broker::new(policy, deopt, Waker::default(), LogEvents),
             ledger: Arc::default(),
             reclaimer: Reclaimer::default(),
+            panics,
+            extras: ExtrasTable::default(),
         });
         domain.broker.set_queue_limit(queue_capacity);
         domain
@@ -193,7 +206,8 @@ impl Domain {
         static DETACHED: OnceLock<Arc<Domain>> = OnceLock::new();
         Arc::clone(DETACHED.get_or_init(|| {
             let ladder = PolicyLadder::single(Box::new(crate::ThresholdPolicy::default()));
-            Domain::new(ladder, DynDeopt(Box::new(kiln_core::ExponentialBackoffPolicy::default())), QUEUE)
+            let deopt = DynDeopt(Box::new(kiln_core::ExponentialBackoffPolicy::default()));
+            Domain::new(ladder, deopt, QUEUE, HostPanics::detached())
         }))
     }
 
@@ -299,7 +313,7 @@ impl Compiler<JobHandle> for StdCompiler {
             Ok(result) => result?,
             Err(panic) => {
                 // Counted and logged with the other host-callback panics.
-                bead.panics.caught("compile", &*panic);
+                bead.domain.panics.caught("compile", &*panic);
                 logged(|| log::debug!(target: "kiln", "compile of {:p} failed: it panicked", request.bead.bead()));
                 return Err(CompileFailure::Panicked(crate::code::panic_message(&*panic)));
             }

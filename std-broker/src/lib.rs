@@ -33,6 +33,7 @@ mod code;
 pub mod compat;
 mod deopt;
 mod domain;
+mod extras;
 mod job;
 mod policy;
 mod promote;

@@ -28,7 +28,6 @@
 //! decides when to try again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::SubmitResult;
 use crate::bead::{Bead, CoreHandle};
@@ -40,11 +39,15 @@ use crate::work::{CompileWork, entry_work};
 
 /// A bead registered with a [`TieredAdapter`]. Cloning shares the bead and
 /// its per-tier "queued" flags.
+///
+/// The flags live in the bead's side-table entry (see `extras`), created by
+/// the first promotion past tier 0: a bead that never climbs that far costs
+/// what a plain bead costs, and registering one allocates nothing more.
 #[derive(Debug, Clone)]
 pub struct TieredBound {
     bead: Arc<Bead>,
-    /// `queued[i]`: promotion to tier `i + 1` was queued (and not reset).
-    queued: Arc<[AtomicBool]>,
+    /// Tiers of the adapter (flags exist for tiers `1..tiers`).
+    tiers: u8,
 }
 
 impl TieredBound {
@@ -73,13 +76,14 @@ impl TieredBound {
     /// Whether promotion to `tier` (≥ 1) was queued since registration or
     /// the last reset.
     pub fn is_queued_for(&self, tier: usize) -> bool {
-        tier.checked_sub(1).and_then(|index| self.queued.get(index)).is_some_and(|flag| flag.load(Ordering::Relaxed))
+        self.queued_bit(tier)
+            .is_some_and(|bit| self.bead.read_extras(|extras| extras.queued_tiers & bit != 0).unwrap_or(false))
     }
 
     /// The highest tier this bead may still reach (lowered to 0 by a
     /// `RevertToTier1` bailout, restored by a reset).
     pub fn max_tier(&self) -> usize {
-        usize::from(self.bead.kiln_bead.tier_cap()).min(self.queued.len())
+        usize::from(self.bead.kiln_bead.tier_cap()).min(usize::from(self.tiers) - 1)
     }
 
     /// Back to the interpreter with every tier allowed again: code is
@@ -89,16 +93,33 @@ impl TieredBound {
         self.clear_queued();
     }
 
+    /// The flag bit of `tier` in `Extras::queued_tiers`, if it has one.
+    fn queued_bit(&self, tier: usize) -> Option<u16> {
+        let index = tier.checked_sub(1)?;
+        (tier < usize::from(self.tiers)).then(|| 1 << index)
+    }
+
+    /// Sets `tier`'s queued flag; false if it was set already (or `tier`
+    /// has none). Runs on a promotion only, never on a plain call.
     fn mark_queued(&self, tier: usize) -> bool {
-        tier.checked_sub(1)
-            .and_then(|index| self.queued.get(index))
-            .is_some_and(|flag| flag.compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed).is_ok())
+        self.queued_bit(tier).is_some_and(|bit| {
+            self.bead.update_extras(|extras| {
+                let was_clear = extras.queued_tiers & bit == 0;
+                extras.queued_tiers |= bit;
+                was_clear
+            })
+        })
+    }
+
+    /// Clears `tier`'s queued flag (its promotion was refused).
+    fn unmark_queued(&self, tier: usize) {
+        if let Some(bit) = self.queued_bit(tier) {
+            self.bead.read_extras(|extras| extras.queued_tiers &= !bit);
+        }
     }
 
     fn clear_queued(&self) {
-        for flag in self.queued.iter() {
-            flag.store(false, Ordering::Relaxed);
-        }
+        self.bead.read_extras(|extras| extras.queued_tiers = 0);
     }
 }
 
@@ -165,9 +186,9 @@ impl TieredAdapter {
 
     /// Registers a function (see [`Beadie::register`]).
     pub fn register(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> TieredBound {
-        let bead = self.beadie.register(core, on_invalidate);
-        let queued = (1..self.tiers).map(|_| AtomicBool::new(false)).collect();
-        TieredBound { bead, queued }
+        // At most 15 tiers (checked by `PolicyLadder::new`): the count fits a byte
+        // and the flags of tiers 1..=14 fit `Extras::queued_tiers`.
+        TieredBound { bead: self.beadie.register(core, on_invalidate), tiers: self.tiers as u8 }
     }
 
     /// On every call: the entry of the code the bead runs, if any, else
@@ -208,7 +229,7 @@ impl TieredAdapter {
         let accepted =
             promote::submit_at(&bound.bead, target_tier as u8, entry_work(compile)) == SubmitResult::Accepted;
         if !accepted {
-            bound.queued[target_tier - 1].store(false, Ordering::Relaxed);
+            bound.unmark_queued(target_tier);
         }
         accepted
     }
@@ -267,7 +288,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     use super::*;

@@ -12,12 +12,28 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_std::{BackendAdapter, Bead, BeadState, Beadie, BeadieConfig, JitBackend, ThresholdPolicy};
+use kiln_std::{
+    BackendAdapter, Bead, BeadState, Beadie, BeadieConfig, Budget, HotnessPolicy, JitBackend, OsrCompileResult,
+    OsrEntry, ThresholdPolicy, TieredAdapter,
+};
 
 /// Live heap bytes per registered bead through `Beadie::register`, the
-/// chain's slot included: the last measured figure. Today: a 64-byte
-/// aligned `Arc<Bead>` (256 B with its header) and an 8-byte chain slot.
-const BYTES_PER_BEAD_MAX: usize = 264;
+/// chain included: the last measured figure (beadie 0.3's is 96 B). Today:
+/// an `Arc<Bead>` of 96 B with its header (kiln-core's 64-byte bead, the
+/// domain pointer, the chain link), and nothing else: the chain is linked
+/// through the beads.
+const BYTES_PER_BEAD_MAX: usize = 96;
+
+/// The same through `BackendAdapter::register` (a `BoundBead`) and a
+/// two-tier `TieredAdapter::register` (a `TieredBound`): neither adds heap.
+const BYTES_PER_BOUND_BEAD_MAX: usize = 96;
+const BYTES_PER_TIERED_BEAD_MAX: usize = 96;
+
+/// A registered bead once compiled code with [`OSR_ENTRIES`] OSR entries is
+/// installed: the bead, kiln-std's code object (entry, OSR table, release
+/// hook slot, counters) and the sorted table itself (16 B per entry).
+const BYTES_PER_OSR_BEAD_MAX: usize = 232;
+const OSR_ENTRIES: u64 = 4;
 
 struct CountingAllocator;
 
@@ -159,4 +175,60 @@ fn a_registered_bead_costs_a_bounded_number_of_heap_bytes() {
     println!("heap per registered bead: {per_bead:.1} B");
     assert!(per_bead > 64.0, "at least kiln-core's bead: {per_bead:.1} B");
     assert!(per_bead <= BYTES_PER_BEAD_MAX as f64, "{per_bead:.1} B per bead > {BYTES_PER_BEAD_MAX} B");
+}
+
+/// Live heap bytes per bead while `register` makes [`BEADS_PER_CONFIGURATION`]
+/// beads into a vector reserved before counting.
+fn bytes_per_bead<T>(mut register: impl FnMut() -> T) -> (f64, Vec<T>) {
+    let mut beads = Vec::with_capacity(BEADS_PER_CONFIGURATION);
+    let ((), _, bytes) = counted(|| {
+        for _ in 0..BEADS_PER_CONFIGURATION {
+            beads.push(register());
+        }
+    });
+    (bytes as f64 / BEADS_PER_CONFIGURATION as f64, beads)
+}
+
+const BEADS_PER_CONFIGURATION: usize = 1_024;
+
+#[test]
+fn a_bound_bead_costs_no_more_than_a_plain_one() {
+    let adapter = BackendAdapter::with_config(
+        NativeBackend,
+        ThresholdPolicy::new(1_000),
+        BeadieConfig { workers: 0, ..BeadieConfig::default() },
+    );
+    let (per_bead, _beads) = bytes_per_bead(|| adapter.register(ptr::null_mut(), None));
+    println!("heap per BoundBead: {per_bead:.1} B");
+    assert!(per_bead <= BYTES_PER_BOUND_BEAD_MAX as f64, "{per_bead:.1} B per BoundBead");
+}
+
+#[test]
+fn a_tiered_bead_costs_no_more_than_a_plain_one() {
+    let adapter = TieredAdapter::with_config(
+        vec![Box::new(ThresholdPolicy::new(1)) as Box<dyn HotnessPolicy>, Box::new(ThresholdPolicy::new(3))],
+        kiln_std::TieredDeoptPolicy::default(),
+        BeadieConfig { workers: 0, ..BeadieConfig::default() },
+    );
+    let (per_bead, _beads) = bytes_per_bead(|| adapter.register(ptr::null_mut(), None));
+    println!("heap per TieredBound (2 tiers): {per_bead:.1} B");
+    assert!(per_bead <= BYTES_PER_TIERED_BEAD_MAX as f64, "{per_bead:.1} B per TieredBound");
+}
+
+#[test]
+fn a_bead_with_osr_entries_installed_costs_a_bounded_number_of_heap_bytes() {
+    // No workers: compiles run in `pump` on this thread, where they are counted.
+    let beadie = idle_beadie(1);
+    let (per_bead, beads) = bytes_per_bead(|| {
+        let bead = beadie.register(ptr::null_mut(), None);
+        beadie.on_invoke_osr(&bead, |_| OsrCompileResult {
+            entry: native_ptr(),
+            osr: (0..OSR_ENTRIES).map(|site| OsrEntry { site: site * 16, code: native_ptr() }).collect(),
+        });
+        beadie.pump(Budget::unlimited());
+        bead
+    });
+    assert!(beads.iter().all(|bead| bead.osr_entry(16).is_some()), "every bead compiled with its OSR table");
+    println!("heap per bead with {OSR_ENTRIES} OSR entries installed: {per_bead:.1} B");
+    assert!(per_bead <= BYTES_PER_OSR_BEAD_MAX as f64, "{per_bead:.1} B per compiled bead with OSR entries");
 }

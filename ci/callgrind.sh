@@ -26,7 +26,7 @@
 #      the figure from the disassembly of `kiln_count_on_invoke`.
 #
 # Also printed, not asserted: `pending` (on_invoke on a bead whose compile is
-# queued: the state re-check every 64 calls, which takes the broker's lock)
+# queued: counting, plus a lock-free re-check of the state word every 64 calls)
 # and `backedge` (on_backedge counting, harness plus the site argument).
 #
 # Per-call figures are rounded to 0.01 before comparing: kiln caps a

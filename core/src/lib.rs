@@ -78,7 +78,7 @@ mod sync;
 mod wake;
 
 pub use bead::{Bead, BeadRef};
-pub use broker::{Broker, ClaimError};
+pub use broker::{Broker, CallCount, ClaimError};
 pub use compiler::{CodeHandle, Compiled, Compiler, NullEntry};
 pub use deopt::{
     AlwaysRecompilePolicy, Bailout, BailoutReason, BlacklistDecay, DeoptDecision, DeoptPolicy,

@@ -104,6 +104,9 @@ impl Generation {
 pub const MAX_TIER: u8 = 14;
 
 const STATE_MASK: u32 = 0xF;
+/// Set in the phases of a bead whose job is queued or compiling, and only
+/// in those: one bit test tells a call it is waiting (see `broker::promote`).
+const PENDING_BIT: u32 = 0x8;
 const TIER_SHIFT: u32 = 4;
 const TIER_MASK: u32 = 0xF << TIER_SHIFT;
 const NO_TIER: u32 = 0xF;
@@ -115,8 +118,8 @@ const GENERATION_MASK: u32 = (1 << 24) - 1;
 #[repr(u8)]
 pub(crate) enum Phase {
     Interpreted = 0,
-    Queued = 1,
-    Compiling = 2,
+    Queued = PENDING_BIT as u8 | 1,
+    Compiling = PENDING_BIT as u8 | 2,
     Compiled = 3,
     Blacklisted = 4,
     Invalidated = 5,
@@ -132,8 +135,8 @@ impl StateWord {
     pub(crate) fn phase(self) -> Phase {
         match self.0 & STATE_MASK {
             0 => Phase::Interpreted,
-            1 => Phase::Queued,
-            2 => Phase::Compiling,
+            9 => Phase::Queued,
+            10 => Phase::Compiling,
             3 => Phase::Compiled,
             4 => Phase::Blacklisted,
             _ => Phase::Invalidated,
@@ -215,6 +218,16 @@ impl AtomicStateWord {
         StateWord(self.0.load(Ordering::Acquire))
     }
 
+    /// Whether a job is queued or compiling for the bead (Queued or
+    /// Compiling): one Relaxed load and a bit test, for the waiting path. It
+    /// orders nothing: a stale answer costs one call interpreted or counted
+    /// in the wrong phase, never a missed transition (the next call looks
+    /// again).
+    #[inline(always)]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & PENDING_BIT != 0
+    }
+
     /// Release: publishes the fields written before the transition.
     pub(crate) fn store(&self, word: StateWord) {
         self.0.store(word.0, Ordering::Release);
@@ -251,6 +264,26 @@ mod tests {
         word = word.next_generation();
         assert_eq!(word.generation(), Generation(0));
         assert_eq!(word.phase(), Phase::Queued);
+    }
+
+    #[test]
+    fn only_queued_and_compiling_are_pending() {
+        let phases = [
+            Phase::Interpreted,
+            Phase::Queued,
+            Phase::Compiling,
+            Phase::Compiled,
+            Phase::Blacklisted,
+            Phase::Invalidated,
+        ];
+        for phase in phases {
+            let word = StateWord::INITIAL.with_phase(phase).with_tier(Some(MAX_TIER)).next_generation();
+            assert_eq!(word.phase(), phase, "the encoding round-trips");
+            let atomic = AtomicStateWord::new();
+            atomic.store(word);
+            let pending = matches!(phase, Phase::Queued | Phase::Compiling);
+            assert_eq!(atomic.is_pending(), pending, "{phase:?}");
+        }
     }
 
     #[test]

@@ -655,7 +655,8 @@ fn claim_and_drop_vs_invalidate_leaves_consistent_state() {
 /// re-arm with the countdown it loaded while the job was pending (the
 /// counting path is a plain load + store by design), but that countdown is
 /// bounded (`PENDING` = 64 calls in broker.rs), and a slow path that sees a
-/// stale Queued/Compiling re-reads it under the lock. So once the threads
+/// stale Queued/Compiling re-arms `PENDING` and reads the state word again
+/// then (lock-free). So once the threads
 /// are done the bead must be promoted again within `PENDING + 2` calls —
 /// never parked behind a countdown of ~`u32::MAX` calls.
 #[test]
@@ -684,6 +685,51 @@ fn abandoned_bead_is_promoted_again() {
             assert_eq!(broker.on_invoke(&bead), None);
         }
         assert_eq!(bead.bead().state(), BeadState::Queued, "a hot, abandoned bead must be promoted again");
+    });
+}
+
+/// The same race through kiln-std's order (`Bead::count_call`, waiting path
+/// first, then `Broker::invoke_due`): a waiting call reads only the state
+/// word and writes nothing, and no lock is taken on any call. A call that
+/// sees the abandon's state word but the countdown armed at promotion
+/// (`PENDING`; the abandon stores the word first) counts from that and may
+/// overwrite the re-arm, as in the model above: once the threads are done
+/// the bead must be promoted again within `PENDING + 2` calls.
+#[test]
+fn abandoned_bead_is_promoted_again_through_count_call() {
+    explore(|| {
+        let broker = broker(QuickRetry(ThresholdPolicy::new(1)), NoWake);
+        let bead = Handle::new();
+        assert_eq!(broker.on_invoke(&bead), None);
+        let call = |broker: &TestBroker<QuickRetry>, bead: &Handle| match bead.bead().count_call() {
+            kiln_core::CallCount::Interpret(entry) => entry,
+            kiln_core::CallCount::Due => broker.invoke_due(bead.bead(), |_, _| bead.clone()),
+        };
+
+        let worker = {
+            let broker = Arc::clone(&broker);
+            thread::spawn(move || drop(broker.claim().expect("the queued job")))
+        };
+        let caller = {
+            let (broker, bead) = (Arc::clone(&broker), bead.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    assert_eq!(call(&broker, &bead), None);
+                }
+            })
+        };
+        worker.join().unwrap();
+        caller.join().unwrap();
+
+        const PENDING: u32 = 64;
+        for _ in 0..PENDING + 2 {
+            if bead.bead().state() == BeadState::Queued {
+                break;
+            }
+            assert_eq!(call(&broker, &bead), None);
+        }
+        assert_eq!(bead.bead().state(), BeadState::Queued, "a hot, abandoned bead must be promoted again");
+        assert_no_orphaned_state(&broker, &bead);
     });
 }
 

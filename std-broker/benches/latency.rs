@@ -12,8 +12,9 @@
 //! - **short gap**: 200 µs of quiet before each promotion (a recently active
 //!   broker, its workers still polling); `KILN_LATENCY_GAP_US`,
 //!   `KILN_LATENCY_SAMPLES` (default 2,000);
-//! - **idle**: 300 ms of quiet before each (past kiln-std's 200 ms, its
-//!   workers are parked deeply and the crossing call pays the unpark);
+//! - **idle**: 300 ms of quiet before each (kiln-std's workers poll every
+//!   1 ms by then, and nobody wakes them; before issue 14 they were parked
+//!   deeply after 200 ms and the crossing call paid the unpark);
 //!   `KILN_LATENCY_IDLE_MS`, `KILN_LATENCY_IDLE_SAMPLES` (default 20:
 //!   12 s for both brokers).
 //!

@@ -15,6 +15,11 @@
 //! - `beadie`, `bound`, `tiered`: a compiled bead's `on_invoke` through
 //!   `Beadie`, `BackendAdapter` (`BoundBead`) and a two-tier `TieredAdapter`
 //!   at its top tier;
+//! - `counting`: `on_invoke` on a bead below its threshold (the call is
+//!   counted and interpreted; the policy is asked once per 65,536 calls,
+//!   when kiln-core's longest countdown runs out);
+//! - `backedge`: `on_backedge` on a bead below its back-edge threshold
+//!   (no OSR table, so the probe counts);
 //! - `blacklisted`: `on_invoke` on a blacklisted bead;
 //! - `waiting`: `on_invoke` on a bead whose compile is queued (no worker
 //!   runs it);
@@ -31,7 +36,7 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_std::{BackendAdapter, Bead, Beadie, BeadieConfig, JitBackend, OsrEntry, ThresholdPolicy};
+use kiln_std::{BackendAdapter, Bead, Beadie, BeadieConfig, JitBackend, OsrCompileResult, OsrEntry, ThresholdPolicy};
 
 /// Calls per per-call loop.
 const N: u64 = 1_000_000;
@@ -98,6 +103,21 @@ fn beadie_loop(beadie: &Beadie, bead: &Arc<Bead>, tag: u8) {
 #[inline(never)]
 fn kiln_count_beadie(beadie: &Beadie, bead: &Arc<Bead>) {
     beadie_loop(beadie, bead, 1);
+}
+
+#[inline(never)]
+fn kiln_count_counting(beadie: &Beadie, bead: &Arc<Bead>) {
+    beadie_loop(beadie, bead, 4);
+}
+
+#[inline(never)]
+fn kiln_count_backedge(beadie: &Beadie, bead: &Arc<Bead>, site: u64) {
+    for _ in 0..N {
+        black_box(beadie.on_backedge(black_box(bead), black_box(site), |_| OsrCompileResult {
+            entry: native_ptr(),
+            osr: Vec::new(),
+        }));
+    }
 }
 
 #[inline(never)]
@@ -186,6 +206,18 @@ fn run(path: &str) {
             });
             kiln_count_tiered(&adapter, &bound);
         }
+        "counting" => {
+            let beadie = idle_beadie(u32::MAX);
+            let bead = beadie.register(ptr::null_mut(), None);
+            kiln_count_counting(&beadie, &bead);
+            assert_eq!(bead.state(), kiln_std::BeadState::Interpreted);
+        }
+        "backedge" => {
+            let beadie = idle_beadie(u32::MAX);
+            let bead = beadie.register(ptr::null_mut(), None);
+            kiln_count_backedge(&beadie, &bead, 64);
+            assert_eq!(bead.state(), kiln_std::BeadState::Interpreted);
+        }
         "blacklisted" => {
             let beadie = idle_beadie(1_000);
             let bead = beadie.register(ptr::null_mut(), None);
@@ -232,8 +264,19 @@ fn run(path: &str) {
 }
 
 fn main() {
-    const ALL: [&str; 9] =
-        ["harness", "beadie", "bound", "tiered", "blacklisted", "waiting", "osr_entry", "register", "crossing"];
+    const ALL: [&str; 11] = [
+        "harness",
+        "beadie",
+        "bound",
+        "tiered",
+        "counting",
+        "backedge",
+        "blacklisted",
+        "waiting",
+        "osr_entry",
+        "register",
+        "crossing",
+    ];
     match std::env::args().nth(1) {
         Some(path) => run(&path),
         None => ALL.into_iter().for_each(run),

@@ -14,9 +14,8 @@
 //! its backend), host (`Beadie::quiesce`), registered threads
 //! (`Beadie::register_thread`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
 
 use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler};
 
@@ -49,61 +48,29 @@ impl kiln_core::DeoptPolicy for DynDeopt {
     }
 }
 
-/// Wakes the worker threads. Coalescing happens in kiln-core (at most one
-/// `wake` per burst); here a wake costs a syscall only if a worker is in
-/// deep sleep — recently active workers poll (see `worker`), so the call
-/// that crosses a threshold usually just sets kiln-core's flag.
+/// kiln-std's wake hook: counts wake-ups and wakes nobody. kiln-std's
+/// workers poll the queue by themselves (a capped backoff: within 1 ms
+/// after any idle time; see `worker`), so the call that crosses a threshold
+/// — the thread that calls `wake` — never pays a syscall or an unpark.
+/// Coalescing happens in kiln-core (at most one `wake` per burst).
 #[derive(Default)]
 pub(crate) struct Waker {
-    workers: OnceLock<Box<[Thread]>>,
     wakes: AtomicU64,
-    deep_sleepers: AtomicUsize,
 }
 
 impl Waker {
-    pub(crate) fn attach(&self, workers: Box<[Thread]>) {
-        let _ = self.workers.set(workers);
-    }
-
     pub(crate) fn wakes(&self) -> u64 {
         // Relaxed: a statistic; it orders nothing.
         self.wakes.load(Ordering::Relaxed)
-    }
-
-    /// Announces a worker's deep sleep; the worker then checks the queue
-    /// (`Broker::stats`, under the broker's lock) before it parks.
-    pub(crate) fn enter_deep_sleep(&self) {
-        // SeqCst pairs with the SeqCst load of `deep_sleepers` in `wake`: a
-        // promoter pushes its job under the broker's lock, then loads the
-        // count. Either the sleeper's queue check takes the lock after the
-        // push (it sees the job and does not park), or before it; then this
-        // increment happens before the push, and the load in `wake` sees it
-        // and unparks. A miss would cost at most `DEEP_SLEEP`.
-        self.deep_sleepers.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Ends a deep sleep (the worker woke up, by itself or unparked).
-    pub(crate) fn leave_deep_sleep(&self) {
-        // SeqCst pairs with the SeqCst load in `wake`, as the increment
-        // does. A waker that still counts this worker unparks a thread that
-        // is awake: harmless, its next park returns at once.
-        self.deep_sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl kiln_core::WakeHook for Waker {
     fn wake(&self) {
-        // Relaxed: a statistic; it orders nothing.
+        // Relaxed: a statistic; it orders nothing. The job this wake-up
+        // announces was pushed under the broker's lock before this call;
+        // a polling worker sees it through the queue length.
         self.wakes.fetch_add(1, Ordering::Relaxed);
-        // SeqCst pairs with the SeqCst increment in `enter_deep_sleep` (and
-        // the decrement in `leave_deep_sleep`): see there. The job this
-        // wake-up announces was pushed under the broker's lock before this
-        // call.
-        if self.deep_sleepers.load(Ordering::SeqCst) > 0 {
-            for worker in self.workers.get().into_iter().flatten() {
-                worker.unpark();
-            }
-        }
     }
 }
 

@@ -6,22 +6,24 @@
 //! path alone — through the `Arc`'s pointer, one Acquire load of the bead's
 //! final entry (kiln-core's `Bead::fast_entry`) and a branch; a back-edge
 //! probe loads the OSR table instead. Everything else runs out of line
-//! ([`outlined`]), so an inlined caller carries none of its register saves
+//! (`count_invoke`, `count_backedge`), so an inlined caller carries none of its register saves
 //! or closure set-up.
 //!
-//! Out of line, the bead is lent to kiln-core as a [`LentHandle`] (no
-//! refcount touched); the call that wins the promotion builds the compile
-//! work and attaches it, and kiln-core's clone carries it into the queue
-//! (see `job`). A call that does not win allocates nothing.
+//! Out of line, kiln-core counts on the bead itself (`count_invoke`,
+//! `count_backedge`: no handle, no refcount, no frame of ours); only the
+//! call that wins a promotion builds its compile work and the queue's
+//! [`JobHandle`] (one reference taken), inside kiln-core's
+//! `make_handle`. A call that does not win allocates nothing and writes
+//! nothing but the bead's countdown.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use kiln_core::{JobKind, KilnError};
+use kiln_core::{CallCount, JobKind, KilnError};
 
 use crate::bead::Bead;
 use crate::beadie::SubmitResult;
-use crate::job::LentHandle;
+use crate::job::JobHandle;
 use crate::work::CompileWork;
 
 /// On every call: the final-tier entry if installed (the one-load path),
@@ -31,7 +33,7 @@ use crate::work::CompileWork;
 pub(crate) fn on_invoke(bead: &Arc<Bead>, work: impl FnOnce(u8) -> CompileWork) -> Option<*mut ()> {
     match bead.kiln_bead.fast_entry() {
         Some(entry) => Some(entry.as_ptr()),
-        None => outlined(|| invoke_slow(bead, work)),
+        None => count_invoke(bead, work).map(NonNull::as_ptr),
     }
 }
 
@@ -43,30 +45,36 @@ pub(crate) fn on_invoke(bead: &Arc<Bead>, work: impl FnOnce(u8) -> CompileWork) 
 pub(crate) fn on_backedge(bead: &Arc<Bead>, site: u64, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
     match bead.kiln_bead.osr_entry(site) {
         Some(entry) => Some(entry.as_ptr()),
-        None => outlined(|| backedge_slow(bead, site, work)),
+        None => count_backedge(bead, site, work).map(NonNull::as_ptr),
     }
 }
 
-/// Runs the not-compiled half of a probe out of line.
+/// kiln-core's counting path (`Bead::count_call`), out of line so an
+/// inlined caller carries none of it. It touches the bead only; the broker
+/// is reached in [`invoke_due`], which takes the same arguments, so the
+/// hand-over is a jump with nothing to move. Returns one register
+/// (`Option<NonNull>`); the caller's conversion to the seed's
+/// `Option<*mut ()>` folds into its branch.
 #[inline(never)]
-fn outlined<R>(slow: impl FnOnce() -> R) -> R {
-    slow()
+fn count_invoke(bead: &Arc<Bead>, work: impl FnOnce(u8) -> CompileWork) -> Option<NonNull<()>> {
+    match bead.kiln_bead.count_call() {
+        CallCount::Interpret(warm) => warm,
+        CallCount::Due => invoke_due(bead, work),
+    }
 }
 
-/// kiln-core's counting path with the bead lent; attaches the work if this
-/// call wins.
-#[inline]
-fn invoke_slow(bead: &Arc<Bead>, work: impl FnOnce(u8) -> CompileWork) -> Option<*mut ()> {
-    let lent = LentHandle::new(bead);
-    bead.domain.broker.on_invoke_with(lent.handle(), |tier, _| lent.attach(work(tier))).map(NonNull::as_ptr)
+/// The call whose countdown ran out: kiln-core's broker decides, and builds
+/// the job (the work and one reference) only if this call wins.
+#[cold]
+#[inline(never)]
+fn invoke_due(bead: &Arc<Bead>, work: impl FnOnce(u8) -> CompileWork) -> Option<NonNull<()>> {
+    bead.domain.broker.invoke_due(&bead.kiln_bead, |tier, _| JobHandle::new(bead, work(tier)))
 }
 
-/// kiln-core's back-edge counting with the bead lent; attaches the work if
-/// this probe wins.
-#[inline]
-fn backedge_slow(bead: &Arc<Bead>, site: u64, work: impl FnOnce() -> CompileWork) -> Option<*mut ()> {
-    let lent = LentHandle::new(bead);
-    bead.domain.broker.on_backedge_with(lent.handle(), site, |_, _| lent.attach(work())).map(NonNull::as_ptr)
+/// kiln-core's back-edge counting, out of line.
+#[inline(never)]
+fn count_backedge(bead: &Arc<Bead>, site: u64, work: impl FnOnce() -> CompileWork) -> Option<NonNull<()>> {
+    bead.domain.broker.count_backedge(&bead.kiln_bead, site, |_, _| JobHandle::new(bead, work()))
 }
 
 /// Queues `work` for `bead` now, at tier 0 or the tier above the installed
@@ -80,14 +88,13 @@ pub(crate) fn submit(bead: &Arc<Bead>, work: CompileWork) -> SubmitResult {
 /// already final queues nothing: that is `AlreadyQueued` ("or beyond").
 /// Work that is not queued is dropped here, unrun.
 pub(crate) fn submit_at(bead: &Arc<Bead>, tier: u8, work: CompileWork) -> SubmitResult {
-    let lent = LentHandle::new(bead);
     let mut work = Some(work);
-    let result = bead.domain.broker.submit_with(lent.handle(), tier, JobKind::Invoke, |_, _| {
-        if let Some(work) = work.take() {
-            lent.attach(work);
-        }
+    let result = bead.domain.broker.submit_lazy(&bead.kiln_bead, tier, JobKind::Invoke, |_, _| {
+        let work = work.take().expect("kiln-core makes a promotion's handle once");
+        JobHandle::new(bead, work)
     });
     match result {
+        // `Ok` without taking the work: the installed code is final.
         Ok(()) if work.is_none() => SubmitResult::Accepted,
         Err(KilnError::QueueFull) => SubmitResult::QueueFull,
         _ => SubmitResult::AlreadyQueued,

@@ -6,6 +6,9 @@
 //!   Acquire load of the bead's entry and a null test. Nothing else.
 //! - **Counting**: a Relaxed load and a Relaxed store of the countdown, and
 //!   one load of the warm entry (non-null while lower-tier code runs).
+//! - **Waiting** (a job queued or compiling): counting, plus a lock-free
+//!   re-check of the state word every `PENDING` calls; or, through
+//!   `Bead::count_call`, one Relaxed load of the state word and a bit test.
 //! - **Deciding** (countdown ran out): the hotness policy; on "promote" a CAS
 //!   of the state word picks the single winner, which takes the lock once to
 //!   push the job and calls `WakeHook::wake` (coalesced).
@@ -41,14 +44,19 @@ mod change;
 mod claim;
 mod promote;
 mod reclaim;
+
+pub use promote::CallCount;
 #[cfg(test)]
 mod tests;
 
-/// Countdown while a job is queued or compiling: the slow path re-checks the
-/// state this often. Small, because a transition's re-arm of the countdown
-/// can be overwritten by a counting call that loaded the countdown just
-/// before it (a plain store, not a read-modify-write, by design), and the
-/// damage of such a lost re-arm is bounded by the value that call loaded.
+/// Countdown while a job is queued or compiling: a caller that counts first
+/// (`Broker::count_invoke`) re-checks the state word, without the lock, this
+/// often (`Bead::count_call` reads the word on every call instead). Small,
+/// because a transition's re-arm of the countdown can be overwritten by a
+/// counting call that loaded the countdown just before it (a plain store,
+/// not a read-modify-write, by design), or by a re-check that read the word
+/// just before the transition, and the damage of such a lost re-arm is
+/// bounded by the value armed or loaded.
 const PENDING: u32 = 64;
 
 /// Countdown for beads that expect no transition from counting (blacklisted

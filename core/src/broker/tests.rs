@@ -371,3 +371,87 @@ fn hotter_beads_compile_first() {
     let first = broker.claim().unwrap();
     assert!(ptr::eq(*first.bead(), &hot));
 }
+
+#[test]
+fn a_lazy_handle_is_made_once_by_the_winner_only() {
+    let bead = Bead::new(ptr::null_mut());
+    let broker = broker(ThresholdPolicy::new(3), AlwaysRecompilePolicy);
+    let mut made = Vec::new();
+    for _ in 0..10 {
+        broker.on_invoke_lazy(&bead, |tier, kind| {
+            made.push((tier, kind));
+            &bead
+        });
+    }
+    assert_eq!(made, [(0, JobKind::Invoke)]);
+    assert_eq!(broker.queue_len(), 1);
+    let refused = broker.submit_lazy(&bead, 0, JobKind::Invoke, |_, _| panic!("not the winner"));
+    assert_eq!(refused, Err(KilnError::AlreadyQueued));
+    let job = broker.claim().unwrap();
+    assert!(ptr::eq(*job.bead(), &bead), "the queue holds the handle made by the winner");
+}
+
+#[test]
+fn a_waiting_call_counts_nothing_and_writes_nothing() {
+    let bead = Bead::new(ptr::null_mut());
+    let broker = broker(ThresholdPolicy::new(2), AlwaysRecompilePolicy);
+    assert_eq!(bead.count_call(), CallCount::Due, "a new bead asks the policy at once");
+    assert_eq!(broker.invoke_due(&bead, |_, _| &bead), None);
+    assert_eq!(bead.count_call(), CallCount::Due, "threshold 2: the second call is due");
+    assert_eq!(broker.invoke_due(&bead, |_, _| &bead), None);
+    assert_eq!(bead.state(), BeadState::Queued);
+    let (counted, armed) = (bead.invocation_count(), bead.countdown.load(Ordering::Relaxed));
+    for _ in 0..1_000 {
+        assert_eq!(bead.count_call(), CallCount::Interpret(None));
+    }
+    assert_eq!(bead.invocation_count(), counted, "waiting calls are not counted");
+    assert_eq!(bead.countdown.load(Ordering::Relaxed), armed, "nor do they write the countdown");
+}
+
+#[test]
+fn a_waiting_bead_counts_again_once_its_job_ends() {
+    let bead = Bead::new(ptr::null_mut());
+    let broker = broker(ThresholdPolicy::new(1), AlwaysRecompilePolicy);
+    assert_eq!(broker.on_invoke_lazy(&bead, |_, _| &bead), None);
+    assert_eq!(bead.state(), BeadState::Queued);
+    drop(broker.claim().unwrap());
+    assert_eq!(bead.state(), BeadState::Interpreted, "abandoned: back at rest");
+    // The abandon armed the queue-full cooldown; counting resumes and the
+    // bead is promoted again when it runs out, without any lock-held re-check.
+    let cooldown = broker.policy().queue_full_cooldown().get();
+    let mut calls = 0;
+    while bead.state() != BeadState::Queued {
+        calls += 1;
+        assert!(calls <= cooldown, "promoted again within the cooldown");
+        if bead.count_call() == CallCount::Due {
+            broker.invoke_due(&bead, |_, _| &bead);
+        }
+    }
+    assert_eq!(calls, cooldown);
+}
+
+#[test]
+fn a_counting_first_caller_rechecks_a_waiting_bead_without_the_lock() {
+    let bead = Bead::new(ptr::null_mut());
+    let broker = broker(ThresholdPolicy::new(1), AlwaysRecompilePolicy);
+    broker.on_invoke(&&bead);
+    assert_eq!(bead.state(), BeadState::Queued);
+    // Every `PENDING` calls the countdown runs out and the state word alone
+    // re-arms it: the calls run on another thread while this one holds the
+    // lock, so a re-check that took it would not finish.
+    let (broker, bead) = (&broker, &bead);
+    std::thread::scope(|scope| {
+        let (done, finished) = std::sync::mpsc::channel();
+        let waited = broker.shared.with(|_| {
+            scope.spawn(move || {
+                for _ in 0..3 * PENDING {
+                    assert_eq!(broker.on_invoke(&bead), None);
+                }
+                done.send(()).unwrap();
+            });
+            finished.recv_timeout(std::time::Duration::from_secs(10))
+        });
+        assert!(waited.is_ok(), "a waiting call took the broker's lock");
+    });
+    assert_eq!(bead.state(), BeadState::Queued);
+}

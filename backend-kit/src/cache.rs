@@ -125,7 +125,9 @@ impl<C> CodeCache<C> {
         Some(unit)
     }
 
-    /// Ages every unit by one sweep (see the module docs).
+    /// Ages every unit by one sweep, as CLOCK ages page reference bits: a
+    /// unit whose `used` byte is set goes back to idle 0 (byte cleared),
+    /// one whose byte is clear ages by one; the victim is the oldest.
     pub fn sweep(&mut self) {
         for unit in self.units.values_mut() {
             if let Some(used) = &unit.used {
@@ -197,6 +199,7 @@ impl<C> CodeCache<C> {
     /// Takes the queued victims compiled for kiln-std beads, with their
     /// entries and beads; the others stay. Feature `std-adapter`.
     #[cfg(feature = "std-adapter")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "std-adapter")))]
     pub fn take_bead_victims(&mut self) -> Vec<(u64, usize, std::sync::Weak<kiln_std::Bead>)> {
         let mut taken = Vec::new();
         let units = &self.units;

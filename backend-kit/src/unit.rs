@@ -30,6 +30,7 @@ pub enum Owner {
     /// Compiled for a kiln-std bead (evicted through the bead, by the
     /// backend's post-compile hook). Feature `std-adapter`.
     #[cfg(feature = "std-adapter")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "std-adapter")))]
     Std(std::sync::Weak<kiln_std::Bead>),
     /// Compiled by the backend's kiln-core compiler (evicted by its
     /// `evict`, through the kiln-core broker; see [`UnitBook`](crate::UnitBook)).

@@ -1,27 +1,4 @@
 //! A bead: the per-function record the interpreter consults on every call.
-//!
-//! 64 bytes, laid out so the fast path touches its first word only and a
-//! counting call its first 16 bytes:
-//!
-//! ```text
-//!  entry            final-tier native entry; non-null = take it (the fast path)
-//!  countdown        calls until the policy looks again (Relaxed load + store)
-//!  state            StateWord: lifecycle, installed tier, generation
-//!  warm_entry       installed code that still counts toward a higher tier
-//!  osr              OSR table of the installed code, or null
-//!  code             CodeHandle of the installed code, or 0
-//!  core             the host's opaque function pointer (update_core)
-//!  invocation_mark  calls counted = invocation_mark - countdown
-//!  backedge_countdown / backedge_mark   the same pair for loop back-edges
-//!  meta             bailouts (16 bits) | tier cap (8 bits)
-//! ```
-//!
-//! Counting uses a plain load and store, not a locked read-modify-write:
-//! racing calls may lose a count, which a heuristic counter can afford (as
-//! HotSpot's can), and the single promotion winner is chosen by a CAS on the
-//! state word when the countdown runs out. Beads live wherever the host puts
-//! them (`static`, arena, `Box`, `Arc`, a [`BeadPool`](crate::BeadPool));
-//! the broker refers to them through a [`BeadRef`].
 
 use core::ptr::{self, NonNull};
 
@@ -29,7 +6,30 @@ use crate::osr::OsrTable;
 use crate::state::{AtomicStateWord, BeadState, Generation, Phase, StateWord};
 use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
-/// The per-function promotion record. See the module docs for its layout.
+/// The per-function promotion record.
+///
+/// 64 bytes, laid out so the fast path touches its first word only and a
+/// counting call its first 16 bytes:
+///
+/// ```text
+///  entry            final-tier native entry; non-null = take it (the fast path)
+///  countdown        calls until the policy looks again (Relaxed load + store)
+///  state            StateWord: lifecycle, installed tier, generation
+///  warm_entry       installed code that still counts toward a higher tier
+///  osr              OSR table of the installed code, or null
+///  code             CodeHandle of the installed code, or 0
+///  core             the host's opaque function pointer (update_core)
+///  invocation_mark  calls counted = invocation_mark - countdown
+///  backedge_countdown / backedge_mark   the same pair for loop back-edges
+///  meta             bailouts (16 bits) | tier cap (8 bits)
+/// ```
+///
+/// Counting uses a plain load and store, not a locked read-modify-write:
+/// racing calls may lose a count, which a heuristic counter can afford (as
+/// HotSpot's can), and the single promotion winner is chosen by a CAS on the
+/// state word when the countdown runs out. Beads live wherever the host puts
+/// them (`static`, arena, `Box`, `Arc`, a [`BeadPool`](crate::BeadPool));
+/// the broker refers to them through a [`BeadRef`].
 ///
 /// 64 bytes at word alignment, not aligned to a cache line: alignment would
 /// send every heap bead down the allocator's aligned path and round a bead

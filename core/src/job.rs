@@ -1,12 +1,4 @@
 //! A claimed compile job: a token that can travel to any worker.
-//!
-//! [`Broker::claim`](crate::Broker::claim) moves one bead from Queued to
-//! Compiling and hands out a [`Job`]. The job must end in one of three ways:
-//! [`Job::run`] (compile with a [`Compiler`] and publish), [`Job::publish`] /
-//! [`Job::fail`] (the host compiled by itself), or drop. Dropping an
-//! unfinished job — including by a panic unwinding through the compile —
-//! returns the bead to the state it rests in (Interpreted, or its installed
-//! tier) with a cooldown, so no bead stays Compiling after its job ended.
 
 use crate::bead::BeadRef;
 use crate::compiler::{Compiled, Compiler};
@@ -85,7 +77,15 @@ pub(crate) trait JobOwner<H> {
     fn abandon(&self, ticket: &Ticket<H>);
 }
 
-/// A claimed compile job. See the module docs for how it must end.
+/// A claimed compile job.
+///
+/// [`Broker::claim`](crate::Broker::claim) moves one bead from Queued to
+/// Compiling and hands out a [`Job`]. The job must end in one of three ways:
+/// [`Job::run`] (compile with a [`Compiler`] and publish), [`Job::publish`] /
+/// [`Job::fail`] (the host compiled by itself), or drop. Dropping an
+/// unfinished job — including by a panic unwinding through the compile —
+/// returns the bead to the state it rests in (Interpreted, or its installed
+/// tier) with a cooldown, so no bead stays Compiling after its job ended.
 ///
 /// A job borrows its broker, so it cannot outlive it:
 ///

@@ -11,8 +11,8 @@
 //!
 //! # Terms
 //!
-//! - **Epoch**: one counter, advanced only by [`Reclamation::advance`] and
-//!   [`Reclamation::advance_from`]. An advance from `e` to `e + 1` certifies
+//! - **Epoch**: one counter, advanced only by `Reclamation::advance` and
+//!   `Reclamation::advance_from`. An advance from `e` to `e + 1` certifies
 //!   that every thread that may run kiln code passed a quiescent point after
 //!   the epoch became `e`.
 //! - **Tag**: code is retired in the current epoch and tagged with it.
@@ -41,7 +41,7 @@
 //!    so such code needs two advances by the new mode.
 //! 4. **Unmanaged mode never releases.** Nobody certifies anything, so the
 //!    epoch does not move; retired code is only moved out of the ring
-//!    ([`Reclamation::park`]) to a place that never frees backend code
+//!    (`Reclamation::park`) to a place that never frees backend code
 //!    (kiln-std's limbo). Parked code becomes releasable only when a later
 //!    mode counts two advances from the switch (kiln-std's limbo tags it
 //!    with the floor).

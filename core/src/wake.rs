@@ -1,27 +1,27 @@
 //! The wake hook: how kiln tells the host that compile work appeared.
-//!
-//! kiln never starts a thread and never blocks. When a job is queued it calls
-//! the host's [`WakeHook::wake`] — at most once until a pumper starts
-//! draining, so a burst of promotions costs one wake-up — and the host then
-//! runs jobs wherever it likes ([`Broker::pump`](crate::Broker::pump), a
-//! frame pump, a job-system task; see [`crate::pump`]).
-//!
-//! Two words, two things: the *wake hook* is what the host implements and
-//! kiln calls; a *pump* is what runs jobs. (Before, the hook's trait was
-//! also called `Pump`; that name stays as a deprecated alias.)
-//!
-//! # The `WakeHook::wake` contract
-//!
-//! - It may be called from any thread that calls into the broker, including
-//!   an interpreter thread in the middle of a call and (with feature
-//!   `critical-section`) an interrupt handler. It is never called with the
-//!   broker's lock held.
-//! - It must not block and must not call back into the broker (no `pump`,
-//!   no `claim`, no `on_invoke`): schedule the pumping, don't do it.
-//! - Doing nothing is valid: a host that pumps on its own schedule (every
-//!   frame) uses [`NoWake`].
 
-/// The host's wake-up hook. See the module docs for its contract.
+/// The host's wake-up hook.
+///
+/// kiln never starts a thread and never blocks. When a job is queued it calls
+/// the host's [`WakeHook::wake`] — at most once until a pumper starts
+/// draining, so a burst of promotions costs one wake-up — and the host then
+/// runs jobs wherever it likes ([`Broker::pump`](crate::Broker::pump), a
+/// frame pump, a job-system task; see [`pump_jobs`](crate::pump_jobs)).
+///
+/// Two words, two things: the *wake hook* is what the host implements and
+/// kiln calls; a *pump* is what runs jobs. (Before, the hook's trait was
+/// also called `Pump`; that name stays as a deprecated alias.)
+///
+/// # The `WakeHook::wake` contract
+///
+/// - It may be called from any thread that calls into the broker, including
+///   an interpreter thread in the middle of a call and (with feature
+///   `critical-section`) an interrupt handler. It is never called with the
+///   broker's lock held.
+/// - It must not block and must not call back into the broker (no `pump`,
+///   no `claim`, no `on_invoke`): schedule the pumping, don't do it.
+/// - Doing nothing is valid: a host that pumps on its own schedule (every
+///   frame) uses [`NoWake`].
 pub trait WakeHook {
     /// Work was queued; arrange for jobs to be pumped soon.
     fn wake(&self);

@@ -38,6 +38,7 @@ use crate::backend::{CraneliftBackend, Shared};
 use crate::def::{DefKind, FunctionDef};
 use crate::error::CraneliftError;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "std-adapter")))]
 impl CraneliftBackend {
     /// Compiles `def` now (on the calling thread: call it from a kiln-std
     /// compile factory, which runs on the broker thread) and returns it as
@@ -78,6 +79,7 @@ impl CraneliftBackend {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "std-adapter")))]
 impl JitBackend for CraneliftBackend {
     type FunctionDef = FunctionDef;
     type Error = CraneliftError;

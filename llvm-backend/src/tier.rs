@@ -62,7 +62,10 @@ where
 {
 }
 
-/// Tier 0 to `baseline`, tiers 1 and up to `optimizing`; see the module docs.
+/// Tier 0 to `baseline`, tiers 1 and up to `optimizing`: one kiln-core
+/// `Compiler` made of two. Each handle is released by the side that made
+/// it; two sides handing out the same handle is refused as a failed compile
+/// ([`TierError::HandleClash`]), its code released at once.
 #[derive(Debug)]
 pub struct TierDispatch<B, O> {
     baseline: B,

@@ -5,24 +5,6 @@
 //! two flag bits in the low bits. Its methods are beadie's, so `Arc<Bead>`
 //! works as in beadie. Compile work is not stored here: it travels with its
 //! job (see `job`).
-//!
-//! ```text
-//!  Arc header        16 B  strong and weak counts
-//!  kiln_bead         64 B  kiln-core's bead (the fast path's word first)
-//!  domain             8 B  broker, ledger, panic counter, side table
-//!  link               8 B  next bead in the chain | EMBEDS_CORE | HAS_EXTRAS
-//!                    ----
-//!                    96 B  of heap per registered bead, chain included
-//! ```
-//!
-//! Everything else a bead may have is rarely used and lives in the
-//! domain's side table (`extras`): the `on_invalidate` hook, a tiered
-//! adapter's queued flags, and what later features attach. The panic
-//! counter is the domain's.
-//!
-//! Words: "core" in this API is the seed's word for the host's function
-//! object (`CoreHandle`, `update_core`, `core_handle`); the kiln-core bead
-//! inside is `kiln_bead`.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -78,7 +60,25 @@ impl ReloadOutcome {
 }
 
 /// One function's promotion record: a kiln-core bead plus its domain and
-/// chain link. See the module docs.
+/// chain link.
+///
+/// ```text
+///  Arc header        16 B  strong and weak counts
+///  kiln_bead         64 B  kiln-core's bead (the fast path's word first)
+///  domain             8 B  broker, ledger, panic counter, side table
+///  link               8 B  next bead in the chain | EMBEDS_CORE | HAS_EXTRAS
+///                    ----
+///                    96 B  of heap per registered bead, chain included
+/// ```
+///
+/// Everything else a bead may have is rarely used and lives in the
+/// domain's side table (`extras`): the `on_invalidate` hook, a tiered
+/// adapter's queued flags, and what later features attach. The panic
+/// counter is the domain's.
+///
+/// Words: "core" in this API is the seed's word for the host's function
+/// object (`CoreHandle`, `update_core`, `core_handle`); the kiln-core bead
+/// inside is `kiln_bead`.
 #[repr(C)]
 pub struct Bead {
     /// The kiln-core bead: state, counters, installed code.

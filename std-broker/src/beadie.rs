@@ -512,7 +512,8 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     /// Registers the calling thread for automatic reclamation: once every
     /// registered thread reported [`QuiescentThread::quiescent`] since the
-    /// last round, the workers release retired code (see `domain`'s docs).
+    /// last round, the workers release retired code. (Without this or
+    /// [`quiesce`](Self::quiesce), retired code is parked, never released.)
     pub fn register_thread(&self) -> QuiescentThread {
         let domain = Arc::clone(&self.chain.domain);
         let slot = domain.register_thread();

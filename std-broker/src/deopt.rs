@@ -58,7 +58,8 @@ impl BailoutInfo {
 }
 
 /// What a deopt policy decided, in the seed's shape: a view of kiln-core's
-/// [`kiln_core::DeoptDecision`] (see the module docs).
+/// [`kiln_core::DeoptDecision`]: a pause anchored at an invocation count,
+/// and tiers counted from 1 (the seed's `RevertToTier1` is kiln tier 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeoptDecision {
     /// Back to the interpreter; promote again when hot.
@@ -117,7 +118,8 @@ impl DeoptDecision {
 }
 
 /// Decides what a bailout does, in the seed's shape. kiln-core's four
-/// policies implement it through one translation (see the module docs).
+/// policies implement it through one translation (a [`BailoutInfo`] and the
+/// count in, this crate's [`DeoptDecision`] out).
 pub trait DeoptPolicy: Send + Sync + 'static {
     /// Called once per bailout; `bailout_count` includes this one.
     fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision;

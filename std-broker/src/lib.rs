@@ -1,29 +1,5 @@
-//! # kiln-std
-//!
-//! kiln on std: a background worker thread (or a pool), compile jobs as
-//! closures, `Arc` beads, panic isolation, `log` tracing, and beadie's API —
-//! a beadie user moves by changing the dependency and the import path.
-//!
-//! ```
-//! use kiln_std::{Beadie, ThresholdPolicy};
-//!
-//! extern "C" fn native_double(x: i64) -> i64 { x * 2 }
-//!
-//! let beadie = Beadie::with_policy(ThresholdPolicy::new(100));
-//! let bead = beadie.register(std::ptr::null_mut(), None);
-//! let mut native_calls = 0;
-//! for call in 0..100_000 {
-//!     let code = beadie.on_invoke(&bead, |_bead| native_double as extern "C" fn(i64) -> i64 as *mut ());
-//!     if let Some(code) = code {
-//!         // SAFETY (example): the only code compiled for this bead is `native_double`.
-//!         let f: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(code) };
-//!         assert_eq!(f(call), call * 2);
-//!         native_calls += 1;
-//!     }
-//! #   if native_calls == 0 && call % 1000 == 999 { std::thread::sleep(std::time::Duration::from_millis(1)); }
-//! }
-//! assert!(native_calls > 0);
-//! ```
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod after_compile;
 mod backend;
@@ -57,9 +33,3 @@ pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
 pub use state::BeadState;
 pub use tiered::{TieredAdapter, TieredBound};
 pub use worker::{Broker, WorkerPool};
-
-/// The workspace README's examples (kiln-core's and kiln-std's), compiled
-/// and run as doctests here, where both crates are in reach.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -40,7 +40,7 @@ use crate::work::{CompileWork, entry_work};
 /// A bead registered with a [`TieredAdapter`]. Cloning shares the bead and
 /// its per-tier "queued" flags.
 ///
-/// The flags live in the bead's side-table entry (see `extras`), created by
+/// The flags live in the bead's side-table entry (off its hot words), created by
 /// the first promotion past tier 0: a bead that never climbs that far costs
 /// what a plain bead costs, and registering one allocates nothing more.
 #[derive(Debug, Clone)]

@@ -99,7 +99,7 @@ pub use pump::StdClock;
 pub use pump::{Budget, Clock, Handled, JobRunner, PumpReport, PumpStop, pump_jobs};
 pub use reclaim::ReclaimMode;
 pub use state::{BeadState, Generation, MAX_TIER};
-pub use stats::{Events, NoEvents, Stats};
+pub use stats::{Events, LogEvents, NoEvents, Stats};
 #[allow(deprecated)]
 pub use wake::{NoPump, Pump};
 pub use wake::{NoWake, WakeHook};

@@ -170,7 +170,7 @@ impl<B: JitBackend> BoundBead<B> {
         if let Ok(entry) = compiled {
             let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));
             if self.bead.install_built(built, true).is_none() {
-                log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
+                log::warn!(target: "kiln", "{}: eager install refused", self.bead.who());
             }
         }
         self.backend.after_compile(&self.bead);

@@ -132,7 +132,19 @@ impl Chain {
 
     /// Registers a new bead.
     pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
+        self.push_named(None, core, on_invalidate)
+    }
+
+    /// Registers a new bead named `name` (for log lines). The name is set
+    /// before the bead is linked, so every thread that reaches it sees it.
+    pub(crate) fn push_named(
+        &self,
+        name: Option<&str>,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Bead> {
         let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
+        bead.set_name(name.map(Arc::from));
         let linked = Arc::into_raw(Arc::clone(&bead));
         let mut links = self.links();
         // SAFETY: a linked tail is alive (`Links`), and the lock is held.
@@ -316,6 +328,25 @@ impl<P: HotnessPolicy> Beadie<P> {
     /// never dereferenced); `on_invalidate` runs once when it is invalidated.
     pub fn register(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
         self.chain.push(core, on_invalidate)
+    }
+
+    /// [`register`](Self::register), naming the function: every log line
+    /// about it starts with `name` (see [`logs`](crate::logs)). The name is
+    /// kept in the domain's side table, off the bead and off every call
+    /// path; [`Bead::name`] reads it back.
+    ///
+    /// ```
+    /// let beadie = kiln_std::Beadie::new();
+    /// let bead = beadie.register_named("fib", std::ptr::null_mut(), None);
+    /// assert_eq!(bead.name().as_deref(), Some("fib"));
+    /// ```
+    pub fn register_named(
+        &self,
+        name: &str,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Bead> {
+        self.chain.push_named(Some(name), core, on_invalidate)
     }
 
     /// On every call: the native entry if compiled, else `None` (interpret).

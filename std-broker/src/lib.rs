@@ -35,6 +35,7 @@ mod deopt;
 mod domain;
 mod extras;
 mod job;
+pub mod logs;
 mod policy;
 mod promote;
 mod reclaim;

@@ -254,7 +254,6 @@ where
         })
         .map_err(|refused| refused.error)?;
         self.counters.bailouts.bump();
-        debug!("kiln: bailout, decision {:?}", decision);
         self.events.deoptimized(bead, decision);
         Ok(decision)
     }
@@ -356,7 +355,6 @@ where
             })
             .map_err(|refused| refused.error)?;
         self.counters.invalidations.bump();
-        debug!("kiln: invalidated");
         self.events.invalidated(bead);
         Ok(changed.handed_back)
     }

@@ -135,7 +135,6 @@ where
                     }
                 }
                 self.counters.compiles.bump();
-                debug!("kiln: published tier {:?} in {:?} ticks", ticket.tier, ticks);
                 self.events.compiled(bead, ticket.tier, ticks);
                 Ok(())
             }
@@ -175,9 +174,8 @@ where
             Some(decision)
         });
         match applied {
-            Some(decision) => {
+            Some(_) => {
                 self.counters.failures.bump();
-                debug!("kiln: compile failed at tier {:?}, decision {:?}", ticket.tier, decision);
                 self.events.compile_failed(bead, ticket.tier);
                 true
             }

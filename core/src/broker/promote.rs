@@ -348,7 +348,6 @@ where
                     self.turned_away(evicted.bead.bead(), evicted.generation);
                 }
                 self.counters.promotions.bump();
-                debug!("kiln: promoted to tier {:?} ({:?}), priority {:?}", tier, kind, priority);
                 self.events.promoted(bead, tier, kind);
                 self.wake();
                 Ok(())
@@ -387,7 +386,6 @@ where
             bead.arm(self.policy.queue_full_wait(&stats).get(), 0);
         }
         self.counters.queue_full.bump();
-        debug!("kiln: queue full, bead cools down");
         self.events.queue_full(bead);
     }
 

@@ -16,11 +16,18 @@
 //! from an entry (the `on_invalidate` hook) run after it is released, so a
 //! hook may call back into kiln.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// An invalidation hook, as `register` takes it.
 pub(crate) type InvalidateHook = Box<dyn Fn() + Send + Sync>;
+
+/// A compile factory attached to a bead, type-erased: each adapter stores
+/// its own factory type here and downcasts it back (see
+/// `BackendAdapter::attach`). An `Arc`, so the compile that uses it clones
+/// it out and releases the table's lock before running it.
+pub(crate) type AttachedFactory = Arc<dyn Any + Send + Sync>;
 
 /// One bead's rarely used parts.
 #[derive(Default)]
@@ -32,6 +39,8 @@ pub(crate) struct Extras {
     pub(crate) queued_tiers: u16,
     /// The function's name, given at registration, for log lines.
     pub(crate) name: Option<Arc<str>>,
+    /// The compile factory attached to the bead, if any.
+    pub(crate) factory: Option<AttachedFactory>,
 }
 
 /// The side table of one domain. See the module docs. Shared (an `Arc`)

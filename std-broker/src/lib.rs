@@ -33,6 +33,7 @@ mod code;
 pub mod compat;
 mod deopt;
 mod domain;
+mod entry;
 mod extras;
 mod job;
 pub mod logs;
@@ -53,6 +54,7 @@ pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
     TieredDeoptPolicy,
 };
+pub use entry::{EntryFn, TypedBound};
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
 pub use state::BeadState;

@@ -437,7 +437,7 @@ fn release_hook<B: JitBackend>(backend: &Arc<B>) -> ReleaseHook {
 /// Compile work: build the definition, compile it, attach the release hook.
 /// Called only by the promotion winner, so the `Arc` clone and the box
 /// happen once per promotion. A factory `Err` is a failed compile.
-fn backend_work<B: JitBackend>(
+pub(crate) fn backend_work<B: JitBackend>(
     backend: &Arc<B>,
     factory: impl FnOnce(&Arc<Bead>) -> Result<OsrBuild<B::FunctionDef>, CompileFailure> + Send + 'static,
 ) -> CompileWork {
@@ -471,7 +471,7 @@ fn fallible<D, E: std::fmt::Display>(
 }
 
 /// A fallible factory's error, as a failed compile's reason.
-fn factory_failure(error: impl std::fmt::Display) -> CompileFailure {
+pub(crate) fn factory_failure(error: impl std::fmt::Display) -> CompileFailure {
     CompileFailure::Factory(error.to_string())
 }
 

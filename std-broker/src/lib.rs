@@ -58,7 +58,7 @@ pub use entry::{EntryFn, TypedBound};
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
 pub use state::BeadState;
-pub use tiered::{TieredAdapter, TieredBound};
+pub use tiered::{TierBackend, TieredAdapter, TieredBound};
 pub use worker::{Broker, WorkerPool};
 
 /// The workspace README's examples (kiln-core's and kiln-std's), compiled

@@ -160,3 +160,46 @@ fn a_typed_bead_hands_out_callable_entries() {
     assert_eq!(typed.compiled().map(|f| f(5)), Some(10));
     assert_eq!(typed.bound().bead().name().as_deref(), Some("double"));
 }
+
+#[test]
+fn each_tier_compiles_with_its_backend_and_its_code_goes_back_to_it() {
+    use kiln_std::{HotnessPolicy, TierBackend, TieredAdapter, TieredDeoptPolicy};
+    let (baseline, optimising) = (Arc::new(Native::default()), Arc::new(Native::default()));
+    let policies: Vec<Box<dyn HotnessPolicy>> =
+        vec![Box::new(ThresholdPolicy::new(2)), Box::new(ThresholdPolicy::new(4))];
+    let backends = vec![
+        TierBackend::shared(Arc::clone(&baseline), |_bead| Ok::<Unary, CompileError>(double)),
+        TierBackend::shared(Arc::clone(&optimising), |_bead| Ok::<Unary, CompileError>(triple)),
+    ];
+    let config = BeadieConfig { workers: 0, ..BeadieConfig::default() };
+    let adapter = TieredAdapter::with_backends(policies, backends, TieredDeoptPolicy::default(), config);
+    let bound = adapter.register_named("scale", std::ptr::null_mut(), None);
+    let mut calls = 0;
+    while bound.current_tier() != Some(1) && calls < 1_000 {
+        adapter.on_invoke_backends(&bound);
+        adapter.beadie().pump(Budget::unlimited());
+        calls += 1;
+    }
+    assert_eq!(bound.current_tier(), Some(1), "climbed both tiers in {calls} calls");
+    assert_eq!(adapter.on_invoke_backends(&bound), Some(triple as Unary as *mut ()));
+
+    // The tier-up retired tier 0's code; a reload retires tier 1's. Each
+    // goes back to the backend that compiled it once quiescence is declared.
+    bound.reset_to_interpreter();
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    assert_eq!(*baseline.released.lock().unwrap(), vec![(double as Unary as *mut ()).addr()]);
+    assert_eq!(*optimising.released.lock().unwrap(), vec![(triple as Unary as *mut ()).addr()]);
+    assert_eq!(adapter.beadie().code_counts(), (2, 2));
+}
+
+#[test]
+#[should_panic(expected = "one backend per tier")]
+fn tiers_without_a_backend_each_are_refused() {
+    use kiln_std::{HotnessPolicy, TierBackend, TieredAdapter, TieredDeoptPolicy};
+    let policies: Vec<Box<dyn HotnessPolicy>> =
+        vec![Box::new(ThresholdPolicy::new(2)), Box::new(ThresholdPolicy::new(4))];
+    let backends = vec![TierBackend::new(Native::default(), |_bead| Ok::<Unary, CompileError>(double))];
+    TieredAdapter::with_backends(policies, backends, TieredDeoptPolicy::default(), BeadieConfig::default());
+}

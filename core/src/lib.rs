@@ -77,7 +77,7 @@ mod stats;
 mod sync;
 mod wake;
 
-pub use bead::{Bead, BeadRef};
+pub use bead::{AsBead, Bead, BeadRef, HandleOf};
 pub use broker::{Broker, CallCount, ClaimError};
 pub use compiler::{CodeHandle, Compiled, Compiler, NullEntry};
 pub use deopt::{

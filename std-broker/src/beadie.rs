@@ -14,7 +14,7 @@ use crate::code::{HostPanics, NativeCode};
 use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
 use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
 use crate::promote;
-use crate::work::{code_work, entry_work, osr_work};
+use crate::work::{code_work, entry_work, osr_work, try_code_work};
 use crate::worker::WorkerPool;
 
 /// An OSR-aware compile's output: the normal entry plus one entry per hot
@@ -403,6 +403,31 @@ impl<P: HotnessPolicy> Beadie<P> {
         F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
     {
         promote::on_backedge(bead, site, || code_work(compile))
+    }
+
+    /// [`on_invoke_code`](Self::on_invoke_code) for compiles that may fail
+    /// (kiln-only): an `Err` is a failed compile
+    /// ([`CompileFailure::Factory`](crate::CompileFailure::Factory) with the
+    /// error's message, in the failure's log line), handled by kiln's
+    /// failure policy; the bead keeps the code it runs, or interprets.
+    #[inline(always)]
+    pub fn try_on_invoke_code<F, E>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> Result<NativeCode, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        promote::on_invoke(bead, |_| try_code_work(compile))
+    }
+
+    /// [`on_backedge_code`](Self::on_backedge_code) for compiles that may
+    /// fail (see [`try_on_invoke_code`](Self::try_on_invoke_code)).
+    #[inline(always)]
+    pub fn try_on_backedge_code<F, E>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> Result<NativeCode, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        promote::on_backedge(bead, site, || try_code_work(compile))
     }
 
     /// [`submit`](Self::submit) for compiles that return [`NativeCode`]

@@ -203,3 +203,31 @@ fn tiers_without_a_backend_each_are_refused() {
     let backends = vec![TierBackend::new(Native::default(), |_bead| Ok::<Unary, CompileError>(double))];
     TieredAdapter::with_backends(policies, backends, TieredDeoptPolicy::default(), BeadieConfig::default());
 }
+
+#[test]
+fn beadie_takes_fallible_compiles_too() {
+    use kiln_std::{Beadie, NativeCode};
+    let config = BeadieConfig { workers: 0, ..BeadieConfig::default() };
+    let beadie = Beadie::with_config(ThresholdPolicy::new(1), config);
+    let failing = beadie.register_named("failing", std::ptr::null_mut(), None);
+    assert_eq!(beadie.try_on_invoke_code(&failing, |_| Err::<NativeCode, _>("verifier said no")), None);
+    beadie.pump(Budget::unlimited());
+    assert_eq!((beadie.stats().failures, failing.compiled()), (1, None));
+
+    let working = beadie.register(std::ptr::null_mut(), None);
+    let code = || Ok::<_, CompileError>(NativeCode::new(triple as Unary as *mut ()));
+    beadie.try_on_invoke_code(&working, move |_| code());
+    beadie.pump(Budget::unlimited());
+    assert_eq!(working.compiled(), Some(triple as Unary as *mut ()));
+
+    let looping = beadie.register(std::ptr::null_mut(), None);
+    for _ in 0..1_000 {
+        beadie
+            .try_on_backedge_code(&looping, 2, |_| Ok::<_, CompileError>(NativeCode::new(double as Unary as *mut ())));
+        beadie.pump(Budget::unlimited());
+        if looping.compiled().is_some() {
+            break;
+        }
+    }
+    assert_eq!(looping.compiled(), Some(double as Unary as *mut ()));
+}

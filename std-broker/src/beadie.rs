@@ -132,11 +132,12 @@ impl Chain {
 
     /// Registers a new bead.
     pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
-        self.push_named(None, core, on_invalidate)
+        self.link(Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate))
     }
 
-    /// Registers a new bead named `name` (for log lines). The name is set
-    /// before the bead is linked, so every thread that reaches it sees it.
+    /// Registers a new bead named `name` (for log lines), or unnamed. The
+    /// name is set before the bead is linked, so every thread that reaches
+    /// it sees it.
     pub(crate) fn push_named(
         &self,
         name: Option<&str>,
@@ -144,7 +145,15 @@ impl Chain {
         on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> Arc<Bead> {
         let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
-        bead.set_name(name.map(Arc::from));
+        if let Some(name) = name {
+            bead.set_name(Some(Arc::from(name)));
+        }
+        self.link(bead)
+    }
+
+    /// Links `bead` last and returns it.
+    #[inline(always)]
+    fn link(&self, bead: Arc<Bead>) -> Arc<Bead> {
         let linked = Arc::into_raw(Arc::clone(&bead));
         let mut links = self.links();
         // SAFETY: a linked tail is alive (`Links`), and the lock is held.

@@ -237,3 +237,24 @@ fn back_edge_osr_through_the_backend_adapter_then_reload_and_quiesce() {
     assert_counts_agree(&adapter);
     assert_eq!(adapter.beadie().parked_code(), 0, "nothing parked: all freed or live");
 }
+
+#[test]
+fn attached_factory_and_typed_entry_with_cranelift() {
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(10));
+    // The definition's source moves into the factory once; calls pass nothing.
+    let bound = adapter.register_with("fib", ptr::null_mut(), |_bead| Ok::<_, kiln_std::CompileError>(fib_def()));
+    // SAFETY: `fib_def` compiles to an `extern "C" fn(i64) -> i64`, and
+    // nothing else is swapped into this bead.
+    let fib = unsafe { bound.typed::<extern "C" fn(i64) -> i64>() };
+    assert!(wait_until(|| fib.on_invoke().is_some()));
+    assert_eq!(fib.on_invoke().map(|native| native(20)), Some(6765));
+    assert_eq!(fib.bead().name().as_deref(), Some("fib"));
+
+    // Back to the interpreter and reclaimed: the backend freed the unit.
+    fib.bound().reload();
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    assert!(wait_until(|| adapter.backend().stats().freed == 1));
+    assert_counts_agree(&adapter);
+}

@@ -29,7 +29,16 @@ use crate::osr::OsrTable;
 use crate::state::{AtomicStateWord, BeadState, Generation, Phase, StateWord};
 use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
-/// The per-function promotion record. See the module docs for its layout.
+/// The per-function promotion record: 64 bytes, its first word the
+/// final-tier entry (the compiled path's one Acquire load), then the call
+/// countdown, the state word (lifecycle, installed tier, generation), the
+/// warm entry, the OSR table, the installed code's handle, the host's
+/// function pointer and the call, back-edge and bailout counters. Counting
+/// is a plain load and store (a lost count is harmless; the promotion
+/// winner is picked by a CAS on the state word). Put beads wherever suits
+/// the host (a `static`, an arena, a `Box`, an `Arc`, a
+/// [`BeadPool`](crate::BeadPool)); a broker refers to them through a
+/// [`BeadRef`].
 ///
 /// 64 bytes at word alignment, not aligned to a cache line: alignment would
 /// send every heap bead down the allocator's aligned path and round a bead

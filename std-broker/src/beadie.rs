@@ -577,7 +577,10 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     /// Registers the calling thread for automatic reclamation: once every
     /// registered thread reported [`QuiescentThread::quiescent`] since the
-    /// last round, the workers release retired code (see `domain`'s docs).
+    /// last round, the workers release retired code. Without registered
+    /// threads or [`quiesce`](Self::quiesce), retired code is never handed
+    /// back to its backend (kiln cannot prove it idle): it is parked until
+    /// the `Beadie` drops.
     pub fn register_thread(&self) -> QuiescentThread {
         let domain = Arc::clone(&self.chain.domain);
         let slot = domain.register_thread();

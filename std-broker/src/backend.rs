@@ -232,6 +232,18 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
         BoundBead { bead: self.beadie.register(core, on_invalidate), backend: Arc::clone(&self.backend) }
     }
 
+    /// Registers a function named `name` (for log lines, see
+    /// [`logs`](crate::logs)); otherwise as [`register`](Self::register).
+    pub fn register_named(
+        &self,
+        name: &str,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> BoundBead<B> {
+        let bead = self.beadie.chain().push_named(Some(name), core, on_invalidate);
+        BoundBead { bead, backend: Arc::clone(&self.backend) }
+    }
+
     /// On every call: the native entry if compiled, else `None`. The call
     /// that makes the function hot hands `factory` to a worker thread,
     /// which builds the definition and compiles it with the backend.

@@ -117,7 +117,8 @@ fn try_on_invoke_and_try_on_backedge_take_fallible_factories() {
 #[test]
 fn a_call_without_an_attached_factory_fails_its_compile_and_attach_later_fixes_it() {
     let adapter = adapter(1);
-    let bound = adapter.register(std::ptr::null_mut(), None);
+    let bound = adapter.register_named("late", std::ptr::null_mut(), None);
+    assert_eq!(bound.bead().name().as_deref(), Some("late"));
     assert_eq!(adapter.on_invoke_attached(&bound), None);
     pump(&adapter);
     assert_eq!(adapter.beadie().stats().failures, 1, "no factory: a failed compile, not a panic");

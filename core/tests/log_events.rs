@@ -59,7 +59,7 @@ fn one_line_per_transition() {
     broker.pump(&mut Jit { good: &good }, Budget::unlimited());
     broker.invalidate(&good).unwrap();
 
-    let at = |bead: &Bead| format!("bead {:?}:", std::ptr::from_ref(bead).addr());
+    let at = |bead: &Bead| format!("bead@{:?}:", std::ptr::from_ref(bead));
     let lines = LINES.lock().unwrap().clone();
     let about = |bead: &Bead| lines.iter().filter(|(_, text)| text.starts_with(&at(bead))).cloned().collect::<Vec<_>>();
     let good_lines: Vec<String> = about(&good).into_iter().map(|(_, text)| text).collect();
@@ -75,5 +75,5 @@ fn one_line_per_transition() {
     let bad_lines = about(&bad);
     assert_eq!(bad_lines.len(), 2, "promoted, failed: {lines:#?}");
     assert_eq!(bad_lines[1], (log::Level::Warn, format!("{} compile at tier 0 failed", at(&bad))));
-    assert!(lines.iter().all(|(_, text)| text.starts_with("bead ")), "no unnamed line from the broker: {lines:#?}");
+    assert!(lines.iter().all(|(_, text)| text.starts_with("bead@")), "no unnamed line from the broker: {lines:#?}");
 }

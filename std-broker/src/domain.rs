@@ -153,6 +153,12 @@ impl kiln_core::Events for LogEvents {
             logged(|| log::debug!(target: "kiln", "{who}: invalidated"));
         }
     }
+    fn evicted(&self, bead: &kiln_core::Bead) {
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let who = self.who(bead);
+            logged(|| log::debug!(target: "kiln", "{who}: evicted (code memory), back to the interpreter"));
+        }
+    }
     fn released(&self, code: CodeHandle) {
         logged(|| log::trace!(target: "kiln", "code at {:#x} released", code.get()));
     }

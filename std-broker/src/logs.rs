@@ -19,14 +19,16 @@
 //! | `debug` | `fib: queue full, cools down before asking again` | a promotion found the queue full |
 //! | `debug` | `fib: bailed out, Recompile` | compiled code bailed out and the deopt policy decided |
 //! | `debug` | `fib: invalidated` | the function is gone |
+//! | `debug` | `fib: evicted (code memory), back to the interpreter` | a code-memory budget evicted the function's code |
 //! | `warn` | `fib: reload refused: …`, `fib: swap refused: …` | a host request kiln could not apply |
 //! | `error` | `host callback compile panicked (caught; kiln goes on): …` | a host callback panicked (see [`Beadie::host_panics`](crate::Beadie::host_panics)) |
 //! | `trace` | `code at 0x… released` | retired code went back to its backend |
 //! | `trace` | `pump: ran 2 jobs (1 published, 1 failed, 0 stale, 0 dropped) in 23.4 µs, 0 left` | a worker pumped the queue |
 //!
-//! A few transitions only kiln-core sees (an eviction, a stale compile
-//! result, an abandoned job, a decayed blacklist) are logged by kiln-core
-//! at `debug`, also under target `kiln`; they are not repeated here.
+//! A few transitions only kiln-core sees (a stale compile result, an
+//! abandoned job, a decayed blacklist) are logged by kiln-core at `debug`,
+//! also under target `kiln`, naming the bead by address (`bead@0x…`); they
+//! are not repeated here.
 //!
 //! The logger is host code: kiln-std calls it under `catch_unwind`
 //! ([`logger_panics`](crate::logger_panics) counts its panics). Names are

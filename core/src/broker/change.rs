@@ -281,7 +281,7 @@ where
             bead.arm(pause.get(), 0);
         })
         .map_err(|refused| refused.error)?;
-        debug!("kiln: evicted");
+        self.events.evicted(bead);
         Ok(())
     }
 

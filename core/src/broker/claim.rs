@@ -140,7 +140,7 @@ where
             }
             Err(refused) => {
                 self.counters.stale_results.bump();
-                debug!("kiln: stale compile result released");
+                debug!("bead@{:?}: stale compile result released", core::ptr::from_ref(bead));
                 // A publish offers code, so a refusal always hands it back.
                 Err(refused.value.unwrap_or_else(|| unreachable!()))
             }
@@ -200,6 +200,6 @@ where
             }
         });
         self.counters.abandoned.bump();
-        debug!("kiln: job abandoned, bead back at rest");
+        debug!("bead@{:?}: job abandoned, back at rest", core::ptr::from_ref(bead));
     }
 }

@@ -304,7 +304,11 @@ where
                     won
                 });
                 if won {
-                    debug!("kiln: blacklist decayed, generation {:?}", word.generation().get());
+                    debug!(
+                        "bead@{:?}: blacklist decayed, generation {:?}",
+                        core::ptr::from_ref(bead),
+                        word.generation().get()
+                    );
                 }
                 bead.arm(1, 1);
             }

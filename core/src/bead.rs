@@ -352,6 +352,58 @@ impl BeadRef for &Bead {
     }
 }
 
+/// Anything a broker method that only looks at a bead accepts: the
+/// [`Bead`] itself (`broker.reload(&bead)`, `broker.reload(BEAD)` for a
+/// `&'static Bead`), or any [`BeadRef`] handle (`broker.reload(&handle)`).
+///
+/// Before, those methods took `&impl BeadRef`, and the only `BeadRef` for a
+/// plain bead is `&Bead`, so a host wrote `broker.reload(&&bead)`; that
+/// still compiles, and `&bead` now does too.
+pub trait AsBead {
+    /// The bead.
+    fn as_bead(&self) -> &Bead;
+}
+
+impl AsBead for Bead {
+    #[inline(always)]
+    fn as_bead(&self) -> &Bead {
+        self
+    }
+}
+
+impl<H: BeadRef> AsBead for H {
+    #[inline(always)]
+    fn as_bead(&self) -> &Bead {
+        self.bead()
+    }
+}
+
+/// Anything a broker method that may queue a job accepts, as a reference:
+/// a handle `H` (`broker.on_invoke(&handle)`), or, when `H` is `&'b Bead`,
+/// the bead itself (`broker.on_invoke(&bead)`). The queue's handle is made
+/// by [`to_handle`](Self::to_handle) only when a job is queued.
+///
+/// Before, those methods took `&H`, so with `H = &Bead` a host wrote
+/// `broker.on_invoke(&&bead)`; that still compiles (`&Bead` is an `H`).
+pub trait HandleOf<'b, H>: AsBead {
+    /// The handle the queue keeps.
+    fn to_handle(&'b self) -> H;
+}
+
+impl<'b, H: BeadRef> HandleOf<'b, H> for H {
+    #[inline(always)]
+    fn to_handle(&'b self) -> H {
+        self.clone()
+    }
+}
+
+impl<'b> HandleOf<'b, &'b Bead> for Bead {
+    #[inline(always)]
+    fn to_handle(&'b self) -> &'b Bead {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,20 +35,3 @@ macro_rules! debug {
 macro_rules! warn {
     ($($arg:tt)+) => { log_at!(warn, $($arg)+) };
 }
-
-/// Wraps a value that is only `Debug` (a compiler's error type) so it can be
-/// logged by either back-end; defmt formats it through `Debug2Format`.
-pub(crate) struct Dbg<T>(pub(crate) T);
-
-impl<T: core::fmt::Debug> core::fmt::Debug for Dbg<T> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-#[cfg(feature = "defmt")]
-impl<T: core::fmt::Debug> defmt::Format for Dbg<T> {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "{:?}", defmt::Debug2Format(&self.0))
-    }
-}

@@ -201,8 +201,7 @@ impl<'b, H> Job<'b, H> {
                     JobOutcome::Stale
                 }
             },
-            Err(error) => {
-                warn!("kiln: compile failed: {:?}", crate::fmt::Dbg(&error));
+            Err(_) => {
                 let owner = self.owner;
                 let ticket = self.take();
                 if owner.finish_failed(&ticket) { JobOutcome::Failed } else { JobOutcome::Stale }

@@ -26,7 +26,7 @@ mod stats;
 mod sync;
 mod wake;
 
-pub use bead::{Bead, BeadRef};
+pub use bead::{AsBead, Bead, BeadRef, HandleOf};
 pub use broker::{Broker, CallCount, ClaimError};
 pub use compiler::{CodeHandle, Compiled, Compiler, NullEntry};
 pub use deopt::{
@@ -49,7 +49,7 @@ pub use pump::StdClock;
 pub use pump::{Budget, Clock, Handled, JobRunner, PumpReport, PumpStop, pump_jobs};
 pub use reclaim::ReclaimMode;
 pub use state::{BeadState, Generation, MAX_TIER};
-pub use stats::{Events, NoEvents, Stats};
+pub use stats::{Events, LogEvents, NoEvents, Stats};
 #[allow(deprecated)]
 pub use wake::{NoPump, Pump};
 pub use wake::{NoWake, WakeHook};

@@ -1,4 +1,12 @@
-//! Observability: an [`Events`] hook with no-op defaults, and counters.
+//! Observability: an [`Events`] hook with no-op defaults, [`LogEvents`]
+//! (one log line per transition), and counters.
+//!
+//! Each transition is logged once, by the events the broker was built
+//! with, never by the broker itself: a layer above (kiln-std) that knows
+//! more (the function's name, the compile's error, the clock) logs it with
+//! its own events, and no second line appears. Transitions without an
+//! event (a stale result, an abandoned job, a decayed blacklist) are logged
+//! by the broker at `debug`, target `kiln`, naming the bead by address.
 //!
 //! Events are called outside the broker's lock, on whichever thread took the
 //! transition (an interpreter thread for promotions, a pumper for compiles),
@@ -42,6 +50,11 @@ pub trait Events {
     fn invalidated(&self, bead: &Bead) {
         let _ = bead;
     }
+    /// A bead's code was evicted ([`Broker::evict`](crate::Broker::evict),
+    /// a code-memory budget): back to the interpreter, not a bailout.
+    fn evicted(&self, bead: &Bead) {
+        let _ = bead;
+    }
     /// Retired code was handed back to the compiler.
     fn released(&self, code: CodeHandle) {
         let _ = code;
@@ -73,9 +86,56 @@ impl<E: Events + ?Sized> Events for &E {
     fn invalidated(&self, bead: &Bead) {
         (**self).invalidated(bead)
     }
+    fn evicted(&self, bead: &Bead) {
+        (**self).evicted(bead)
+    }
     fn released(&self, code: CodeHandle) {
         (**self).released(code)
     }
+}
+
+/// Events that log each transition once, at `debug` (a failed compile at
+/// `warn`), target `kiln`, through the crate's `log` or `defmt` feature
+/// (nothing without either). Lines name the bead by address; `ticks` are
+/// the pump clock's units, printed as given. A host that knows more (names,
+/// durations) writes its own [`Events`] instead, as kiln-std does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogEvents;
+
+impl Events for LogEvents {
+    fn promoted(&self, bead: &Bead, tier: u8, kind: JobKind) {
+        debug!("bead@{:?}: promoted to tier {:?} ({:?})", bead_address(bead), tier, kind);
+    }
+    fn queue_full(&self, bead: &Bead) {
+        debug!("bead@{:?}: queue full, cools down", bead_address(bead));
+    }
+    fn compiled(&self, bead: &Bead, tier: u8, ticks: Option<u64>) {
+        match ticks {
+            Some(ticks) => debug!("bead@{:?}: compiled at tier {:?} in {:?} ticks", bead_address(bead), tier, ticks),
+            None => debug!("bead@{:?}: compiled at tier {:?}", bead_address(bead), tier),
+        }
+    }
+    fn compile_failed(&self, bead: &Bead, tier: u8) {
+        warn!("bead@{:?}: compile at tier {:?} failed", bead_address(bead), tier);
+    }
+    fn deoptimized(&self, bead: &Bead, decision: DeoptDecision) {
+        debug!("bead@{:?}: bailout, {:?}", bead_address(bead), decision);
+    }
+    fn invalidated(&self, bead: &Bead) {
+        debug!("bead@{:?}: invalidated", bead_address(bead));
+    }
+    fn evicted(&self, bead: &Bead) {
+        debug!("bead@{:?}: evicted", bead_address(bead));
+    }
+    fn released(&self, code: CodeHandle) {
+        trace!("code {:?} released", code.get());
+    }
+}
+
+/// A bead's address, for log lines (a pointer: both `log` and `defmt`
+/// format it in hex).
+fn bead_address(bead: &Bead) -> *const Bead {
+    core::ptr::from_ref(bead)
 }
 
 /// A snapshot of the broker's counters.

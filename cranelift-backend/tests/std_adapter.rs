@@ -190,3 +190,71 @@ fn kiln_std_budget_evicts_after_the_compile_not_inside_it() {
     let stats = adapter.backend().inner.stats();
     assert_eq!((stats.live_units, stats.resident_bytes, stats.evicting_bytes), (1, 4096, 0), "{stats:?}");
 }
+
+/// kiln-std's ledger and the backend's unit counts, side by side: every
+/// unit kiln-std published is one the backend compiled, and every unit
+/// kiln-std released is one the backend freed.
+fn assert_counts_agree(adapter: &BackendAdapter<CraneliftBackend>) {
+    let (published, released) = adapter.beadie().code_counts();
+    let stats = adapter.backend().stats();
+    assert_eq!(published, stats.compiled, "published by kiln-std vs compiled by the backend: {stats:?}");
+    assert_eq!(released, stats.freed, "released by kiln-std vs freed by the backend: {stats:?}");
+    assert_eq!((published - released) as usize, stats.live_units, "live units: {stats:?}");
+}
+
+#[test]
+fn back_edge_osr_through_the_backend_adapter_then_reload_and_quiesce() {
+    // A function called once whose loop runs long: only its back-edges
+    // count (a tenth of a call each), so the loop is what makes it hot.
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(10));
+    let bound = adapter.register(ptr::null_mut(), None);
+    let mut osr = None;
+    assert!(wait_until(|| {
+        osr = adapter.on_backedge(&bound, SUM_LOOP, |_bead| sum_def());
+        osr.is_some()
+    }));
+    // SAFETY: `sum_def`'s OSR entry is (i, acc, n) -> i64, installed and
+    // not retired while this thread has not quiesced.
+    assert_eq!(unsafe { call3(osr.unwrap(), 5, 10, 10) }, 45);
+    let entry = bound.bead().compiled().expect("the entry was published with the OSR table");
+    // SAFETY: `sum_def` is (i64) -> i64.
+    assert_eq!(unsafe { call1(entry, 10) }, 45);
+    assert_eq!(adapter.backend().stats().compiled, 1, "compiled once, by the backend's compile_with_osr");
+    assert_counts_agree(&adapter);
+
+    // Reload retires the unit; the next back-edges compile it again.
+    assert_eq!(bound.reload(), kiln_std::ReloadOutcome::WillRecompile);
+    assert_eq!(bound.bead().osr_entry(SUM_LOOP), None, "the retired table is gone");
+    assert!(wait_until(|| adapter.on_backedge(&bound, SUM_LOOP, |_bead| sum_def()).is_some()));
+    assert_eq!(adapter.backend().stats().compiled, 2);
+
+    // Two quiesce rounds free the retired unit through `JitBackend::release`.
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    assert!(wait_until(|| adapter.backend().stats().freed == 1));
+    assert_eq!(adapter.backend().stats().live_units, 1);
+    assert_counts_agree(&adapter);
+    assert_eq!(adapter.beadie().parked_code(), 0, "nothing parked: all freed or live");
+}
+
+#[test]
+fn attached_factory_and_typed_entry_with_cranelift() {
+    let adapter = BackendAdapter::with_policy(backend(), kiln_std::ThresholdPolicy::new(10));
+    // The definition's source moves into the factory once; calls pass nothing.
+    let bound = adapter.register_with("fib", ptr::null_mut(), |_bead| Ok::<_, kiln_std::CompileError>(fib_def()));
+    // SAFETY: `fib_def` compiles to an `extern "C" fn(i64) -> i64`, and
+    // nothing else is swapped into this bead.
+    let fib = unsafe { bound.typed::<extern "C" fn(i64) -> i64>() };
+    assert!(wait_until(|| fib.on_invoke().is_some()));
+    assert_eq!(fib.on_invoke().map(|native| native(20)), Some(6765));
+    assert_eq!(fib.bead().name().as_deref(), Some("fib"));
+
+    // Back to the interpreter and reclaimed: the backend freed the unit.
+    fib.bound().reload();
+    for _ in 0..3 {
+        adapter.beadie().quiesce();
+    }
+    assert!(wait_until(|| adapter.backend().stats().freed == 1));
+    assert_counts_agree(&adapter);
+}

@@ -170,7 +170,7 @@ impl<B: JitBackend> BoundBead<B> {
         if let Ok(entry) = compiled {
             let built = self.bead.built(entry, Vec::new(), Some(release_hook(&self.backend)));
             if self.bead.install_built(built, true).is_none() {
-                log::warn!(target: "kiln", "eager install of {:p} refused", Arc::as_ptr(&self.bead));
+                log::warn!(target: "kiln", "{}: eager install refused", self.bead.who());
             }
         }
         self.backend.after_compile(&self.bead);
@@ -232,6 +232,18 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
         BoundBead { bead: self.beadie.register(core, on_invalidate), backend: Arc::clone(&self.backend) }
     }
 
+    /// Registers a function named `name` (for log lines, see
+    /// [`logs`](crate::logs)); otherwise as [`register`](Self::register).
+    pub fn register_named(
+        &self,
+        name: &str,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> BoundBead<B> {
+        let bead = self.beadie.chain().push_named(Some(name), core, on_invalidate);
+        BoundBead { bead, backend: Arc::clone(&self.backend) }
+    }
+
     /// On every call: the native entry if compiled, else `None`. The call
     /// that makes the function hot hands `factory` to a worker thread,
     /// which builds the definition and compiles it with the backend.
@@ -241,7 +253,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
     {
         promote::on_invoke(&bound.bead, |_| {
-            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+            backend_work(&bound.backend, infallible(move |bead| OsrBuild { def: factory(bead), osr: Vec::new() }))
         })
     }
 
@@ -252,7 +264,7 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     where
         F: FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
     {
-        promote::on_invoke(&bound.bead, |_| backend_work(&bound.backend, factory))
+        promote::on_invoke(&bound.bead, |_| backend_work(&bound.backend, infallible(factory)))
     }
 
     /// A loop back-edge probe at `site` inside a long-running interpreted
@@ -268,8 +280,133 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
         F: FnOnce(&Arc<Bead>) -> B::FunctionDef + Send + 'static,
     {
         promote::on_backedge(&bound.bead, site, || {
-            backend_work(&bound.backend, move |bead| OsrBuild { def: factory(bead), osr: Vec::new() })
+            backend_work(&bound.backend, infallible(move |bead| OsrBuild { def: factory(bead), osr: Vec::new() }))
         })
+    }
+
+    /// [`on_invoke`](Self::on_invoke) with a fallible factory: an `Err`
+    /// (the host could not build the definition) is a failed compile,
+    /// [`CompileFailure::Factory`] with the error's message, handled by
+    /// kiln's failure policy like a backend error.
+    #[inline(always)]
+    pub fn try_on_invoke<F, E>(&self, bound: &BoundBead<B>, factory: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        promote::on_invoke(&bound.bead, |_| backend_work(&bound.backend, fallible(factory)))
+    }
+
+    /// [`on_backedge`](Self::on_backedge) with a fallible factory (see
+    /// [`try_on_invoke`](Self::try_on_invoke)).
+    #[inline(always)]
+    pub fn try_on_backedge<F, E>(&self, bound: &BoundBead<B>, site: u64, factory: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        promote::on_backedge(&bound.bead, site, || backend_work(&bound.backend, fallible(factory)))
+    }
+
+    /// Registers a function named `name` (for log lines, see
+    /// [`logs`](crate::logs)) with its compile factory attached, so that
+    /// calls pass no closure: use [`on_invoke_attached`](Self::on_invoke_attached)
+    /// and [`on_backedge_attached`](Self::on_backedge_attached).
+    ///
+    /// The factory runs on the compiling thread, once per compile (a
+    /// reload or a recompile after a bailout runs it again). An `Err` is a
+    /// failed compile ([`CompileFailure::Factory`]). See
+    /// [`attach`](Self::attach) for why it is `'static`.
+    pub fn register_with<F, E>(&self, name: &str, core: CoreHandle, factory: F) -> BoundBead<B>
+    where
+        F: Fn(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        let bound = BoundBead {
+            bead: self.beadie.chain().push_named(Some(name), core, None),
+            backend: Arc::clone(&self.backend),
+        };
+        self.attach(&bound, factory);
+        bound
+    }
+
+    /// Attaches `factory` to `bound`'s bead (replacing any attached
+    /// before): the next compile started by an `*_attached` call uses it.
+    /// It lives in the domain's side table, not on the bead, so beads
+    /// without one pay nothing.
+    ///
+    /// # Why `'static`
+    ///
+    /// The factory is kept by the bead's domain, which outlives the
+    /// adapter while any bead or queued job holds it, and it runs on a
+    /// worker thread at a time no borrow can be checked against. So it
+    /// must own what it uses. The cost that the `'static` bound used to
+    /// impose, one `Arc` clone of the host's program per interpreted call
+    /// to build a closure, is gone: the `Arc` is moved into the factory
+    /// once, here, and calls pass nothing.
+    pub fn attach<F, E>(&self, bound: &BoundBead<B>, factory: F)
+    where
+        F: Fn(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        self.attach_osr(bound, move |bead| factory(bead).map(|def| OsrBuild { def, osr: Vec::new() }));
+    }
+
+    /// [`attach`](Self::attach) for factories whose definitions come with
+    /// OSR entries (see [`on_invoke_osr`](Self::on_invoke_osr)).
+    pub fn attach_osr<F, E>(&self, bound: &BoundBead<B>, factory: F)
+    where
+        F: Fn(&Arc<Bead>) -> Result<OsrBuild<B::FunctionDef>, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        let factory: AttachedFactory<B::FunctionDef> = Arc::new(move |bead| factory(bead).map_err(factory_failure));
+        bound.bead.update_extras(|extras| extras.factory = Some(Arc::new(factory)));
+    }
+
+    /// On every call, with the factory attached to the bead: the native
+    /// entry if compiled, else `None` (interpret). The call that makes the
+    /// function hot queues a compile that runs the attached factory; if
+    /// none is attached, that compile fails ([`CompileFailure::NoFactory`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use kiln_std::{BackendAdapter, Bead, CompileError, JitBackend, ThresholdPolicy};
+    /// # struct Native;
+    /// # impl JitBackend for Native {
+    /// #     type FunctionDef = extern "C" fn(i64) -> i64;
+    /// #     type Error = CompileError;
+    /// #     fn compile(&self, _: &Arc<Bead>, def: Self::FunctionDef) -> Result<*mut (), CompileError> {
+    /// #         Ok(def as *mut ())
+    /// #     }
+    /// # }
+    /// extern "C" fn double(x: i64) -> i64 { x * 2 }
+    ///
+    /// let adapter = BackendAdapter::with_policy(Native, ThresholdPolicy::new(10));
+    /// let program = Arc::new(vec![double as extern "C" fn(i64) -> i64]);
+    /// // The program moves into the factory once; calls pass nothing.
+    /// let bound = adapter.register_with("double", std::ptr::null_mut(), move |_bead| {
+    ///     program.first().copied().ok_or("no such function")
+    /// });
+    /// let mut entry = None;
+    /// while entry.is_none() {
+    ///     entry = adapter.on_invoke_attached(&bound);
+    /// #   std::thread::yield_now();
+    /// }
+    /// assert_eq!(entry, Some(double as extern "C" fn(i64) -> i64 as *mut ()));
+    /// ```
+    #[inline(always)]
+    pub fn on_invoke_attached(&self, bound: &BoundBead<B>) -> Option<*mut ()> {
+        promote::on_invoke(&bound.bead, |_| attached_work(&bound.backend))
+    }
+
+    /// A loop back-edge probe with the factory attached to the bead: the
+    /// OSR entry for `site` if the installed code has one; otherwise the
+    /// probe that makes the loop hot queues a compile that runs the
+    /// attached factory through [`JitBackend::compile_with_osr`] (see
+    /// [`on_backedge`](Self::on_backedge)).
+    #[inline(always)]
+    pub fn on_backedge_attached(&self, bound: &BoundBead<B>, site: u64) -> Option<*mut ()> {
+        promote::on_backedge(&bound.bead, site, || attached_work(&bound.backend))
     }
 
     /// Drops invalidated beads from the chain.
@@ -311,14 +448,14 @@ fn release_hook<B: JitBackend>(backend: &Arc<B>) -> ReleaseHook {
 
 /// Compile work: build the definition, compile it, attach the release hook.
 /// Called only by the promotion winner, so the `Arc` clone and the box
-/// happen once per promotion.
-fn backend_work<B: JitBackend>(
+/// happen once per promotion. A factory `Err` is a failed compile.
+pub(crate) fn backend_work<B: JitBackend>(
     backend: &Arc<B>,
-    factory: impl FnOnce(&Arc<Bead>) -> OsrBuild<B::FunctionDef> + Send + 'static,
+    factory: impl FnOnce(&Arc<Bead>) -> Result<OsrBuild<B::FunctionDef>, CompileFailure> + Send + 'static,
 ) -> CompileWork {
     let backend = Arc::clone(backend);
     Box::new(move |bead, _tier| {
-        let OsrBuild { def, mut osr } = factory(bead);
+        let OsrBuild { def, mut osr } = factory(bead)?;
         // Armed before the compile so that it fires however the compile
         // ends, a panic included.
         let _after = AfterCompile(Some((Arc::clone(&backend), Arc::clone(bead))));
@@ -328,6 +465,40 @@ fn backend_work<B: JitBackend>(
         // A null entry is refused later (`NullEntry`) without running the hook.
         let release = NonNull::new(entry).map(|_| release_hook(&backend));
         Ok(bead.built(entry, osr, release))
+    })
+}
+
+/// A factory that cannot fail, as `backend_work` takes it.
+fn infallible<D>(
+    factory: impl FnOnce(&Arc<Bead>) -> OsrBuild<D> + Send + 'static,
+) -> impl FnOnce(&Arc<Bead>) -> Result<OsrBuild<D>, CompileFailure> + Send + 'static {
+    move |bead| Ok(factory(bead))
+}
+
+/// A fallible factory without OSR entries, as `backend_work` takes it.
+fn fallible<D, E: std::fmt::Display>(
+    factory: impl FnOnce(&Arc<Bead>) -> Result<D, E> + Send + 'static,
+) -> impl FnOnce(&Arc<Bead>) -> Result<OsrBuild<D>, CompileFailure> + Send + 'static {
+    move |bead| factory(bead).map(|def| OsrBuild { def, osr: Vec::new() }).map_err(factory_failure)
+}
+
+/// A fallible factory's error, as a failed compile's reason.
+pub(crate) fn factory_failure(error: impl std::fmt::Display) -> CompileFailure {
+    CompileFailure::Factory(error.to_string())
+}
+
+/// The compile factory attached to a bead (see [`BackendAdapter::attach`]),
+/// as the side table stores it for a backend whose definitions are `D`.
+type AttachedFactory<D> = Arc<dyn Fn(&Arc<Bead>) -> Result<OsrBuild<D>, CompileFailure> + Send + Sync>;
+
+/// Compile work that finds the bead's attached factory when it runs, on
+/// the compiling thread: the interpreter's call that won the promotion
+/// boxes one `Arc` and takes no lock.
+pub(crate) fn attached_work<B: JitBackend>(backend: &Arc<B>) -> CompileWork {
+    backend_work(backend, |bead| {
+        let factory = bead.read_extras(|extras| extras.factory.clone()).flatten();
+        let factory = factory.and_then(|factory| factory.downcast::<AttachedFactory<B::FunctionDef>>().ok());
+        factory.ok_or(CompileFailure::NoFactory).and_then(|factory| factory(bead))
     })
 }
 

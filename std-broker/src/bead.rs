@@ -72,9 +72,9 @@ impl ReloadOutcome {
 /// ```
 ///
 /// Everything else a bead may have is rarely used and lives in the
-/// domain's side table (`extras`): the `on_invalidate` hook, a tiered
-/// adapter's queued flags, and what later features attach. The panic
-/// counter is the domain's.
+/// domain's side table: the `on_invalidate` hook, the function's name, an
+/// attached compile factory and a tiered adapter's queued flags; a bead
+/// without them pays nothing. The panic counter is the domain's.
 ///
 /// Words: "core" in this API is the seed's word for the host's function
 /// object (`CoreHandle`, `update_core`, `core_handle`); the kiln-core bead
@@ -99,6 +99,10 @@ const HAS_EXTRAS: usize = 0b10;
 const FLAGS: usize = EMBEDS_CORE | HAS_EXTRAS;
 
 const _: () = assert!(std::mem::align_of::<Bead>() > FLAGS, "the flags live in the link's alignment bits");
+const _: () = assert!(
+    std::mem::offset_of!(Bead, kiln_bead) == 0,
+    "the log events find a bead's side-table entry from its kiln-core bead's address"
+);
 
 impl std::fmt::Debug for Bead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +133,26 @@ impl Bead {
     /// A compile's output for this bead, before kiln-std boxes it.
     pub(crate) fn built(&self, entry: *mut (), osr: Vec<OsrEntry>, release: Option<ReleaseHook>) -> Built {
         Built { entry, osr, release, panics: Arc::clone(&self.domain.panics) }
+    }
+
+    /// The function's name, if it was given one at registration (see
+    /// [`Beadie::register_named`](crate::Beadie::register_named)). Kept in
+    /// the domain's side table, off the bead: this takes a lock, so it is
+    /// for logs and tools, not for a call path.
+    pub fn name(&self) -> Option<Arc<str>> {
+        self.read_extras(|extras| extras.name.clone()).flatten()
+    }
+
+    /// Names the function (for log lines); `None` removes the name.
+    pub(crate) fn set_name(&self, name: Option<Arc<str>>) {
+        if name.is_some() || self.flags() & HAS_EXTRAS != 0 {
+            self.update_extras(|extras| extras.name = name);
+        }
+    }
+
+    /// The function as log lines name it (see `logs`).
+    pub(crate) fn who(&self) -> crate::logs::Who {
+        crate::logs::Who { name: self.name(), address: self.extras_key() }
     }
 
     /// This bead's key in its domain's side table.
@@ -254,7 +278,7 @@ impl Bead {
         let compiled = match CodeObject::publishable(built, Arc::clone(&self.domain.ledger)) {
             Ok(compiled) => compiled,
             Err(error) => {
-                log::warn!(target: "kiln", "swap refused: {error}");
+                log::warn!(target: "kiln", "{}: swap refused: {error}", self.who());
                 return None;
             }
         };
@@ -270,7 +294,7 @@ impl Bead {
         match result {
             Ok(()) => Some(SwapResult { old_code, new_generation: self.generation() }),
             Err(refused) => {
-                log::warn!(target: "kiln", "swap refused: {}", refused.error);
+                log::warn!(target: "kiln", "{}: swap refused: {}", self.who(), refused.error);
                 // SAFETY: (1) never published, so released exactly once, here;
                 // (2) no thread ever saw it.
                 unsafe { CodeObject::release(refused.into_value().into_handle()) };
@@ -297,7 +321,7 @@ impl Bead {
             Ok(()) => outcome,
             Err(KilnError::Invalidated) => ReloadOutcome::Dead,
             Err(error) => {
-                log::warn!(target: "kiln", "reload of {:p} refused: {error}", self);
+                log::warn!(target: "kiln", "{}: reload refused: {error}", self.who());
                 ReloadOutcome::AlreadyInterpreting
             }
         }
@@ -318,14 +342,14 @@ impl Bead {
         // compile claimed after the bump reads it (the broker's lock orders
         // the claim after the bump, and the bump after this store).
         self.kiln_bead.update_core(new_ptr);
-        log::trace!(target: "kiln", "bead {:p}: core moved to {new_ptr:p}", self);
+        log::trace!(target: "kiln", "{}: core moved to {new_ptr:p}", self.who());
         if !self.code_embeds_core() {
             return;
         }
         match self.domain.retry_if_ring_full(|| self.domain.broker.retire_installed(&&self.kiln_bead)) {
             Ok(()) | Err(KilnError::Invalidated) => {}
             Err(error) => {
-                log::warn!(target: "kiln", "bead {:p}: code embedding the moved core not retired: {error}", self)
+                log::warn!(target: "kiln", "{}: code embedding the moved core not retired: {error}", self.who())
             }
         }
     }
@@ -363,7 +387,7 @@ impl Bead {
         if result == Err(KilnError::RetireFull) {
             self.domain.reclaim_step();
             result = self.domain.broker.invalidate_or_hand_back(&&self.kiln_bead, |code| {
-                log::warn!(target: "kiln", "retire ring full: invalidated code of {:p} parked until shutdown", self);
+                log::warn!(target: "kiln", "{}: retire ring full, invalidated code parked until shutdown", self.who());
                 self.domain.park(code);
             });
         }
@@ -385,7 +409,7 @@ impl Bead {
                 }
             }
             Err(KilnError::AlreadyInvalidated) => {}
-            Err(error) => log::warn!(target: "kiln", "invalidate of {:p} refused: {error}", self),
+            Err(error) => log::warn!(target: "kiln", "{}: invalidate refused: {error}", self.who()),
         }
     }
 
@@ -437,7 +461,7 @@ impl Bead {
     /// Stops compiling this bead (its code is retired).
     pub fn blacklist(&self) {
         if let Err(error) = self.domain.broker.blacklist(&&self.kiln_bead) {
-            log::warn!(target: "kiln", "blacklist of {:p} refused: {error}", self);
+            log::warn!(target: "kiln", "{}: blacklist refused: {error}", self.who());
         }
     }
 

@@ -14,7 +14,7 @@ use crate::code::{HostPanics, NativeCode};
 use crate::domain::{Domain, DynDeopt, QUEUE, ThreadSlot};
 use crate::policy::{HotnessPolicy, PolicyLadder, ThresholdPolicy};
 use crate::promote;
-use crate::work::{code_work, entry_work, osr_work};
+use crate::work::{code_work, entry_work, osr_work, try_code_work};
 use crate::worker::WorkerPool;
 
 /// An OSR-aware compile's output: the normal entry plus one entry per hot
@@ -132,7 +132,28 @@ impl Chain {
 
     /// Registers a new bead.
     pub fn push(&self, core: CoreHandle, on_invalidate: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<Bead> {
+        self.link(Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate))
+    }
+
+    /// Registers a new bead named `name` (for log lines), or unnamed. The
+    /// name is set before the bead is linked, so every thread that reaches
+    /// it sees it.
+    pub(crate) fn push_named(
+        &self,
+        name: Option<&str>,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Bead> {
         let bead = Bead::in_domain(Arc::clone(&self.domain), core, on_invalidate);
+        if let Some(name) = name {
+            bead.set_name(Some(Arc::from(name)));
+        }
+        self.link(bead)
+    }
+
+    /// Links `bead` last and returns it.
+    #[inline(always)]
+    fn link(&self, bead: Arc<Bead>) -> Arc<Bead> {
         let linked = Arc::into_raw(Arc::clone(&bead));
         let mut links = self.links();
         // SAFETY: a linked tail is alive (`Links`), and the lock is held.
@@ -318,6 +339,25 @@ impl<P: HotnessPolicy> Beadie<P> {
         self.chain.push(core, on_invalidate)
     }
 
+    /// [`register`](Self::register), naming the function: every log line
+    /// about it starts with `name` (see [`logs`](crate::logs)). The name is
+    /// kept in the domain's side table, off the bead and off every call
+    /// path; [`Bead::name`] reads it back.
+    ///
+    /// ```
+    /// let beadie = kiln_std::Beadie::new();
+    /// let bead = beadie.register_named("fib", std::ptr::null_mut(), None);
+    /// assert_eq!(bead.name().as_deref(), Some("fib"));
+    /// ```
+    pub fn register_named(
+        &self,
+        name: &str,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Bead> {
+        self.chain.push_named(Some(name), core, on_invalidate)
+    }
+
     /// On every call: the native entry if compiled, else `None` (interpret).
     /// Counts the call; the call that makes the function hot hands `compile`
     /// to a worker thread. `compile` is boxed only then — never on a call
@@ -372,6 +412,31 @@ impl<P: HotnessPolicy> Beadie<P> {
         F: FnOnce(&Arc<Bead>) -> NativeCode + Send + 'static,
     {
         promote::on_backedge(bead, site, || code_work(compile))
+    }
+
+    /// [`on_invoke_code`](Self::on_invoke_code) for compiles that may fail
+    /// (kiln-only): an `Err` is a failed compile
+    /// ([`CompileFailure::Factory`](crate::CompileFailure::Factory) with the
+    /// error's message, in the failure's log line), handled by kiln's
+    /// failure policy; the bead keeps the code it runs, or interprets.
+    #[inline(always)]
+    pub fn try_on_invoke_code<F, E>(&self, bead: &Arc<Bead>, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> Result<NativeCode, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        promote::on_invoke(bead, |_| try_code_work(compile))
+    }
+
+    /// [`on_backedge_code`](Self::on_backedge_code) for compiles that may
+    /// fail (see [`try_on_invoke_code`](Self::try_on_invoke_code)).
+    #[inline(always)]
+    pub fn try_on_backedge_code<F, E>(&self, bead: &Arc<Bead>, site: u64, compile: F) -> Option<*mut ()>
+    where
+        F: FnOnce(&Arc<Bead>) -> Result<NativeCode, E> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        promote::on_backedge(bead, site, || try_code_work(compile))
     }
 
     /// [`submit`](Self::submit) for compiles that return [`NativeCode`]
@@ -512,8 +577,10 @@ impl<P: HotnessPolicy> Beadie<P> {
 
     /// Registers the calling thread for automatic reclamation: once every
     /// registered thread reported [`QuiescentThread::quiescent`] since the
-    /// last round, the workers release retired code. (Without this or
-    /// [`quiesce`](Self::quiesce), retired code is parked, never released.)
+    /// last round, the workers release retired code. Without registered
+    /// threads or [`quiesce`](Self::quiesce), retired code is never handed
+    /// back to its backend (kiln cannot prove it idle): it is parked until
+    /// the `Beadie` drops.
     pub fn register_thread(&self) -> QuiescentThread {
         let domain = Arc::clone(&self.chain.domain);
         let slot = domain.register_thread();

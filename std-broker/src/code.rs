@@ -187,6 +187,12 @@ pub enum CompileFailure {
     Backend(String),
     /// The OSR entries were malformed.
     BadOsrTable(OsrTableError),
+    /// The host's compile factory returned an error (its message attached):
+    /// it could not build the function's definition.
+    Factory(String),
+    /// An `*_attached` call promoted a bead with no compile factory
+    /// attached (see `BackendAdapter::attach`).
+    NoFactory,
     /// The job carried no compile work. A kiln-std job carries its work
     /// from promotion to compile (it is no longer stored on the bead and
     /// joined back), so this is returned only if a job reached the compiler
@@ -204,6 +210,8 @@ impl std::fmt::Display for CompileFailure {
             Self::Panicked(message) => write!(f, "compile panicked: {message}"),
             Self::Backend(message) => write!(f, "backend error: {message}"),
             Self::BadOsrTable(error) => write!(f, "bad OSR entries: {error}"),
+            Self::Factory(message) => write!(f, "compile factory error: {message}"),
+            Self::NoFactory => f.write_str("no compile factory attached to this bead"),
             #[allow(deprecated)]
             Self::NoWork => f.write_str("the job carried no compile work"),
         }

@@ -58,8 +58,10 @@ impl BailoutInfo {
 }
 
 /// What a deopt policy decided, in the seed's shape: a view of kiln-core's
-/// [`kiln_core::DeoptDecision`]: a pause anchored at an invocation count,
-/// and tiers counted from 1 (the seed's `RevertToTier1` is kiln tier 0).
+/// [`kiln_core::DeoptDecision`], which counts a pause in calls and numbers
+/// tiers from 0: here a pause ends at an invocation count and the first
+/// compiled tier is the seed's tier 1 (`RevertToTier1` falls back to kiln's
+/// tier 0). kiln-std converts between the two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeoptDecision {
     /// Back to the interpreter; promote again when hot.
@@ -117,9 +119,10 @@ impl DeoptDecision {
     }
 }
 
-/// Decides what a bailout does, in the seed's shape. kiln-core's four
-/// policies implement it through one translation (a [`BailoutInfo`] and the
-/// count in, this crate's [`DeoptDecision`] out).
+/// Decides what a bailout does, in the seed's shape: asked with the bead,
+/// a [`BailoutInfo`] and the bailout count. kiln-core's four policies
+/// (re-exported here under the seed's names) implement it through one
+/// translation of the question and of the answer.
 pub trait DeoptPolicy: Send + Sync + 'static {
     /// Called once per bailout; `bailout_count` includes this one.
     fn on_bailout(&self, bead: &Bead, info: &BailoutInfo, bailout_count: u32) -> DeoptDecision;

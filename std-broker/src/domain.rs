@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use kiln_core::{BeadRef, CodeHandle, CompileRequest, Compiled, Compiler};
+use kiln_core::{CodeHandle, CompileRequest, Compiled, Compiler};
 
 use crate::reclaim::Reclaimer;
 pub(crate) use crate::reclaim::ThreadSlot;
@@ -74,45 +74,93 @@ impl kiln_core::WakeHook for Waker {
     }
 }
 
-/// Logs every transition through `log` (target `kiln`) and counts failures.
-/// Tiers in the records are kiln's, numbered from 0 (the first compiled
-/// tier), as everywhere in kiln-std's API.
+/// Logs every transition once, through `log` (target `kiln`), naming the
+/// function (see `crate::logs` for the lines, levels and format). kiln-core
+/// logs none of these transitions itself (its events are these), so each
+/// appears once. Tiers in the records are kiln's, numbered from 0 (the
+/// first compiled tier), as everywhere in kiln-std's API.
 ///
 /// The logger is host code: each hook runs it under `catch_unwind`, so a
 /// panicking logger neither kills a worker nor unwinds into kiln-core (see
-/// [`logger_panics`](crate::logger_panics)).
-#[derive(Default)]
-pub(crate) struct LogEvents;
+/// [`logger_panics`](crate::logger_panics)). Names are looked up (one lock
+/// of the side table) only when the line will be written.
+pub(crate) struct LogEvents(pub(crate) Arc<ExtrasTable>);
 
 /// Runs one log call, containing a panic of the logger.
 fn logged(record: impl FnOnce()) {
     crate::code::isolate_logger(record);
 }
 
+impl LogEvents {
+    /// The function `bead` stands for, for a log line: its name if it was
+    /// given one, else the bead's address. A kiln-std bead starts with its
+    /// kiln-core bead (`#[repr(C)]`, checked in `bead`), so both have the
+    /// address the side table is keyed by.
+    fn who(&self, bead: &kiln_core::Bead) -> crate::logs::Who {
+        let key = std::ptr::from_ref(bead).addr();
+        crate::logs::Who { name: self.0.name(key), address: key }
+    }
+}
+
 impl kiln_core::Events for LogEvents {
     fn promoted(&self, bead: &kiln_core::Bead, tier: u8, kind: kiln_core::JobKind) {
-        logged(
-            || log::debug!(target: "kiln", "promote {:p} to tier {tier} ({kind:?}) at {} calls", bead, bead.invocation_count()),
-        );
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let (who, calls) = (self.who(bead), bead.invocation_count());
+            let what = match kind {
+                kiln_core::JobKind::Invoke => "call".to_owned(),
+                kiln_core::JobKind::Osr { site } => format!("back-edge at site {site}"),
+            };
+            logged(|| log::debug!(target: "kiln", "{who}: promoted to tier {tier} by a {what}, after {calls} calls"));
+        }
     }
     fn queue_full(&self, bead: &kiln_core::Bead) {
-        logged(|| log::debug!(target: "kiln", "queue full: {:p} cools down", bead));
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let who = self.who(bead);
+            logged(|| log::debug!(target: "kiln", "{who}: queue full, cools down before asking again"));
+        }
     }
     fn compiled(&self, bead: &kiln_core::Bead, tier: u8, ticks: Option<u64>) {
-        let micros = ticks.map_or(0.0, |ns| ns as f64 / 1_000.0);
-        logged(|| log::debug!(target: "kiln", "compiled {:p} at tier {tier} in {micros:.1} µs", bead));
+        // kiln-std's compiler timed the compile itself (a pump's `ticks`
+        // are only there when its budget had a clock). Taken whatever the
+        // level, so no later line picks it up.
+        let took = crate::logs::take_compile_time().or_else(|| ticks.map(crate::logs::Micros::from_nanos));
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let who = self.who(bead);
+            match took {
+                Some(took) => logged(|| log::debug!(target: "kiln", "{who}: compiled at tier {tier} in {took}")),
+                None => logged(|| log::debug!(target: "kiln", "{who}: compiled at tier {tier}")),
+            }
+        }
     }
     fn compile_failed(&self, bead: &kiln_core::Bead, tier: u8) {
-        logged(|| log::warn!(target: "kiln", "compile of {:p} at tier {tier} failed; now {:?}", bead, bead.state()));
+        let why = crate::logs::take_failure();
+        crate::logs::take_compile_time();
+        if log::log_enabled!(target: "kiln", log::Level::Warn) {
+            let (who, state) = (self.who(bead), bead.state());
+            let why = why.map_or_else(String::new, |why| format!(": {why}"));
+            logged(|| log::warn!(target: "kiln", "{who}: compile at tier {tier} failed{why}; now {state:?}"));
+        }
     }
     fn deoptimized(&self, bead: &kiln_core::Bead, decision: kiln_core::DeoptDecision) {
-        logged(|| log::debug!(target: "kiln", "deopt {:p}: {decision:?}", bead));
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let who = self.who(bead);
+            logged(|| log::debug!(target: "kiln", "{who}: bailed out, {decision:?}"));
+        }
     }
     fn invalidated(&self, bead: &kiln_core::Bead) {
-        logged(|| log::debug!(target: "kiln", "invalidated {:p}", bead));
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let who = self.who(bead);
+            logged(|| log::debug!(target: "kiln", "{who}: invalidated"));
+        }
+    }
+    fn evicted(&self, bead: &kiln_core::Bead) {
+        if log::log_enabled!(target: "kiln", log::Level::Debug) {
+            let who = self.who(bead);
+            logged(|| log::debug!(target: "kiln", "{who}: evicted (code memory), back to the interpreter"));
+        }
     }
     fn released(&self, code: CodeHandle) {
-        logged(|| log::trace!(target: "kiln", "released code {:#x}", code.get()));
+        logged(|| log::trace!(target: "kiln", "code at {:#x} released", code.get()));
     }
 }
 
@@ -147,7 +195,7 @@ pub(crate) struct Domain {
     /// here rather than on each bead.
     pub(crate) panics: Arc<HostPanics>,
     /// The beads' rarely used parts (see `extras`).
-    pub(crate) extras: ExtrasTable,
+    pub(crate) extras: Arc<ExtrasTable>,
 }
 
 impl Domain {
@@ -157,12 +205,13 @@ impl Domain {
         queue_capacity: usize,
         panics: Arc<HostPanics>,
     ) -> Arc<Self> {
+        let extras = Arc::<ExtrasTable>::default();
         let domain = Arc::new(Domain {
-            broker: kiln_core::Broker::new(policy, deopt, Waker::default(), LogEvents),
+            broker: kiln_core::Broker::new(policy, deopt, Waker::default(), LogEvents(Arc::clone(&extras))),
             ledger: Arc::default(),
             reclaimer: Reclaimer::default(),
             panics,
-            extras: ExtrasTable::default(),
+            extras,
         });
         domain.broker.set_queue_limit(queue_capacity);
         domain
@@ -265,28 +314,41 @@ pub(crate) struct StdCompiler {
     ledger: Arc<Ledger>,
 }
 
-impl Compiler<JobHandle> for StdCompiler {
-    type Error = CompileFailure;
-
-    fn compile(&mut self, request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
+impl StdCompiler {
+    /// Runs the job's compile work under `catch_unwind` and boxes its code.
+    fn compile_work(&mut self, request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
         let bead = request.bead.bead_arc();
         // Every queued handle carries its work (see `job`); one without it
         // would be a kiln bug, failed like any compile that made no code.
         #[allow(deprecated)]
         let work = request.bead.take_work().ok_or(CompileFailure::NoWork)?;
-        let started = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(bead, request.tier)));
         let built = match outcome {
             Ok(result) => result?,
             Err(panic) => {
                 // Counted and logged with the other host-callback panics.
                 bead.domain.panics.caught("compile", &*panic);
-                logged(|| log::debug!(target: "kiln", "compile of {:p} failed: it panicked", request.bead.bead()));
                 return Err(CompileFailure::Panicked(crate::code::panic_message(&*panic)));
             }
         };
-        logged(|| log::trace!(target: "kiln", "compile closure took {:?}", started.elapsed()));
         CodeObject::publishable(built, Arc::clone(&self.ledger))
+    }
+}
+
+impl Compiler<JobHandle> for StdCompiler {
+    type Error = CompileFailure;
+
+    fn compile(&mut self, request: &CompileRequest<'_, JobHandle>) -> Result<Compiled, CompileFailure> {
+        // The failure's reason goes into the one log line kiln-core's
+        // `compile_failed` event writes, on this thread, right after; a
+        // reason left by a failed compile whose job went stale (no event)
+        // is dropped here.
+        crate::logs::take_failure();
+        crate::logs::take_compile_time();
+        let started = std::time::Instant::now();
+        let result = self.compile_work(request).inspect_err(crate::logs::note_failure);
+        crate::logs::note_compile_time(started.elapsed());
+        result
     }
 
     fn release(&mut self, code: CodeHandle) {

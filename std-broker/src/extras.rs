@@ -8,18 +8,26 @@
 //! Those parts live here, and a bead without any costs nothing here. A
 //! flag bit on the bead ([`HAS_EXTRAS`](crate::bead)) says whether it has
 //! an entry, so a bead without one never takes this table's lock: not when
-//! it is invalidated, not when it drops. Later per-bead parts (a name, an
-//! attached compile factory, a profile key) belong here too.
+//! it is invalidated, not when it drops. The function's name and an
+//! attached compile factory live here too; later per-bead parts (a profile
+//! key) belong here as well.
 //!
 //! The lock is held only to read or change an entry; host callbacks taken
 //! from an entry (the `on_invalidate` hook) run after it is released, so a
 //! hook may call back into kiln.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// An invalidation hook, as `register` takes it.
 pub(crate) type InvalidateHook = Box<dyn Fn() + Send + Sync>;
+
+/// A compile factory attached to a bead, type-erased: each adapter stores
+/// its own factory type here and downcasts it back (see
+/// `BackendAdapter::attach`). An `Arc`, so the compile that uses it clones
+/// it out and releases the table's lock before running it.
+pub(crate) type AttachedFactory = Arc<dyn Any + Send + Sync>;
 
 /// One bead's rarely used parts.
 #[derive(Default)]
@@ -29,9 +37,14 @@ pub(crate) struct Extras {
     /// Bit `i`: a tiered adapter queued the promotion to tier `i + 1` (see
     /// `TieredBound::is_queued_for`).
     pub(crate) queued_tiers: u16,
+    /// The function's name, given at registration, for log lines.
+    pub(crate) name: Option<Arc<str>>,
+    /// The compile factory attached to the bead, if any.
+    pub(crate) factory: Option<AttachedFactory>,
 }
 
-/// The side table of one domain. See the module docs.
+/// The side table of one domain. See the module docs. Shared (an `Arc`)
+/// by the domain and its log events, which name the bead in each line.
 #[derive(Default)]
 pub(crate) struct ExtrasTable {
     entries: Mutex<HashMap<usize, Extras>>,
@@ -65,6 +78,12 @@ impl ExtrasTable {
     /// Runs `f` on the entry of the bead at `key`, if it has one.
     pub(crate) fn read<R>(&self, key: usize, f: impl FnOnce(&mut Extras) -> R) -> Option<R> {
         self.lock().get_mut(&key).map(f)
+    }
+
+    /// The name of the bead at `key`, if it was given one. For log lines:
+    /// takes the lock, so call it only when the line will be written.
+    pub(crate) fn name(&self, key: usize) -> Option<Arc<str>> {
+        self.lock().get(&key).and_then(|extras| extras.name.clone())
     }
 
     /// Drops the entry of the bead at `key` (the bead is dropping).

@@ -9,8 +9,10 @@ mod code;
 pub mod compat;
 mod deopt;
 mod domain;
+mod entry;
 mod extras;
 mod job;
+pub mod logs;
 mod policy;
 mod promote;
 mod reclaim;
@@ -28,8 +30,9 @@ pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,
     TieredDeoptPolicy,
 };
+pub use entry::{EntryFn, TypedBound};
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
 pub use state::BeadState;
-pub use tiered::{TieredAdapter, TieredBound};
+pub use tiered::{TierBackend, TieredAdapter, TieredBound};
 pub use worker::{Broker, WorkerPool};

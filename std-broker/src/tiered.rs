@@ -21,6 +21,14 @@
 //! [`TieredBound::current_tier`] reports it. Only the seed's names count
 //! from 1: its `RevertToTier1` falls back to tier 0.
 //!
+//! A tier may also be compiled by a [`JitBackend`] ([`TierBackend`], one
+//! per tier, given to [`TieredAdapter::with_backends`]): calls then pass no
+//! closure ([`TieredAdapter::on_invoke_backends`]), each tier's factory
+//! builds that backend's definition from the bead, and each tier's code is
+//! released through the backend that compiled it (with
+//! [`JitBackend::after_compile`] run after each compile), as in a
+//! [`BackendAdapter`](crate::BackendAdapter).
+//!
 //! The workers (one per tier) share the domain's queue, so a slow
 //! optimising compile never blocks a baseline compile of another function.
 //! A compile closure that returns null is a failed compile: the bead keeps
@@ -30,8 +38,10 @@
 use std::sync::Arc;
 
 use crate::SubmitResult;
+use crate::backend::{JitBackend, OsrBuild, backend_work, factory_failure};
 use crate::bead::{Bead, CoreHandle};
 use crate::beadie::{Beadie, BeadieConfig};
+use crate::code::CompileFailure;
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy, TieredDeoptPolicy};
 use crate::policy::{HotnessPolicy, PolicyLadder};
 use crate::promote;
@@ -130,6 +140,74 @@ pub struct TieredAdapter {
     beadie: Beadie,
     tiers: usize,
     deopt_policy: Arc<dyn DeoptPolicy>,
+    /// One per tier when made by [`with_backends`](Self::with_backends),
+    /// else empty.
+    backends: Vec<TierBackend>,
+}
+
+/// One tier's compiler for [`TieredAdapter::with_backends`]: a
+/// [`JitBackend`] and the factory that builds its definition of a bead's
+/// function (from [`Bead::core_handle`], say). Code it compiles is
+/// released through that backend.
+#[derive(Clone)]
+pub struct TierBackend(Arc<dyn ErasedTier>);
+
+impl std::fmt::Debug for TierBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierBackend").finish_non_exhaustive()
+    }
+}
+
+impl TierBackend {
+    /// A tier compiled by `backend` from the definitions `factory` builds.
+    /// The factory runs on the compiling thread, once per compile at this
+    /// tier; an `Err` is a failed compile ([`CompileFailure::Factory`]),
+    /// and the bead keeps the code it runs. `'static` for the reasons
+    /// given at [`BackendAdapter::attach`](crate::BackendAdapter::attach).
+    pub fn new<B, F, E>(backend: B, factory: F) -> Self
+    where
+        B: JitBackend,
+        F: Fn(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        Self::shared(Arc::new(backend), factory)
+    }
+
+    /// [`new`](Self::new) with a backend shared with other tiers or
+    /// adapters.
+    pub fn shared<B, F, E>(backend: Arc<B>, factory: F) -> Self
+    where
+        B: JitBackend,
+        F: Fn(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        Self(Arc::new(BackendTier { backend, factory }))
+    }
+}
+
+/// A tier's backend with its definition type erased.
+trait ErasedTier: Send + Sync {
+    /// The compile work of one promotion to this tier.
+    fn work(self: Arc<Self>) -> CompileWork;
+}
+
+struct BackendTier<B, F> {
+    backend: Arc<B>,
+    factory: F,
+}
+
+impl<B, F, E> ErasedTier for BackendTier<B, F>
+where
+    B: JitBackend,
+    F: Fn(&Arc<Bead>) -> Result<B::FunctionDef, E> + Send + Sync + 'static,
+    E: std::fmt::Display,
+{
+    fn work(self: Arc<Self>) -> CompileWork {
+        let backend = Arc::clone(&self.backend);
+        backend_work(&backend, move |bead| {
+            (self.factory)(bead).map(|def| OsrBuild { def, osr: Vec::new() }).map_err(factory_failure)
+        })
+    }
 }
 
 impl std::fmt::Debug for TieredAdapter {
@@ -176,7 +254,55 @@ impl TieredAdapter {
             beadie: Beadie::with_ladder(PolicyLadder::new(policies), &config, "tier"),
             tiers,
             deopt_policy: Arc::new(deopt),
+            backends: Vec::new(),
         }
+    }
+
+    /// An adapter whose tier `i` is promoted by `policies[i]` and compiled
+    /// by `backends[i]`; use [`on_invoke_backends`](Self::on_invoke_backends),
+    /// which passes no closure. `config` as for
+    /// [`with_config`](Self::with_config).
+    ///
+    /// # Panics
+    ///
+    /// As for [`new`](Self::new), and if there is not one backend per tier.
+    pub fn with_backends(
+        policies: Vec<Box<dyn HotnessPolicy>>,
+        backends: Vec<TierBackend>,
+        deopt: impl DeoptPolicy,
+        config: BeadieConfig,
+    ) -> Self {
+        assert_eq!(policies.len(), backends.len(), "TieredAdapter::with_backends needs one backend per tier");
+        Self { backends, ..Self::with_config(policies, deopt, config) }
+    }
+
+    /// Registers a function named `name` (for log lines, see
+    /// [`logs`](crate::logs)); otherwise as [`register`](Self::register).
+    pub fn register_named(
+        &self,
+        name: &str,
+        core: CoreHandle,
+        on_invalidate: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> TieredBound {
+        let bead = self.beadie.chain().push_named(Some(name), core, on_invalidate);
+        TieredBound { bead, tiers: self.tiers as u8 }
+    }
+
+    /// On every call, for an adapter made by
+    /// [`with_backends`](Self::with_backends): the entry of the code the
+    /// bead runs, if any, else `None` (interpret). A call that crosses the
+    /// next tier's policy queues a compile by that tier's backend. (On an
+    /// adapter without backends, that compile fails:
+    /// [`CompileFailure::NoFactory`].)
+    #[inline(always)]
+    pub fn on_invoke_backends(&self, bound: &TieredBound) -> Option<*mut ()> {
+        promote::on_invoke(&bound.bead, |tier| {
+            bound.mark_queued(usize::from(tier));
+            match self.backends.get(usize::from(tier)) {
+                Some(backend) => Arc::clone(&backend.0).work(),
+                None => Box::new(|_, _| Err(CompileFailure::NoFactory)),
+            }
+        })
     }
 
     /// Number of tiers.

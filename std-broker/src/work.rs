@@ -36,3 +36,15 @@ pub(crate) fn code_work(compile: impl FnOnce(&Arc<Bead>) -> NativeCode + Send + 
         Ok(bead.built(entry, osr, release.filter(|_| !entry.is_null())))
     })
 }
+
+/// Wraps a fallible kiln-only compile closure as work: an `Err` is a failed
+/// compile (`CompileFailure::Factory`, with the error's message).
+pub(crate) fn try_code_work<E: std::fmt::Display>(
+    compile: impl FnOnce(&Arc<Bead>) -> Result<NativeCode, E> + Send + 'static,
+) -> CompileWork {
+    Box::new(move |bead, _tier| {
+        let (entry, osr, release) =
+            compile(bead).map_err(|error| CompileFailure::Factory(error.to_string()))?.into_parts();
+        Ok(bead.built(entry, osr, release.filter(|_| !entry.is_null())))
+    })
+}

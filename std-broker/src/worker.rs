@@ -279,7 +279,14 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
             let report = domain.broker.pump(&mut compiler, Budget::unlimited().timed(&clock));
             crate::after_compile::run_deferred();
             if report.ran > 0 || report.dropped > 0 {
-                isolate_logger(|| log::trace!(target: "kiln", "pump: {report:?}"));
+                let took = crate::logs::Micros::from_nanos(report.ticks);
+                isolate_logger(|| {
+                    log::trace!(
+                        target: "kiln",
+                        "pump: ran {} jobs ({} published, {} failed, {} stale, {} dropped) in {took}, {} left",
+                        report.ran, report.published, report.failed, report.stale, report.dropped, report.remaining
+                    )
+                });
                 idle_since = Instant::now();
                 poll = FIRST_POLL;
             }

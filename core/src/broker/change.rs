@@ -27,7 +27,7 @@ use core::num::NonZeroU32;
 use core::ptr;
 
 use super::{Broker, IDLE, Shared};
-use crate::bead::{Bead, BeadRef};
+use crate::bead::{AsBead, Bead};
 use crate::compiler::{CodeHandle, Compiled};
 use crate::deopt::{Bailout, BailoutReason, DeoptDecision, DeoptPolicy};
 use crate::error::{KilnError, Refused};
@@ -177,7 +177,7 @@ where
     /// Installs `compiled` as `bead`'s code at `tier` without its OSR table
     /// (a tier-up done by the host). The old code and table are retired;
     /// in-flight compiles for the bead become stale.
-    pub fn swap_compiled(&self, bead: &impl BeadRef, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
+    pub fn swap_compiled(&self, bead: &impl AsBead, compiled: Compiled, tier: u8) -> Result<(), Refused<Compiled>> {
         self.install_swap(bead, compiled, tier, false)
     }
 
@@ -185,7 +185,7 @@ where
     /// table with the code, so OSR stays available across the swap.
     pub fn swap_compiled_with_osr(
         &self,
-        bead: &impl BeadRef,
+        bead: &impl AsBead,
         compiled: Compiled,
         tier: u8,
     ) -> Result<(), Refused<Compiled>> {
@@ -194,7 +194,7 @@ where
 
     fn install_swap(
         &self,
-        handle: &impl BeadRef,
+        handle: &impl AsBead,
         compiled: Compiled,
         tier: u8,
         with_osr: bool,
@@ -202,7 +202,7 @@ where
         if tier > MAX_TIER {
             return Err(Refused::new(KilnError::TierOutOfRange, compiled));
         }
-        let bead = handle.bead();
+        let bead = handle.as_bead();
         let is_final = tier >= self.final_tier(bead);
         let change = Change::install(compiled, tier, with_osr, is_final);
         self.change_code(bead, Expect::Live(KilnError::Invalidated), change, |_, word| {
@@ -217,7 +217,7 @@ where
 
     /// Reports that `bead`'s compiled code bailed out. The code is retired,
     /// the generation bumped, and the deopt policy decides what follows.
-    pub fn record_bailout(&self, handle: &impl BeadRef, reason: BailoutReason) -> Result<DeoptDecision, KilnError> {
+    pub fn record_bailout(&self, handle: &impl AsBead, reason: BailoutReason) -> Result<DeoptDecision, KilnError> {
         self.record_bailout_with(handle, reason, |bailout| self.deopt.on_bailout(bailout))
     }
 
@@ -228,11 +228,11 @@ where
     /// and the result is `NotCompiled`.
     pub fn record_bailout_with(
         &self,
-        handle: &impl BeadRef,
+        handle: &impl AsBead,
         reason: BailoutReason,
         decide: impl FnOnce(&Bailout) -> DeoptDecision,
     ) -> Result<DeoptDecision, KilnError> {
-        let bead = handle.bead();
+        let bead = handle.as_bead();
         let seen = bead.word();
         if seen.phase() == Phase::Invalidated {
             return Err(KilnError::Invalidated);
@@ -254,15 +254,14 @@ where
         })
         .map_err(|refused| refused.error)?;
         self.counters.bailouts.bump();
-        debug!("kiln: bailout, decision {:?}", decision);
         self.events.deoptimized(bead, decision);
         Ok(decision)
     }
 
     /// Stops compiling `bead`: its code (if any) is retired and it stays
     /// interpreted until the deopt policy's blacklist decay, if any.
-    pub fn blacklist(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
-        let bead = handle.bead();
+    pub fn blacklist(&self, handle: &impl AsBead) -> Result<(), KilnError> {
+        let bead = handle.as_bead();
         self.change_code(bead, Expect::Live(KilnError::Invalidated), Change::unpublish(), |_, word| {
             self.apply_decision(bead, word, DeoptDecision::Blacklist, 1);
         })
@@ -275,14 +274,14 @@ where
     /// bailout (a code-memory budget evicting cold code): the code is
     /// retired, in-flight compiles become stale, the bailout count is
     /// untouched, and the policy is not asked again for `pause` calls.
-    pub fn evict(&self, handle: &impl BeadRef, pause: NonZeroU32) -> Result<(), KilnError> {
-        let bead = handle.bead();
+    pub fn evict(&self, handle: &impl AsBead, pause: NonZeroU32) -> Result<(), KilnError> {
+        let bead = handle.as_bead();
         self.change_code(bead, Expect::Installed(None), Change::unpublish(), |_, word| {
             bead.state.store(word.with_phase(Phase::Interpreted));
             bead.arm(pause.get(), 0);
         })
         .map_err(|refused| refused.error)?;
-        debug!("kiln: evicted");
+        self.events.evicted(bead);
         Ok(())
     }
 
@@ -327,8 +326,8 @@ where
 
     /// The function behind `bead` is gone: its code is retired, any job in
     /// flight becomes stale, and `Events::invalidated` runs (exactly once).
-    pub fn invalidate(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
-        self.invalidate_with(handle.bead(), Change::unpublish()).map(drop)
+    pub fn invalidate(&self, handle: &impl AsBead) -> Result<(), KilnError> {
+        self.invalidate_with(handle.as_bead(), Change::unpublish()).map(drop)
     }
 
     /// [`invalidate`](Self::invalidate) that cannot be refused for a full
@@ -337,10 +336,10 @@ where
     /// parks it). Still refuses `AlreadyInvalidated`.
     pub fn invalidate_or_hand_back(
         &self,
-        handle: &impl BeadRef,
+        handle: &impl AsBead,
         overflow: impl FnOnce(CodeHandle),
     ) -> Result<(), KilnError> {
-        if let Some(code) = self.invalidate_with(handle.bead(), Change::unpublish().or_hand_back())? {
+        if let Some(code) = self.invalidate_with(handle.as_bead(), Change::unpublish().or_hand_back())? {
             overflow(code);
         }
         Ok(())
@@ -356,7 +355,6 @@ where
             })
             .map_err(|refused| refused.error)?;
         self.counters.invalidations.bump();
-        debug!("kiln: invalidated");
         self.events.invalidated(bead);
         Ok(changed.handed_back)
     }
@@ -365,8 +363,8 @@ where
     /// compiles become stale, bailouts and the tier cap are reset, and the
     /// next call asks the policy again — so a bead that is still hot is
     /// promoted at once.
-    pub fn reload(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
-        let bead = handle.bead();
+    pub fn reload(&self, handle: &impl AsBead) -> Result<(), KilnError> {
+        let bead = handle.as_bead();
         self.change_code(bead, Expect::Live(KilnError::Invalidated), Change::unpublish(), |_, word| {
             bead.reset_bailouts();
             bead.set_tier_cap(MAX_TIER);
@@ -388,8 +386,8 @@ where
     /// changing (it embeds an address that moved). Refuses an invalidated
     /// bead (`Invalidated`) and a full retire ring (`RetireFull`), changing
     /// nothing.
-    pub fn retire_installed(&self, handle: &impl BeadRef) -> Result<(), KilnError> {
-        let bead = handle.bead();
+    pub fn retire_installed(&self, handle: &impl AsBead) -> Result<(), KilnError> {
+        let bead = handle.as_bead();
         self.change_code(bead, Expect::Live(KilnError::Invalidated), Change::unpublish(), |_, word| {
             if word.phase() == Phase::Blacklisted {
                 bead.state.store(word);

@@ -135,13 +135,12 @@ where
                     }
                 }
                 self.counters.compiles.bump();
-                debug!("kiln: published tier {:?} in {:?} ticks", ticket.tier, ticks);
                 self.events.compiled(bead, ticket.tier, ticks);
                 Ok(())
             }
             Err(refused) => {
                 self.counters.stale_results.bump();
-                debug!("kiln: stale compile result released");
+                debug!("bead@{:?}: stale compile result released", core::ptr::from_ref(bead));
                 // A publish offers code, so a refusal always hands it back.
                 Err(refused.value.unwrap_or_else(|| unreachable!()))
             }
@@ -175,9 +174,8 @@ where
             Some(decision)
         });
         match applied {
-            Some(decision) => {
+            Some(_) => {
                 self.counters.failures.bump();
-                debug!("kiln: compile failed at tier {:?}, decision {:?}", ticket.tier, decision);
                 self.events.compile_failed(bead, ticket.tier);
                 true
             }
@@ -202,6 +200,6 @@ where
             }
         });
         self.counters.abandoned.bump();
-        debug!("kiln: job abandoned, bead back at rest");
+        debug!("bead@{:?}: job abandoned, back at rest", core::ptr::from_ref(bead));
     }
 }

@@ -30,6 +30,28 @@
 //!
 //! Beads are referred to through `H: BeadRef` (`&Bead`, an `Arc`-based
 //! handle, ...), cloned into the queue on promotion only.
+//!
+//! # Passing beads
+//!
+//! Methods that may queue a job ([`Broker::on_invoke`],
+//! [`Broker::on_backedge`], [`Broker::submit`]) take `impl Borrow<H>`: the
+//! handle or a reference to it. With `H = &Bead`, that is `&bead` for a
+//! `bead: Bead` (or `BEAD` for a `static`), and the older `&&bead` still
+//! compiles. Methods that only look at the bead (swap, bailout, blacklist,
+//! evict, invalidate, reload, retire) take `&impl` [`AsBead`](crate::AsBead):
+//! `&bead`, `&handle` or `&&bead`.
+//!
+//! # Why `Broker<&'a Bead, ..>` ties every bead to one lifetime
+//!
+//! The broker keeps handles in its queue, behind its lock, so it is
+//! invariant over `H`, as a `Cell<&'a Bead>` is: were it covariant, a
+//! broker of `&'static Bead` could be viewed as one of `&'short Bead` and
+//! queue a bead that dies first. So with `H = &'a Bead`, every bead must
+//! outlive the broker: declare the beads before the broker (locals drop in
+//! reverse order), keep them in a `static` or an arena, or use an owning
+//! handle (an `Arc`-based `BeadRef`, as kiln-std does). A "borrowed value
+//! does not live long enough" on a bead passed to `on_invoke` means the
+//! broker was declared first.
 
 use crate::bead::Bead;
 use crate::policy::{HotnessPolicy, HotnessStats};

@@ -19,7 +19,7 @@
 use core::ptr::NonNull;
 
 use super::{Broker, IDLE, PENDING};
-use crate::bead::{Bead, BeadRef};
+use crate::bead::{Bead, BeadRef, HandleOf};
 use crate::deopt::DeoptPolicy;
 use crate::error::KilnError;
 use crate::job::JobKind;
@@ -98,8 +98,8 @@ where
     /// Asks "is native code ready?" on a call. Returns the entry to call, or
     /// `None` to interpret. Counts the call and may queue a compile.
     #[inline(always)]
-    pub fn on_invoke(&self, bead: &H) -> Option<NonNull<()>> {
-        self.on_invoke_lazy(bead.bead(), |_, _| bead.clone())
+    pub fn on_invoke<'b>(&self, bead: &'b (impl HandleOf<'b, H> + ?Sized)) -> Option<NonNull<()>> {
+        self.on_invoke_lazy(bead.as_bead(), |_, _| bead.to_handle())
     }
 
     /// [`on_invoke`](Self::on_invoke), calling `on_promote(tier, kind)` if and
@@ -110,10 +110,14 @@ where
     /// then turns out to be full, the promotion is undone (`QueueFull`, the
     /// bead cools down) after the hook ran; the next winner's hook runs again.
     #[inline(always)]
-    pub fn on_invoke_with(&self, bead: &H, on_promote: impl FnOnce(u8, JobKind)) -> Option<NonNull<()>> {
-        self.on_invoke_lazy(bead.bead(), |tier, kind| {
+    pub fn on_invoke_with<'b>(
+        &self,
+        bead: &'b (impl HandleOf<'b, H> + ?Sized),
+        on_promote: impl FnOnce(u8, JobKind),
+    ) -> Option<NonNull<()>> {
+        self.on_invoke_lazy(bead.as_bead(), |tier, kind| {
             on_promote(tier, kind);
-            bead.clone()
+            bead.to_handle()
         })
     }
 
@@ -175,17 +179,22 @@ where
     /// the installed code has one; otherwise counts the back-edge and may
     /// queue an OSR compile.
     #[inline]
-    pub fn on_backedge(&self, bead: &H, site: u64) -> Option<NonNull<()>> {
-        self.on_backedge_lazy(bead.bead(), site, |_, _| bead.clone())
+    pub fn on_backedge<'b>(&self, bead: &'b (impl HandleOf<'b, H> + ?Sized), site: u64) -> Option<NonNull<()>> {
+        self.on_backedge_lazy(bead.as_bead(), site, |_, _| bead.to_handle())
     }
 
     /// [`on_backedge`](Self::on_backedge) with a promotion hook, as in
     /// [`on_invoke_with`](Self::on_invoke_with).
     #[inline]
-    pub fn on_backedge_with(&self, bead: &H, site: u64, on_promote: impl FnOnce(u8, JobKind)) -> Option<NonNull<()>> {
-        self.on_backedge_lazy(bead.bead(), site, |tier, kind| {
+    pub fn on_backedge_with<'b>(
+        &self,
+        bead: &'b (impl HandleOf<'b, H> + ?Sized),
+        site: u64,
+        on_promote: impl FnOnce(u8, JobKind),
+    ) -> Option<NonNull<()>> {
+        self.on_backedge_lazy(bead.as_bead(), site, |tier, kind| {
             on_promote(tier, kind);
-            bead.clone()
+            bead.to_handle()
         })
     }
 
@@ -295,7 +304,11 @@ where
                     won
                 });
                 if won {
-                    debug!("kiln: blacklist decayed, generation {:?}", word.generation().get());
+                    debug!(
+                        "bead@{:?}: blacklist decayed, generation {:?}",
+                        core::ptr::from_ref(bead),
+                        word.generation().get()
+                    );
                 }
                 bead.arm(1, 1);
             }
@@ -348,7 +361,6 @@ where
                     self.turned_away(evicted.bead.bead(), evicted.generation);
                 }
                 self.counters.promotions.bump();
-                debug!("kiln: promoted to tier {:?} ({:?}), priority {:?}", tier, kind, priority);
                 self.events.promoted(bead, tier, kind);
                 self.wake();
                 Ok(())
@@ -387,29 +399,33 @@ where
             bead.arm(self.policy.queue_full_wait(&stats).get(), 0);
         }
         self.counters.queue_full.bump();
-        debug!("kiln: queue full, bead cools down");
         self.events.queue_full(bead);
     }
 
     /// Queues a compile of `bead` at `tier` now, whatever its count (the
     /// seed's `submit`). Refuses if a job is already pending, the bead is
     /// blacklisted or invalidated, or the queue is full.
-    pub fn submit(&self, bead: &H, tier: u8, kind: JobKind) -> Result<(), KilnError> {
+    pub fn submit<'b>(
+        &self,
+        bead: &'b (impl HandleOf<'b, H> + ?Sized),
+        tier: u8,
+        kind: JobKind,
+    ) -> Result<(), KilnError> {
         self.submit_with(bead, tier, kind, |_, _| {})
     }
 
     /// [`submit`](Self::submit) with a promotion hook, called only if the job
     /// is about to be queued (see [`on_invoke_with`](Self::on_invoke_with)).
-    pub fn submit_with(
+    pub fn submit_with<'b>(
         &self,
-        bead: &H,
+        bead: &'b (impl HandleOf<'b, H> + ?Sized),
         tier: u8,
         kind: JobKind,
         on_promote: impl FnOnce(u8, JobKind),
     ) -> Result<(), KilnError> {
-        self.submit_lazy(bead.bead(), tier, kind, |tier, kind| {
+        self.submit_lazy(bead.as_bead(), tier, kind, |tier, kind| {
             on_promote(tier, kind);
-            bead.clone()
+            bead.to_handle()
         })
     }
 

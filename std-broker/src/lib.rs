@@ -5,6 +5,8 @@ mod after_compile;
 mod backend;
 mod bead;
 mod beadie;
+mod bound;
+mod chain;
 mod code;
 pub mod compat;
 mod deopt;
@@ -24,7 +26,8 @@ mod worker;
 
 pub use backend::{BackendAdapter, BoundBead, CompileError, JitBackend, OsrBuild};
 pub use bead::{Bead, CoreHandle, ReloadOutcome, SwapResult};
-pub use beadie::{Beadie, BeadieConfig, Chain, OsrCompileResult, QuiescentThread, SubmitResult};
+pub use beadie::{Beadie, BeadieConfig, OsrCompileResult, QuiescentThread, SubmitResult};
+pub use chain::Chain;
 pub use code::{CompileFailure, NativeCode, logger_panics};
 pub use deopt::{
     AlwaysRecompilePolicy, BailoutInfo, DeoptDecision, DeoptPolicy, ExponentialBackoffPolicy, ThresholdDeoptPolicy,

@@ -123,14 +123,17 @@ pub unsafe fn call3(code: *mut (), a: i64, b: i64, c: i64) -> i64 {
     f(a, b, c)
 }
 
-/// Whether `address` lies in a mapping of this process (/proc/self/maps).
-pub fn is_mapped(address: usize) -> bool {
+/// Whether `address` lies in an executable mapping of this process
+/// (/proc/self/maps).
+pub fn is_mapped_executable(address: usize) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
     maps.lines().any(|line| {
-        let range = line.split_whitespace().next().unwrap_or("");
+        let mut fields = line.split_whitespace();
+        let range = fields.next().unwrap_or("");
+        let executable = fields.next().is_some_and(|perms| perms.contains('x'));
         let Some((start, end)) = range.split_once('-') else { return false };
         let (start, end) = (usize::from_str_radix(start, 16).unwrap(), usize::from_str_radix(end, 16).unwrap());
-        (start..end).contains(&address)
+        executable && (start..end).contains(&address)
     })
 }
 

@@ -24,6 +24,8 @@ pub mod ir;
 pub mod jit;
 #[cfg(feature = "llvm")]
 pub mod llvm;
+#[cfg(test)]
+mod lowering_checks;
 pub mod parse;
 pub mod probe;
 pub mod rss;

@@ -255,71 +255,41 @@ fn call_other<'ctx>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interp::{Interpreter, Plain};
-    use crate::jit::{call_native, call_osr};
-
-    fn leak(source: &str) -> &'static Program {
-        Box::leak(Box::new(Program::compile(source).unwrap()))
-    }
+    use crate::lowering_checks as check;
 
     #[test]
     fn llvm_code_agrees_with_the_interpreter() {
-        let program = leak(
+        let backend = config().build().unwrap();
+        check::agrees_with_interpreter(
             "fn fib(n) { if n < 2 { return n; } return fib(n - 1) + fib(n - 2); }
              fn mix(a, b, c) { let x = a * b - c; if x != 0 { x = x + (a < b) + (b >= c) * 10 - -3; } return x; }
              fn big(a) { return a * 9223372036854775807 + 3; }",
+            |program, id| {
+                let code = backend.compile_function(function_def(program, id, false, None)).unwrap();
+                let entry = code.entry();
+                (code, entry)
+            },
         );
-        let backend = config().build().unwrap();
-        let interpreter = Interpreter::new(program);
-        for function in &program.functions {
-            let code = backend.compile_function(function_def(program, function.id, false, None)).unwrap();
-            for args in [[5, 3, 1, 0], [0, 0, 0, 0], [-7, 2, 9, 0], [25, 1, 1, 1]] {
-                let args = &args[..function.params];
-                // SAFETY: compiled from this function, which takes `params` arguments.
-                let native = unsafe { call_native(code.entry(), args) };
-                assert_eq!(native, interpreter.invoke(&Plain, function.id, args), "{}{args:?}", function.name);
-            }
-        }
     }
 
     #[test]
     fn llvm_osr_entry_resumes_an_interpreted_frame() {
-        let program =
-            leak("fn sum(n) { let i = 0; let acc = 0; while i < n { acc = acc + i * i; i = i + 1; } return acc; }");
-        let function = &program.functions[0];
         let backend = config().build().unwrap();
-        let code = backend.compile_function(function_def(program, 0, true, None)).unwrap();
-        let osr = code.osr_entry(u64::from(function.loop_headers[0])).unwrap();
-
-        /// Interprets until the 100th back-edge, then hands the frame over.
-        struct Handover(*mut (), std::cell::Cell<u32>);
-        impl crate::interp::Hooks for Handover {
-            fn call(&self, interpreter: &Interpreter<'_>, stack: &mut Vec<i64>, func: FuncId, args: &[i64]) -> i64 {
-                interpreter.interpret(self, stack, func, args)
-            }
-            fn backedge(&self, _func: FuncId, _site: u32, frame: &[i64]) -> Option<i64> {
-                self.1.set(self.1.get() + 1);
-                // SAFETY: `self.0` is `sum`'s OSR entry; `frame` is `sum`'s frame.
-                (self.1.get() == 100).then(|| unsafe { call_osr(self.0, frame) })
-            }
-        }
-        let hooks = Handover(osr, std::cell::Cell::new(0));
-        let result = Interpreter::new(program).invoke(&hooks, 0, &[1000]);
-        assert_eq!(result, (0..1000i64).map(|i| i * i).sum::<i64>());
-        assert_eq!(hooks.1.get(), 100, "the loop finished natively");
+        check::osr_entry_resumes_an_interpreted_frame(|program, id, site| {
+            let code = backend.compile_function(function_def(program, id, true, None)).unwrap();
+            let osr = code.osr_entry(site).unwrap();
+            (code, osr)
+        });
     }
 
     #[test]
     fn calls_to_other_functions_go_through_the_same_call_out() {
-        let program = leak("fn double(x) { return x * 2; } fn quad(x) { return double(double(x)); }");
-        let call_out: &'static CallOut = Box::leak(Box::new(CallOut(Box::new(|callee, args| {
-            Interpreter::new(program).invoke(&Plain, callee, args)
-        }))));
         let backend = config().build().unwrap();
-        let quad = program.function("quad").unwrap().id;
-        assert!(backend.compile_function(function_def(program, quad, false, None)).is_err());
-        let code = backend.compile_function(function_def(program, quad, false, Some(call_out))).unwrap();
-        // SAFETY: `quad` takes one argument.
-        assert_eq!(unsafe { call_native(code.entry(), &[5]) }, 20);
+        check::calls_go_through_the_call_out(|program, id, call_out| {
+            backend.compile_function(function_def(program, id, false, call_out)).map(|code| {
+                let entry = code.entry();
+                (code, entry)
+            })
+        });
     }
 }

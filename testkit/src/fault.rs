@@ -40,7 +40,7 @@ use std::time::Duration;
 pub use backend::{FABRICATED_SITES, FaultyBackend, PoisonBackend, PoisonDef};
 pub use compiler::{FaultyCompiler, PoisonCompiler};
 pub use hooks::{EVENT_NAMES, FaultyEvents, InvalidateProbe, panicking_on_invalidate};
-pub use stress::{Quiescence, StressConfig, Tally, env_u64};
+pub use stress::{Quiescence, RunnerOut, Runners, StressConfig, Tally, env_u64};
 
 /// Every injected panic's message starts with this.
 pub const INJECTED_PANIC: &str = "kiln-testkit injected panic";

@@ -20,10 +20,8 @@
 //! Settings: `KILN_STRESS_SEED`, `KILN_STRESS_OPS`, `KILN_STRESS_THREADS`,
 //! `KILN_STRESS_YIELDS` (see `StressConfig`).
 
-use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_core::{
@@ -31,8 +29,8 @@ use kiln_core::{
     TierLadder,
 };
 use kiln_testkit::fault::{
-    EVENT_NAMES, FaultKind, FaultPlan, FaultyCompiler, FaultyEvents, PoisonCompiler, Quiescence, SplitMix64,
-    StressConfig, Tally, is_injected, quiet_injected_panics,
+    EVENT_NAMES, FaultKind, FaultPlan, FaultyCompiler, FaultyEvents, PoisonCompiler, Quiescence, Runners, SplitMix64,
+    StressConfig, Tally, quiet_injected_panics,
 };
 use kiln_testkit::poison::{CodeId, PoisonArena};
 
@@ -99,7 +97,7 @@ struct Run<'r, 'a> {
     plan: &'a Arc<FaultPlan>,
     jit: Jit,
     quiescence: Quiescence,
-    runners_left: AtomicUsize,
+    runners: Runners,
     ops: Tally,
     /// Self-check: the host declares quiescence without waiting for the
     /// runners (breaking kiln-core's rule), so the run must see early frees.
@@ -109,14 +107,7 @@ struct Run<'r, 'a> {
 impl Run<'_, '_> {
     /// Runs `f`, catching injected panics (counted); any other panic goes on.
     fn catching<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
-        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => Some(value),
-            Err(payload) if is_injected(&*payload) => {
-                self.ops.bump(op::CAUGHT_PANIC);
-                None
-            }
-            Err(payload) => std::panic::resume_unwind(payload),
-        }
+        self.ops.catching(op::CAUGHT_PANIC, f)
     }
 
     fn execute(&self, entry: NonNull<()>, rng: &mut SplitMix64) {
@@ -127,7 +118,7 @@ impl Run<'_, '_> {
 
     fn runner(&self, index: usize) {
         // Even if a kiln call panics through the runner, it counts as gone.
-        let _left = RunnerGone(&self.runners_left);
+        let _out = self.runners.out_on_drop();
         let mut rng = SplitMix64::new(self.config.seed ^ (0x1000 + index as u64).wrapping_mul(0x9E37_79B9));
         let mut jit = self.jit.clone();
         let ops = self.config.ops / self.config.threads as u64;
@@ -218,7 +209,7 @@ impl Run<'_, '_> {
     }
 
     fn running(&self) -> bool {
-        self.runners_left.load(Ordering::Acquire) > 0 // pairs with the Release in `runner`
+        self.runners.running()
     }
 
     fn pumper(&self, index: usize) {
@@ -291,15 +282,6 @@ impl Run<'_, '_> {
     }
 }
 
-/// Counts a runner out when it ends, normally or by a panic.
-struct RunnerGone<'a>(&'a AtomicUsize);
-
-impl Drop for RunnerGone<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release); // pairs with the Acquire loads in `running`
-    }
-}
-
 /// Hands code that was never published back to the compiler.
 fn free(jit: &mut Jit, code: kiln_core::CodeHandle) {
     <Jit as Compiler<&Bead>>::release(jit, code);
@@ -345,7 +327,7 @@ fn stress(test: &str, config: StressConfig, break_the_rule: bool, panicking_hook
         plan: &plan,
         jit,
         quiescence: Quiescence::new(config.threads),
-        runners_left: AtomicUsize::new(config.threads),
+        runners: Runners::new(config.threads),
         ops: Tally::new(OPS),
         break_the_rule,
     };
@@ -460,13 +442,7 @@ fn stress(test: &str, config: StressConfig, break_the_rule: bool, panicking_hook
     } else {
         println!("   early frees {}, leaks {}, stuck beads {stuck}", report.early_frees, report.live());
     }
-    assert!(
-        failures.is_empty(),
-        "{test} failed (seed {:#x}):\n  - {}\nrepeat: {}",
-        config.seed,
-        failures.join("\n  - "),
-        config.repeat_command("stress_core", test)
-    );
+    config.assert_passed(test, &config.repeat_command("stress_core", test), &failures);
 }
 
 /// Default operations: short in debug builds, ≥ 10⁶ in release.

@@ -17,8 +17,7 @@
 //! `KILN_STRESS_OPS`, `KILN_STRESS_THREADS`, `KILN_STRESS_YIELDS`.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use kiln_std::{
     AlwaysRecompilePolicy, BackendAdapter, BailoutInfo, Bead, BoundBead, JitBackend, OsrEntry, ThresholdPolicy,
 };
 use kiln_testkit::fault::{
-    FABRICATED_SITES, FaultKind, FaultPlan, FaultyBackend, Quiescence, SplitMix64, StressConfig, Tally, is_injected,
+    FABRICATED_SITES, FaultKind, FaultPlan, FaultyBackend, Quiescence, Runners, SplitMix64, StressConfig, Tally,
     quiet_injected_panics,
 };
 
@@ -137,7 +136,7 @@ struct Run<'a> {
     bound: &'a [BoundBead<Backend>],
     plan: &'a Arc<FaultPlan>,
     quiescence: Quiescence,
-    runners_left: AtomicUsize,
+    runners: Runners,
     next_constant: AtomicI64,
     early_before: AtomicU64,
     early_during: AtomicU64,
@@ -151,18 +150,11 @@ impl Run<'_> {
     }
 
     fn catching<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
-        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => Some(value),
-            Err(payload) if is_injected(&*payload) => {
-                self.ops.bump(op::CAUGHT_PANIC);
-                None
-            }
-            Err(payload) => std::panic::resume_unwind(payload),
-        }
+        self.ops.catching(op::CAUGHT_PANIC, f)
     }
 
     fn running(&self) -> bool {
-        self.runners_left.load(Ordering::Acquire) > 0 // pairs with the Release in `runner`
+        self.runners.running()
     }
 
     fn factory(&self) -> impl FnOnce(&Arc<Bead>) -> FunctionDef + Send + 'static {
@@ -193,7 +185,7 @@ impl Run<'_> {
     }
 
     fn runner(&self, index: usize) {
-        let _left = RunnerGone(&self.runners_left);
+        let _out = self.runners.out_on_drop();
         let mut rng = SplitMix64::new(self.config.seed ^ (0x1000 + index as u64).wrapping_mul(0x9E37_79B9));
         let mut until_quiescent = 0;
         for n in 0..self.config.ops / self.config.threads as u64 {
@@ -279,14 +271,6 @@ impl Run<'_> {
     }
 }
 
-struct RunnerGone<'a>(&'a AtomicUsize);
-
-impl Drop for RunnerGone<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release); // pairs with the Acquire in `running`
-    }
-}
-
 fn settle(mut done: impl FnMut() -> bool) -> bool {
     for _ in 0..600 {
         if done() {
@@ -333,7 +317,7 @@ fn cranelift_host_quiesce() {
         bound: &bound,
         plan: &plan,
         quiescence: Quiescence::new(config.threads),
-        runners_left: AtomicUsize::new(config.threads),
+        runners: Runners::new(config.threads),
         next_constant: AtomicI64::new(1),
         early_before: AtomicU64::new(0),
         early_during: AtomicU64::new(0),
@@ -429,11 +413,7 @@ fn cranelift_host_quiesce() {
         "   early frees {early}, leaks {}, stuck beads {stuck}",
         stats.live_units as u64 - parked.min(stats.live_units as u64)
     );
-    assert!(
-        failures.is_empty(),
-        "cranelift_host_quiesce failed (seed {:#x}):\n  - {}\nrepeat: {} --features cranelift",
-        config.seed,
-        failures.join("\n  - "),
-        config.repeat_command("stress_cranelift", "cranelift_host_quiesce")
-    );
+    let repeat =
+        format!("{} --features cranelift", config.repeat_command("stress_cranelift", "cranelift_host_quiesce"));
+    config.assert_passed("cranelift_host_quiesce", &repeat, &failures);
 }

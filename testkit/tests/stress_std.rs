@@ -36,8 +36,7 @@
 //! Settings: `KILN_STRESS_SEED`, `KILN_STRESS_OPS`, `KILN_STRESS_THREADS`,
 //! `KILN_STRESS_YIELDS` (see `StressConfig`).
 
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,8 +45,8 @@ use kiln_std::{
     OsrCompileResult, OsrEntry, ThresholdPolicy,
 };
 use kiln_testkit::fault::{
-    FABRICATED_SITES, FaultKind, FaultPlan, FaultyBackend, InvalidateProbe, PoisonBackend, PoisonDef, Quiescence, Site,
-    SplitMix64, StressConfig, Tally, injected_panics_on_kiln_threads, is_injected, panicking_on_invalidate,
+    FABRICATED_SITES, FaultKind, FaultPlan, FaultyBackend, InvalidateProbe, PoisonBackend, PoisonDef, Quiescence,
+    Runners, Site, SplitMix64, StressConfig, Tally, injected_panics_on_kiln_threads, panicking_on_invalidate,
     quiet_injected_panics, release_panics_on_kiln_threads,
 };
 use kiln_testkit::poison::PoisonArena;
@@ -185,25 +184,18 @@ struct Episode<'a> {
     quiescence: Quiescence,
     /// The host declares quiescence now (host modes; after the switch).
     host_declares: AtomicBool,
-    runners_left: AtomicUsize,
+    runners: Runners,
     progress: AtomicU64,
     ops: &'a Tally,
 }
 
 impl Episode<'_> {
     fn catching<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
-        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => Some(value),
-            Err(payload) if is_injected(&*payload) => {
-                self.ops.bump(op::CAUGHT_PANIC);
-                None
-            }
-            Err(payload) => std::panic::resume_unwind(payload),
-        }
+        self.ops.catching(op::CAUGHT_PANIC, f)
     }
 
     fn running(&self) -> bool {
-        self.runners_left.load(Ordering::Acquire) > 0 // pairs with the Release in `runner`
+        self.runners.running()
     }
 
     fn execute(&self, arena: &PoisonArena, entry: *mut (), rng: &mut SplitMix64) {
@@ -268,7 +260,7 @@ impl Episode<'_> {
 
     fn runner(&self, index: usize, barrier: &Barrier) {
         // Even if a kiln call panics through the runner, it counts as gone.
-        let _left = RunnerGone(&self.runners_left);
+        let _out = self.runners.out_on_drop();
         let mut rng = SplitMix64::new(self.config.seed ^ (0x1000 + index as u64).wrapping_mul(0x9E37_79B9));
         let registered = (self.scenario.mode == Mode::Registered).then(|| self.beadie.register_thread());
         barrier.wait();
@@ -438,15 +430,6 @@ impl Episode<'_> {
     }
 }
 
-/// Counts a runner out when it ends, normally or by a panic.
-struct RunnerGone<'a>(&'a AtomicUsize);
-
-impl Drop for RunnerGone<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release); // pairs with the Acquire in `running`
-    }
-}
-
 /// The books of one episode, read when the workers have settled.
 #[derive(Debug, Default, Clone, Copy)]
 struct Books {
@@ -546,7 +529,7 @@ fn episode(
         beads,
         quiescence: Quiescence::new(config.threads),
         host_declares: AtomicBool::new(scenario.mode == Mode::HostQuiesce),
-        runners_left: AtomicUsize::new(config.threads),
+        runners: Runners::new(config.threads),
         progress: AtomicU64::new(0),
         ops,
     };
@@ -713,13 +696,7 @@ fn stress(scenario: Scenario, config: StressConfig) {
     for failure in &failures {
         println!("   FAIL: {failure}");
     }
-    assert!(
-        failures.is_empty(),
-        "{name} failed (seed {:#x}):\n  - {}\nrepeat: {}",
-        config.seed,
-        failures.join("\n  - "),
-        config.repeat_command("stress_std", name)
-    );
+    config.assert_passed(name, &config.repeat_command("stress_std", name), &failures);
 }
 
 /// Default operations: short in debug builds, ≥ 10⁶ in release.

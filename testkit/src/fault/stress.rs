@@ -1,7 +1,10 @@
 //! What the stress tests share: their settings from the environment and
 //! host-declared quiescence (QSBR) for runner threads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::fault::is_injected;
 
 /// A stress run's settings, read from the environment so that any run can
 /// be repeated exactly:
@@ -47,6 +50,53 @@ impl StressConfig {
             self.threads,
             u8::from(self.yields)
         )
+    }
+}
+
+impl StressConfig {
+    /// Fails the run of `test` if anything in `failures` went wrong, naming
+    /// the seed and the command line (`repeat`) that runs it again.
+    pub fn assert_passed(&self, test: &str, repeat: &str, failures: &[String]) {
+        assert!(
+            failures.is_empty(),
+            "{test} failed (seed {:#x}):\n  - {}\nrepeat: {repeat}",
+            self.seed,
+            failures.join("\n  - ")
+        );
+    }
+}
+
+/// The runner threads still running: the threads that serve them
+/// (quiescers, pumps, reloaders) stop once the last runner is out.
+#[derive(Debug)]
+pub struct Runners(AtomicUsize);
+
+impl Runners {
+    /// `threads` runners, all running.
+    pub fn new(threads: usize) -> Self {
+        Self(AtomicUsize::new(threads))
+    }
+
+    /// Whether a runner still runs.
+    pub fn running(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0 // pairs with the Release in `RunnerOut::drop`
+    }
+
+    /// Counts the calling runner out when the result drops, at the end of
+    /// its run or in a panic.
+    pub fn out_on_drop(&self) -> RunnerOut<'_> {
+        RunnerOut(&self.0)
+    }
+}
+
+/// Counts one runner out of its [`Runners`] when dropped.
+#[derive(Debug)]
+pub struct RunnerOut<'a>(&'a AtomicUsize);
+
+impl Drop for RunnerOut<'_> {
+    fn drop(&mut self) {
+        // Release: what the runner did happens before a helper sees it gone.
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -168,6 +218,19 @@ impl Tally {
     /// Counter `index` now.
     pub fn get(&self, index: usize) -> u64 {
         self.counts[index].load(Ordering::Relaxed)
+    }
+
+    /// Runs `f`; a panic a fault plan injected is caught and counted in
+    /// counter `caught` (`None`), any other panic goes on unwinding.
+    pub fn catching<R>(&self, caught: usize, f: impl FnOnce() -> R) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => Some(value),
+            Err(payload) if is_injected(&*payload) => {
+                self.bump(caught);
+                None
+            }
+            Err(payload) => resume_unwind(payload),
+        }
     }
 
     /// All counters added up.

@@ -7,7 +7,7 @@ use crate::OsrEntry;
 use crate::backend::{JitBackend, release_hook};
 use crate::bead::{Bead, ReloadOutcome, SwapResult};
 
-/// A bead registered through a [`BackendAdapter`], with its backend.
+/// A bead registered through a [`BackendAdapter`](crate::BackendAdapter), with its backend.
 pub struct BoundBead<B: JitBackend> {
     pub(crate) bead: Arc<Bead>,
     pub(crate) backend: Arc<B>,

@@ -131,7 +131,7 @@ impl Bead {
         bead
     }
 
-    /// A compile's output for this bead, before kiln-std boxes it.
+    /// A compile's output for this bead, before it is published.
     pub(crate) fn built(&self, entry: *mut (), osr: Vec<OsrEntry>, release: Option<ReleaseHook>) -> Built {
         Built { entry, osr, release, panics: Arc::clone(&self.domain.panics) }
     }

@@ -153,12 +153,13 @@ impl NativeCode {
     }
 }
 
-/// What a compile produced, before kiln-std boxes it.
+/// What a compile produced, before `code_object` publishes it.
 pub(crate) struct Built {
     pub(crate) entry: *mut (),
     pub(crate) osr: Vec<OsrEntry>,
     pub(crate) release: Option<ReleaseHook>,
-    /// Where a panic of `release` is counted.
+    /// Where a panic of `release` is counted if the code is refused before
+    /// it is published.
     pub(crate) panics: Arc<HostPanics>,
 }
 

@@ -76,7 +76,7 @@ fn native_ptr() -> *mut () {
 /// Two neighbouring heap objects out of a batch (the closest pair), and
 /// their distance in bytes.
 fn neighbours<T>(make: impl Fn() -> T) -> (Vec<Box<T>>, usize, usize, usize) {
-    let batch: Vec<Box<T>> = (0..32).map(|_| Box::new(make())).collect();
+    let batch: Vec<Box<T>> = (0..256).map(|_| Box::new(make())).collect();
     let address = |i: usize| ptr::from_ref(&*batch[i]).addr();
     let (i, distance) =
         (0..batch.len() - 1).map(|i| (i, address(i).abs_diff(address(i + 1)))).min_by_key(|&(_, d)| d).unwrap();
@@ -126,12 +126,15 @@ fn timed_beside(iters: u64, measured: impl Fn() + Sync, other: impl Fn() + Sync)
     })
 }
 
+/// One call of `bead`, read through `black_box` as an interpreter reads
+/// its function object.
+fn call<'a>(broker: &CoreBroker<'a>, bead: &'a Bead) {
+    let bead: &&Bead = black_box(&bead);
+    black_box(broker.on_invoke(bead));
+}
+
 /// Benches the pair `(first, second)` under both workloads.
-fn pair(c: &mut Criterion, layout: &str, first: &Bead, second: &Bead) {
-    let call = |broker: &CoreBroker<'_>, bead: &Bead| {
-        let bead: &&Bead = black_box(&bead);
-        black_box(broker.on_invoke(bead));
-    };
+fn pair<'a>(c: &mut Criterion, layout: &str, first: &'a Bead, second: &'a Bead) {
     let (a, b) = (counting(first), counting(second));
     c.benchmark_group("neighbours_both_counting").bench_function(layout, |bench| {
         bench.iter_custom(|iters| timed_beside(iters, || call(&a, first), || call(&b, second)))

@@ -373,10 +373,10 @@ impl<B: JitBackend, P: HotnessPolicy> BackendAdapter<B, P> {
     }
 }
 
-/// The hook that hands `code` back to `backend` once kiln is done with it.
+/// The hook that hands `code` back to `backend` once kiln is done with it:
+/// the backend itself, shared (a reference count, no allocation per code).
 pub(crate) fn release_hook<B: JitBackend>(backend: &Arc<B>) -> ReleaseHook {
-    let backend = Arc::clone(backend);
-    Box::new(move |code| backend.release(code))
+    ReleaseHook::Backend(Arc::clone(backend) as Arc<dyn crate::code_object::ReleaseCode>)
 }
 
 /// Compile work: build the definition, compile it, attach the release hook.

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use kiln_core::KilnError;
 
 use crate::OsrEntry;
-use crate::code::{Built, CodeObject, ReleaseHook};
+use crate::code::{Built, ReleaseHook};
+use crate::code_object;
 use crate::deopt::{BailoutInfo, DeoptDecision, DeoptPolicy};
 use crate::domain::Domain;
 use crate::extras::{Extras, InvalidateHook};
@@ -130,7 +131,7 @@ impl Bead {
         bead
     }
 
-    /// A compile's output for this bead, before kiln-std boxes it.
+    /// A compile's output for this bead, before it is published.
     pub(crate) fn built(&self, entry: *mut (), osr: Vec<OsrEntry>, release: Option<ReleaseHook>) -> Built {
         Built { entry, osr, release, panics: Arc::clone(&self.domain.panics) }
     }
@@ -275,7 +276,7 @@ impl Bead {
             return None;
         };
         let old_code = self.compiled().unwrap_or(std::ptr::null_mut());
-        let compiled = match CodeObject::publishable(built, Arc::clone(&self.domain.ledger)) {
+        let compiled = match code_object::publishable(built, &self.domain.books()) {
             Ok(compiled) => compiled,
             Err(error) => {
                 log::warn!(target: "kiln", "{}: swap refused: {error}", self.who());
@@ -297,7 +298,7 @@ impl Bead {
                 log::warn!(target: "kiln", "{}: swap refused: {}", self.who(), refused.error);
                 // SAFETY: (1) never published, so released exactly once, here;
                 // (2) no thread ever saw it.
-                unsafe { CodeObject::release(refused.into_value().into_handle()) };
+                unsafe { code_object::release(refused.into_value().into_handle(), &self.domain.books()) };
                 None
             }
         }

@@ -1,20 +1,16 @@
-//! Code objects: what a kiln-std `CodeHandle` points to.
-//!
-//! A compile closure returns a raw entry pointer (and OSR entries); kiln-std
-//! boxes them into a [`CodeObject`] that owns the OSR table, and hands the
-//! box's address to kiln-core as the code's handle. Releasing the handle
-//! runs the backend's release hook (if the backend frees code) and drops the
-//! box, table included.
+//! What a compile hands kiln-std: a raw entry pointer, OSR entries and a
+//! release hook ([`NativeCode`], `Built`), why a compile made no code
+//! ([`CompileFailure`]), and the panic isolation around host callbacks.
+//! Turning a compile's output into a code handle is `code_object`'s.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kiln_core::{CodeHandle, Compiled, OsrEntry, OsrTable, OsrTableError};
+use kiln_core::{OsrEntry, OsrTableError};
 
-/// Frees backend code once kiln retired it and no thread can run it.
-pub(crate) type ReleaseHook = Box<dyn FnOnce(*mut ()) + Send>;
+pub(crate) use crate::code_object::ReleaseHook;
 
 /// Counts panics caught in host callbacks (compile closures, backend
 /// methods, release hooks, `on_invalidate`), one counter per `Beadie`,
@@ -143,7 +139,7 @@ impl NativeCode {
     /// result). Never called without quiescence (unmanaged mode), nor for a
     /// null entry. Runs under `catch_unwind` (see `Beadie::host_panics`).
     pub fn on_release(mut self, release: impl FnOnce(*mut ()) + Send + 'static) -> Self {
-        self.release = Some(Box::new(release));
+        self.release = Some(ReleaseHook::Once(Box::new(release)));
         self
     }
 
@@ -157,12 +153,13 @@ impl NativeCode {
     }
 }
 
-/// What a compile produced, before kiln-std boxes it.
+/// What a compile produced, before `code_object` publishes it.
 pub(crate) struct Built {
     pub(crate) entry: *mut (),
     pub(crate) osr: Vec<OsrEntry>,
     pub(crate) release: Option<ReleaseHook>,
-    /// Where a panic of `release` is counted.
+    /// Where a panic of `release` is counted if the code is refused before
+    /// it is published.
     pub(crate) panics: Arc<HostPanics>,
 }
 
@@ -171,7 +168,7 @@ impl Built {
     /// For code no thread ever saw.
     pub(crate) fn release_unpublished(self) {
         if let (false, Some(release)) = (self.entry.is_null(), self.release) {
-            self.panics.isolate("release hook", || release(self.entry));
+            self.panics.isolate("release hook", || release.run(self.entry));
         }
     }
 }
@@ -219,98 +216,3 @@ impl std::fmt::Display for CompileFailure {
 }
 
 impl std::error::Error for CompileFailure {}
-
-/// One published piece of code and everything it owns.
-pub(crate) struct CodeObject {
-    entry: *mut (),
-    /// A view into `entries`; never outlives the object.
-    table: Option<OsrTable<'static>>,
-    entries: Box<[OsrEntry]>,
-    release: Option<ReleaseHook>,
-    panics: Arc<HostPanics>,
-    /// Keeps the domain's counters alive for the release accounting.
-    ledger: Arc<crate::domain::Ledger>,
-}
-
-impl CodeObject {
-    /// Boxes `built` and returns it as kiln-core `Compiled` code. OSR entries
-    /// are sorted by site (as beadie does); duplicates are an error.
-    pub(crate) fn publishable(built: Built, ledger: Arc<crate::domain::Ledger>) -> Result<Compiled, CompileFailure> {
-        let Built { entry, mut osr, release, panics } = built;
-        if entry.is_null() {
-            return Err(CompileFailure::NullEntry);
-        }
-        osr.sort_by_key(|entry| entry.site);
-        let entries = osr.into_boxed_slice();
-        let has_osr = !entries.is_empty();
-        let mut object = Box::new(CodeObject { entry, table: None, entries, release, panics, ledger });
-        if has_osr {
-            // SAFETY: the slice lives in the box's heap buffer, which neither
-            // moves nor changes until the `CodeObject` drops, and the table is
-            // dropped before it (field order); the table never leaves the object.
-            let entries: &'static [OsrEntry] = unsafe { &*std::ptr::from_ref(&*object.entries) };
-            match OsrTable::new(entries) {
-                Ok(table) => object.table = Some(table),
-                Err(error) => {
-                    // Never published: the backend may free the code now.
-                    if let Some(release) = object.release.take() {
-                        object.panics.isolate("release hook", || release(object.entry));
-                    }
-                    return Err(CompileFailure::BadOsrTable(error));
-                }
-            }
-        }
-        object.ledger.compiled();
-        let raw = Box::into_raw(object);
-        let handle = CodeHandle::from_raw(raw as usize).expect("a box is never at address 0");
-        // SAFETY: reading the box we just leaked; it stays alive until `release`.
-        let object = unsafe { &*raw };
-        let compiled = Compiled::new(object.entry, handle).expect("checked non-null above");
-        Ok(match &object.table {
-            // kiln-core calls `CodeObject::release(handle)` only after the code
-            // was retired and quiesced (or at once if it was never published).
-            // SAFETY: `with_osr` (1) the boxed table lives until then, (2) immutable, Sync.
-            Some(table) => unsafe { compiled.with_osr(std::ptr::NonNull::from(table)) },
-            None => compiled,
-        })
-    }
-
-    /// Frees the code behind `handle`: runs the release hook, drops the box.
-    ///
-    /// # Safety
-    ///
-    /// 1. `handle` came from [`publishable`](Self::publishable) and is
-    ///    released exactly once.
-    /// 2. No thread can still run its code or read its OSR table.
-    pub(crate) unsafe fn release(handle: CodeHandle) {
-        // SAFETY: (1) the handle is the address of a leaked `Box<CodeObject>`,
-        // released once, so ownership comes back exactly once.
-        let object = unsafe { Box::from_raw(handle.get() as *mut CodeObject) };
-        let CodeObject { entry, entries, release, panics, ledger, .. } = *object;
-        drop(entries);
-        if let Some(release) = release {
-            // Runs on whichever thread quiesces (a worker, the host inside
-            // `quiesce`): a panic must neither kill the worker nor unwind
-            // into the host, and the handles after this one must still go.
-            panics.isolate("release hook", || release(entry));
-        }
-        ledger.released();
-    }
-
-    /// Frees kiln-std's memory for `handle` without running the release
-    /// hook: the backend's code stays (unmanaged mode, see `domain`).
-    ///
-    /// # Safety
-    ///
-    /// 1. As for [`release`](Self::release), item 1.
-    /// 2. No thread can still read its OSR table.
-    pub(crate) unsafe fn discard(handle: CodeHandle) {
-        // SAFETY: (1) ownership of the leaked box comes back exactly once.
-        let object = unsafe { Box::from_raw(handle.get() as *mut CodeObject) };
-        let CodeObject { entries, release, ledger, .. } = *object;
-        drop(entries);
-        // The hook would free code a thread may still run: leak it instead.
-        std::mem::forget(release);
-        ledger.released();
-    }
-}

@@ -22,7 +22,8 @@ use kiln_core::{CodeHandle, CompileRequest, Compiled, Compiler};
 use crate::reclaim::Reclaimer;
 pub(crate) use crate::reclaim::ThreadSlot;
 
-use crate::code::{CodeObject, CompileFailure, HostPanics};
+use crate::code::{CompileFailure, HostPanics};
+use crate::code_object::{self, Books, ReleaseCode};
 use crate::extras::ExtrasTable;
 use crate::job::JobHandle;
 use crate::policy::PolicyLadder;
@@ -196,6 +197,8 @@ pub(crate) struct Domain {
     pub(crate) panics: Arc<HostPanics>,
     /// The beads' rarely used parts (see `extras`).
     pub(crate) extras: Arc<ExtrasTable>,
+    /// The backend whose code needs no block (see `code_object`).
+    backend: OnceLock<Arc<dyn ReleaseCode>>,
 }
 
 impl Domain {
@@ -212,6 +215,7 @@ impl Domain {
             reclaimer: Reclaimer::default(),
             panics,
             extras,
+            backend: OnceLock::new(),
         });
         domain.broker.set_queue_limit(queue_capacity);
         domain
@@ -255,12 +259,25 @@ impl Domain {
     }
 
     pub(crate) fn compiler(self: &Arc<Self>) -> StdCompiler {
-        StdCompiler { ledger: Arc::clone(&self.ledger) }
+        StdCompiler { domain: Arc::clone(self) }
+    }
+
+    /// What publishing and releasing this domain's code need.
+    pub(crate) fn books(&self) -> Books<'_> {
+        Books { ledger: &self.ledger, panics: &self.panics, backend: &self.backend }
+    }
+
+    /// Frees a code object kiln-core (or the limbo) released.
+    fn release_code(&self, code: CodeHandle) {
+        // SAFETY: `release` (1) kiln-core and the limbo hand each accepted
+        // handle of this domain over once; (2) only after two certified
+        // advances past its retirement.
+        unsafe { code_object::release(code, &self.books()) };
     }
 
     /// The host declared quiescence for every thread.
     pub(crate) fn quiesce_now(&self) -> usize {
-        self.reclaimer.quiesce(&self.broker, &mut release_code)
+        self.reclaimer.quiesce(&self.broker, &mut |code| self.release_code(code))
     }
 
     pub(crate) fn register_thread(&self) -> crate::sync::Arc<ThreadSlot> {
@@ -278,15 +295,8 @@ impl Domain {
     /// One reclamation step (workers after pumping, host pumps, a full
     /// retire ring): see `Reclaimer::step`.
     pub(crate) fn reclaim_step(&self) {
-        self.reclaimer.step(&self.broker, &mut release_code);
+        self.reclaimer.step(&self.broker, &mut |code| self.release_code(code));
     }
-}
-
-/// Frees a code object kiln-core (or the limbo) released.
-fn release_code(code: CodeHandle) {
-    // SAFETY: `release` (1) kiln-core and the limbo hand each accepted handle
-    // over once; (2) only after two certified advances past its retirement.
-    unsafe { CodeObject::release(code) };
 }
 
 impl Drop for Domain {
@@ -300,18 +310,23 @@ impl Drop for Domain {
         // discarded below, which frees only kiln's memory, never the code.
         unsafe { self.broker.release_retired_now(|code| parked.push(code)) };
         parked.extend(self.reclaimer.take_parked());
+        let mut backend_owns_code = false;
         for handle in parked {
             // Each handle came from `publishable`, handed over once by
             // kiln-core or the limbo; the code itself is not freed.
             // SAFETY: `discard` (1) released once; (2) every bead is gone: no OSR lookup.
-            unsafe { CodeObject::discard(handle) };
+            backend_owns_code |= unsafe { code_object::discard(handle, &self.ledger) };
+        }
+        if backend_owns_code {
+            // Dropping the backend may free code a thread still runs.
+            std::mem::forget(self.backend.take());
         }
     }
 }
 
 /// kiln-std's compiler: runs the compile work the job carries.
 pub(crate) struct StdCompiler {
-    ledger: Arc<Ledger>,
+    domain: Arc<Domain>,
 }
 
 impl StdCompiler {
@@ -331,7 +346,7 @@ impl StdCompiler {
                 return Err(CompileFailure::Panicked(crate::code::panic_message(&*panic)));
             }
         };
-        CodeObject::publishable(built, Arc::clone(&self.ledger))
+        code_object::publishable(built, &self.domain.books())
     }
 }
 
@@ -355,6 +370,6 @@ impl Compiler<JobHandle> for StdCompiler {
         // kiln-core releases each accepted handle once, two quiesce rounds
         // after retirement; this compiler quiesces only in managed mode.
         // SAFETY: `release` (1) once; (2) managed rounds mean no thread runs it.
-        unsafe { CodeObject::release(code) };
+        unsafe { code_object::release(code, &self.domain.books()) };
     }
 }

@@ -8,6 +8,7 @@ mod beadie;
 mod bound;
 mod chain;
 mod code;
+mod code_object;
 pub mod compat;
 mod deopt;
 mod domain;

@@ -29,11 +29,21 @@ const BYTES_PER_BEAD_MAX: usize = 96;
 const BYTES_PER_BOUND_BEAD_MAX: usize = 96;
 const BYTES_PER_TIERED_BEAD_MAX: usize = 96;
 
+/// A registered bead once compiled code (no OSR entries, no release hook)
+/// is installed: nothing more, the code handle names the code without a
+/// heap object (beadie 0.3: 96 B).
+const BYTES_PER_COMPILED_BEAD_MAX: usize = 96;
+
 /// A registered bead once compiled code with [`OSR_ENTRIES`] OSR entries is
-/// installed: the bead, kiln-std's code object (entry, OSR table, release
-/// hook slot, counters) and the sorted table itself (16 B per entry).
-const BYTES_PER_OSR_BEAD_MAX: usize = 232;
+/// installed: the bead and one block holding the table's 16-byte view and
+/// the sorted entries (16 B each), 176 B (beadie 0.3: 184.6 B).
+const BYTES_PER_OSR_BEAD_MAX: usize = 176;
 const OSR_ENTRIES: u64 = 4;
+
+/// A `BoundBead` once its backend's code (which the backend frees) is
+/// installed: nothing more, the domain keeps the backend and the handle is
+/// the entry (beadie 0.3: 96 B, its code is never freed).
+const BYTES_PER_COMPILED_BOUND_BEAD_MAX: usize = 96;
 
 struct CountingAllocator;
 
@@ -231,4 +241,37 @@ fn a_bead_with_osr_entries_installed_costs_a_bounded_number_of_heap_bytes() {
     assert!(beads.iter().all(|bead| bead.osr_entry(16).is_some()), "every bead compiled with its OSR table");
     println!("heap per bead with {OSR_ENTRIES} OSR entries installed: {per_bead:.1} B");
     assert!(per_bead <= BYTES_PER_OSR_BEAD_MAX as f64, "{per_bead:.1} B per compiled bead with OSR entries");
+}
+
+#[test]
+fn a_compiled_bead_costs_no_more_than_a_registered_one() {
+    // No workers: compiles run in `pump` on this thread, where they are counted.
+    let beadie = idle_beadie(1);
+    let (per_bead, beads) = bytes_per_bead(|| {
+        let bead = beadie.register(ptr::null_mut(), None);
+        beadie.on_invoke(&bead, |_| native_ptr());
+        beadie.pump(Budget::unlimited());
+        bead
+    });
+    assert!(beads.iter().all(|bead| bead.compiled() == Some(native_ptr())), "every bead compiled");
+    println!("heap per compiled bead: {per_bead:.1} B");
+    assert!(per_bead <= BYTES_PER_COMPILED_BEAD_MAX as f64, "{per_bead:.1} B per compiled bead");
+}
+
+#[test]
+fn a_compiled_bound_bead_costs_a_bounded_number_of_heap_bytes() {
+    let adapter = BackendAdapter::with_config(
+        NativeBackend,
+        ThresholdPolicy::new(1),
+        BeadieConfig { workers: 0, ..BeadieConfig::default() },
+    );
+    let (per_bead, beads) = bytes_per_bead(|| {
+        let bound = adapter.register(ptr::null_mut(), None);
+        adapter.on_invoke(&bound, |_| ());
+        adapter.beadie().pump(Budget::unlimited());
+        bound
+    });
+    assert!(beads.iter().all(|bound| bound.bead().compiled() == Some(native_ptr())), "every bead compiled");
+    println!("heap per compiled BoundBead: {per_bead:.1} B");
+    assert!(per_bead <= BYTES_PER_COMPILED_BOUND_BEAD_MAX as f64, "{per_bead:.1} B per compiled BoundBead");
 }

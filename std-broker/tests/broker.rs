@@ -349,18 +349,21 @@ fn hot_loops_get_an_osr_entry_through_backedges() {
         entry: one(),
         osr: vec![kiln_std::OsrEntry { site: 7, code: loop_entry as extern "C" fn() -> i64 as *mut () }],
     };
-    // One long interpreted call: only its loop probe runs.
-    let mut entered = None;
-    for iteration in 0..100_000 {
+    // One long interpreted call: only its loop probe runs, for as long as
+    // the worker needs (a worker starved on a loaded machine can take far
+    // longer than a few milliseconds; only a hang fails, after seconds).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut iteration = 0u64;
+    let entry = loop {
         if let Some(entry) = beadie.on_backedge(&bead, 7, move |_| osr()) {
-            entered = Some((iteration, entry));
-            break;
+            break entry;
         }
-        if iteration % 1_000 == 999 {
+        iteration += 1;
+        if iteration % 1_000 == 0 {
+            assert!(Instant::now() < deadline, "the loop never got an OSR entry");
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-    let (iteration, entry) = entered.expect("the loop never got an OSR entry");
+    };
     assert!(iteration >= 1_000, "not before 10 x the call threshold: {iteration}");
     assert_eq!(entry, loop_entry as extern "C" fn() -> i64 as *mut ());
     assert_eq!(bead.compiled(), Some(one()), "the normal entry came with it");

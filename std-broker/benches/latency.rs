@@ -38,7 +38,7 @@
 //!   spinning until the thread acknowledges, as the bench spins until the
 //!   entry is visible.
 //!
-//! Run: `cargo bench -p kiln-std --bench latency` (about 40 s; prints a
+//! Run: `cargo bench -p kiln-std --bench latency` (about 90 s; prints a
 //! table). Figures of the last run are in BENCHMARKS.md.
 
 use std::ptr;

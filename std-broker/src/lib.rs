@@ -3,6 +3,7 @@
 
 mod after_compile;
 mod backend;
+mod backoff;
 mod bead;
 mod beadie;
 mod bound;

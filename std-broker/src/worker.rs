@@ -12,24 +12,25 @@
 //! a futex syscall and, in a VM, an inter-processor interrupt: 8–15 µs on
 //! the interpreter thread, which is what kiln-std paid before after 200 ms
 //! of idleness. Instead an idle worker looks at the queue by itself — one
-//! Relaxed load of its length, no lock — on a backoff:
-//!
-//! 1. for [`YIELD_WHILE_IDLE`] after its last job it yields (a warm-up
-//!    burst is picked up in microseconds);
-//! 2. then it sleeps [`FIRST_POLL`], doubling each time up to
-//!    [`WARM_POLL`] (1 ms), and stays there until it has been idle for
-//!    [`STAY_WARM`] (1 s): a promotion after a pause of up to a second is
-//!    picked up within about 1 ms;
-//! 3. idle longer, its sleeps double on up to [`COLD_POLL`] (20 ms): a
-//!    promotion after a long idle waits up to that long for its worker.
+//! Relaxed load of its length, no lock — on the schedule in `backoff`: it
+//! yields for 200 µs after its last job, then sleeps from 20 µs doubling
+//! to 1 ms for the first second, to 20 ms until 10 s, to 100 ms after.
 //!
 //! The trade-off, stated: the interpreter thread never pays for a wake-up,
-//! at any idle time; promotion latency is ≤ ~1 ms within a second of the
-//! last compile and ≤ ~20 ms after longer idleness; an idle process costs
-//! one short wake-up per 20 ms per worker (a wake-up measured at ~15 µs of
-//! CPU in a VM here: ~0.08 % of a core), where 1 ms polls forever would
-//! cost ~1.6 %. Each wake-up is a timer expiry, a load and back to sleep
-//! (plus a reclamation step, which finds nothing to do).
+//! at any idle time; a promotion waits for its worker up to ~1 ms within a
+//! second of the last compile, ~20 ms within 10 s, ~100 ms after a longer
+//! idle; an idle process costs each worker's wake-ups (10 a second after
+//! 10 s; each a timer expiry, a load and back to sleep, plus a reclamation
+//! step that finds nothing to do). A wake-up costs 20–35 µs of CPU on the
+//! busy VM of BENCHMARKS.md whoever makes it, so polling every 1 ms forever
+//! would cost ~2 % of a core, every 20 ms ~0.15 %, every 100 ms ~0.03 %.
+//!
+//! Rejected: parking without a timeout after a long idle and letting a
+//! later call of the interpreter thread (the crossing bead's re-check, 64
+//! calls on) pay the unpark. It would keep the crossing call cheap on
+//! paper but put the same 8–15 µs syscall on the interpreter thread a few
+//! calls later, and a job queued by a bead never called again would wait
+//! for the safety timeout anyway.
 //!
 //! The logger is host code: a worker's log calls are isolated like
 //! kiln-std's event hooks (see `logger_panics`).
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{Budget, StdClock};
 
+use crate::backoff::Backoff;
 use crate::bead::Bead;
 use crate::beadie::{BeadieConfig, OsrCompileResult, SubmitResult};
 use crate::code::isolate_logger;
@@ -134,17 +136,6 @@ impl Drop for WorkerPool {
         self.shut_down();
     }
 }
-/// An idle worker's first timed sleep, after [`YIELD_WHILE_IDLE`]; each
-/// idle poll doubles it, up to [`WARM_POLL`], later [`COLD_POLL`].
-const FIRST_POLL: Duration = Duration::from_micros(20);
-/// The longest sleep of a worker idle for less than [`STAY_WARM`]: the
-/// bound on promotion latency after a pause (see the module docs).
-const WARM_POLL: Duration = Duration::from_millis(1);
-/// How long after its last job a worker keeps polling every [`WARM_POLL`].
-const STAY_WARM: Duration = Duration::from_secs(1);
-/// The longest sleep of a worker idle for longer: the bound on promotion
-/// latency after a long idle, and what an idle process costs.
-const COLD_POLL: Duration = Duration::from_millis(20);
 /// How often a worker runs a reclamation step.
 const RECLAIM_EVERY: Duration = Duration::from_millis(1);
 
@@ -170,6 +161,12 @@ pub(crate) struct WorkerThreads {
 impl WorkerThreads {
     /// Starts `count` workers named `kiln-<name>-<i>` on `domain`.
     pub(crate) fn start(domain: &Arc<Domain>, count: usize, name: &str) -> Self {
+        Self::start_with(domain, count, name, Backoff::DEFAULT)
+    }
+
+    /// [`start`](Self::start) with an idle schedule of the caller's (tests
+    /// compress it).
+    pub(crate) fn start_with(domain: &Arc<Domain>, count: usize, name: &str, backoff: Backoff) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let liveness = Arc::new(Liveness::default());
         let names: Vec<String> = (0..count).map(|index| format!("kiln-{name}-{index}")).collect();
@@ -182,7 +179,7 @@ impl WorkerThreads {
                 std::thread::Builder::new()
                     .name(thread_name)
                     .spawn(move || {
-                        run(&domain, &stop);
+                        run(&domain, &stop, &backoff);
                         drop(domain);
                         let mut running = liveness.running.lock().unwrap_or_else(|e| e.into_inner());
                         running.retain(|name| *name != own_name);
@@ -249,10 +246,6 @@ impl WorkerThreads {
     }
 }
 
-/// Idle this briefly, a worker yields instead of sleeping: a burst of
-/// promotions (warm-up) is picked up in microseconds.
-const YIELD_WHILE_IDLE: Duration = Duration::from_micros(200);
-
 /// Asks the kernel to wake this thread within 1 µs of a timed sleep's end
 /// (the default slack is 50 µs, which would dominate 20 µs polls).
 fn tighten_timer_slack() {
@@ -264,13 +257,13 @@ fn tighten_timer_slack() {
     }
 }
 
-fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
+fn run(domain: &Arc<Domain>, stop: &AtomicBool, backoff: &Backoff) {
     tighten_timer_slack();
     let clock = StdClock::new();
     let mut compiler = domain.compiler();
     let mut idle_since = Instant::now();
     let mut reclaimed = Instant::now();
-    let mut poll = FIRST_POLL;
+    let mut poll = None;
     // Acquire (both loads) pairs with the Release store in `begin_shutdown`.
     while !stop.load(Ordering::Acquire) {
         // The lock-free look at the queue: a stale zero delays a job by one
@@ -288,7 +281,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
                     )
                 });
                 idle_since = Instant::now();
-                poll = FIRST_POLL;
+                poll = None;
             }
             if report.ran > 0 {
                 domain.reclaim_step();
@@ -302,34 +295,32 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool) {
         if stop.load(Ordering::Acquire) {
             break;
         }
-        let idle = idle_since.elapsed();
-        if idle < YIELD_WHILE_IDLE {
-            std::thread::yield_now();
-            continue;
+        poll = backoff.sleep_after(idle_since.elapsed(), poll);
+        match poll {
+            None => std::thread::yield_now(),
+            Some(sleep) => std::thread::park_timeout(sleep),
         }
-        std::thread::park_timeout(poll);
-        let longest = if idle < STAY_WARM { WARM_POLL } else { COLD_POLL };
-        poll = (poll * 2).min(longest);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Beadie, ThresholdPolicy};
+    use crate::{Beadie, BeadieConfig, ThresholdPolicy};
 
     extern "C" fn native() -> i64 {
         1
     }
 
     /// Nobody wakes a worker (`Waker::wake` only counts): a worker idle for
-    /// longer than `STAY_WARM` must still find a new job by itself, within
-    /// its coldest poll (plus generous scheduling slack on a busy machine).
+    /// longer than its warm second must still find a new job by itself,
+    /// within its cold poll (plus generous scheduling slack on a busy
+    /// machine).
     #[test]
     fn a_long_idle_worker_finds_a_promotion_by_itself() {
         let beadie = Beadie::with_policy(ThresholdPolicy::new(1));
         let bead = beadie.register(std::ptr::null_mut(), None);
-        std::thread::sleep(STAY_WARM + COLD_POLL * 5);
+        std::thread::sleep(Backoff::DEFAULT.stay_warm + Backoff::DEFAULT.cold * 5);
         let crossed = Instant::now();
         assert_eq!(beadie.on_invoke(&bead, |_| native as extern "C" fn() -> i64 as *mut ()), None);
         while bead.compiled().is_none() {
@@ -337,5 +328,53 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(beadie.wakeups(), 1, "one coalesced wake-up, which woke nobody");
+    }
+
+    /// The schedule compressed about a thousandfold, so a test walks every
+    /// phase (yield, warm, cold, deep) many times in a second or two.
+    const FAST: Backoff = Backoff {
+        yield_for: Duration::from_micros(50),
+        first: Duration::from_micros(10),
+        warm: Duration::from_micros(100),
+        stay_warm: Duration::from_millis(2),
+        cold: Duration::from_millis(1),
+        stay_cold: Duration::from_millis(5),
+        deep: Duration::from_millis(3),
+    };
+
+    /// No promotion is lost whatever phase the idle workers are in: many
+    /// cycles of quiet (a gap picked so the workers are yielding, warm,
+    /// cold or deep) and a burst of crossings, each of which must be
+    /// compiled. A lost wake-up (a worker that stops polling, or misses a
+    /// job queued while it decided to sleep) hangs a bead and fails the
+    /// test at its deadline, which is far above the deepest poll.
+    #[test]
+    fn no_promotion_is_lost_across_idle_and_crossing_cycles() {
+        const GAPS_US: [u64; 8] = [0, 20, 80, 500, 1_500, 3_000, 7_000, 12_000];
+        let beadie =
+            Beadie::with_config(ThresholdPolicy::new(1), BeadieConfig { workers: 0, ..BeadieConfig::default() });
+        let domain = Arc::clone(&beadie.register(std::ptr::null_mut(), None).domain);
+        let mut workers = WorkerThreads::start_with(&domain, 2, "lost-wake-test", FAST);
+        let mut promoted = 0;
+        for cycle in 0..240 {
+            std::thread::sleep(Duration::from_micros(GAPS_US[cycle % GAPS_US.len()]));
+            let burst: Vec<Arc<Bead>> =
+                (0..1 + cycle % 3).map(|_| beadie.register(std::ptr::null_mut(), None)).collect();
+            for bead in &burst {
+                assert_eq!(beadie.on_invoke(bead, |_| native as extern "C" fn() -> i64 as *mut ()), None);
+            }
+            let crossed = Instant::now();
+            for bead in &burst {
+                while bead.compiled().is_none() {
+                    assert!(crossed.elapsed() < Duration::from_secs(10), "cycle {cycle}: a promotion was lost");
+                    std::thread::yield_now();
+                }
+                promoted += 1;
+            }
+        }
+        assert_eq!(beadie.stats().queue_depth, 0);
+        assert_eq!(domain.ledger.counts().0, promoted);
+        workers.begin_shutdown(&domain);
+        assert_eq!(workers.wait(Duration::from_secs(10)), 0);
     }
 }

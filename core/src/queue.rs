@@ -27,7 +27,8 @@
 //! comparison a level and then the last key up from there (Floyd's
 //! variant), since the key that fills the hole, taken from the bottom, is
 //! nearly always the coldest. Measured on a 1,000-job storm queue (kiln-std,
-//! callgrind), a claim went from 733 to about 180 instructions.
+//! callgrind), a claim went from 733 to about 430 instructions, the pop in
+//! it from about 690 to 315.
 
 use heapless::Vec;
 

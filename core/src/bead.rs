@@ -133,6 +133,7 @@ impl Bead {
 
     /// The native entry to call, if code is installed: the final-tier entry,
     /// else code that is still counting toward a higher tier.
+    #[inline]
     pub fn compiled(&self) -> Option<NonNull<()>> {
         // Acquire pairs with the Release stores in `install`.
         NonNull::new(self.entry.load(Ordering::Acquire))
@@ -167,12 +168,14 @@ impl Bead {
     }
 
     /// Calls counted so far (approximate: racing calls may lose counts).
+    #[inline]
     pub fn invocation_count(&self) -> u32 {
         let mark = self.invocation_mark.load(Ordering::Relaxed);
         mark.wrapping_sub(self.countdown.load(Ordering::Relaxed))
     }
 
     /// Weighted back-edges counted so far.
+    #[inline]
     pub fn backedge_count(&self) -> u32 {
         let mark = self.backedge_mark.load(Ordering::Relaxed);
         mark.wrapping_sub(self.backedge_countdown.load(Ordering::Relaxed))
@@ -184,6 +187,7 @@ impl Bead {
     }
 
     /// Highest tier this bead may still be compiled at.
+    #[inline]
     pub fn tier_cap(&self) -> u8 {
         (self.meta.load(Ordering::Relaxed) >> CAP_SHIFT) as u8
     }
@@ -200,6 +204,7 @@ impl Bead {
 
     /// Arms the call countdown at `calls`, keeping the count continuous.
     /// `consumed` extra calls were counted by the caller (the slow-path call).
+    #[inline]
     pub(crate) fn arm(&self, calls: u32, consumed: u32) {
         let calls = calls.min(MAX_COUNTDOWN);
         let counted = self.invocation_count().wrapping_add(consumed);

@@ -235,6 +235,7 @@ impl AtomicStateWord {
 
     /// AcqRel on success (pairs with `load` and other transitions), Acquire
     /// on failure so the caller sees the state that beat it.
+    #[inline]
     pub(crate) fn compare_exchange(&self, current: StateWord, new: StateWord) -> Result<StateWord, StateWord> {
         self.0.compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire).map(StateWord).map_err(StateWord)
     }

@@ -7,7 +7,8 @@
 //! same both ways.
 //!
 //! [`Lock`] guards the broker's slow-path state (queue, retire ring). It is a
-//! spin lock by default; with feature `critical-section` it is a critical
+//! spin lock by default (with `std`, one that yields its time slice after
+//! a short spin); with feature `critical-section` it is a critical
 //! section instead, because an interrupt handler that spins on a lock held by
 //! the code it interrupted would never return.
 
@@ -64,12 +65,41 @@ impl<T> Lock<T> {
         {
             critical_section::with(|cs| f(&mut self.inner.borrow_ref_mut(cs)))
         }
-        #[cfg(all(not(loom), not(feature = "critical-section")))]
+        #[cfg(all(not(loom), not(feature = "critical-section"), feature = "std"))]
+        {
+            // Spin briefly, then yield: on a machine with more runnable
+            // threads than cores, the holder may have been preempted, and a
+            // waiter that only spins burns its whole time slice before the
+            // holder can run again (seen in warm-up storms on a loaded
+            // 2-core machine: a worker's claim and two interpreters'
+            // crossings contend here).
+            extern crate std;
+            let mut spins = 0u32;
+            loop {
+                if let Some(mut guard) = self.inner.try_lock() {
+                    return f(&mut guard);
+                }
+                if spins < SPINS_BEFORE_YIELD {
+                    spins += 1;
+                    core::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        #[cfg(all(not(loom), not(feature = "critical-section"), not(feature = "std")))]
         {
             f(&mut self.inner.lock())
         }
     }
 }
+
+/// Failed attempts a waiter spins for before it yields its time slice
+/// (with `std`): long enough to cover an uncontended critical section on
+/// another core (a push or a pop, well under a microsecond), short enough
+/// that a preempted holder costs a waiter microseconds, not a time slice.
+#[cfg(all(not(loom), not(feature = "critical-section"), feature = "std"))]
+const SPINS_BEFORE_YIELD: u32 = 64;
 
 impl<T> core::fmt::Debug for Lock<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -21,7 +21,7 @@ use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 ///  core             the host's opaque function pointer (update_core)
 ///  invocation_mark  calls counted = invocation_mark - countdown
 ///  backedge_countdown / backedge_mark   the same pair for loop back-edges
-///  meta             bailouts (16 bits) | tier cap (8 bits)
+///  meta             bailouts (16 bits) | tier cap (8 bits) | highest tier reached + 1 (8 bits)
 /// ```
 ///
 /// Counting uses a plain load and store, not a locked read-modify-write:
@@ -65,6 +65,11 @@ const BAILOUT_MASK: u32 = 0xFFFF;
 /// re-arm lost to a racing counting call (see `broker::PENDING`).
 pub(crate) const MAX_COUNTDOWN: u32 = 1 << 16;
 const CAP_SHIFT: u32 = 16;
+const CAP_MASK: u32 = 0xFF << CAP_SHIFT;
+/// The highest tier ever installed, plus one (0: never compiled), for
+/// hotness profiles (see `profile`). Written under the broker's lock, like
+/// the rest of `meta`.
+const REACHED_SHIFT: u32 = 24;
 
 impl Bead {
     crate::sync::const_fn! {
@@ -188,6 +193,13 @@ impl Bead {
         (self.meta.load(Ordering::Relaxed) >> CAP_SHIFT) as u8
     }
 
+    /// The highest tier code was ever installed at in this bead's life (a
+    /// recycled pool slot starts again), kept after the code is gone.
+    pub fn tier_reached(&self) -> Option<u8> {
+        let reached = (self.meta.load(Ordering::Relaxed) >> REACHED_SHIFT) as u8;
+        reached.checked_sub(1)
+    }
+
     /// Takes the installed code out of a bead nobody else can reach (it is
     /// being dropped), unpublishing it. The caller must still retire the
     /// handle ([`Broker::retire`](crate::Broker::retire)): a thread may be
@@ -234,7 +246,16 @@ impl Bead {
 
     pub(crate) fn set_tier_cap(&self, cap: u8) {
         let meta = self.meta.load(Ordering::Relaxed);
-        self.meta.store(meta & BAILOUT_MASK | u32::from(cap) << CAP_SHIFT, Ordering::Relaxed);
+        self.meta.store(meta & !CAP_MASK | u32::from(cap) << CAP_SHIFT, Ordering::Relaxed);
+    }
+
+    /// Notes that code for `tier` is being installed (under the lock).
+    pub(crate) fn note_tier_reached(&self, tier: u8) {
+        if self.tier_reached().is_none_or(|reached| tier > reached) {
+            let meta = self.meta.load(Ordering::Relaxed);
+            let reached = u32::from(tier) + 1;
+            self.meta.store(meta & !(0xFF << REACHED_SHIFT) | reached << REACHED_SHIFT, Ordering::Relaxed);
+        }
     }
 
     /// Publishes code: OSR table first, then the entry, so a reader that sees
@@ -445,8 +466,13 @@ mod tests {
         bead.set_tier_cap(0);
         assert_eq!(bead.add_bailout(), 2);
         assert_eq!(bead.tier_cap(), 0);
+        bead.note_tier_reached(2);
+        bead.note_tier_reached(1);
+        assert_eq!(bead.add_bailout(), 3);
         bead.reset_bailouts();
-        assert_eq!((bead.bailout_count(), bead.tier_cap()), (0, 0));
+        assert_eq!((bead.bailout_count(), bead.tier_cap(), bead.tier_reached()), (0, 0, Some(2)));
+        bead.set_tier_cap(5);
+        assert_eq!(bead.tier_reached(), Some(2), "the cap leaves the reached tier alone");
     }
 
     #[test]

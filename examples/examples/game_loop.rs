@@ -42,15 +42,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoEvents, NoWake, StdClock, ThresholdPolicy,
-    WakeHook,
+    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoWake, StdClock, ThresholdPolicy, WakeHook,
 };
 use kiln_cranelift::{CraneliftBackend, CraneliftCompiler, FunctionDef};
 use kiln_examples::interp::{Hooks, Interpreter};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
 use kiln_host::{FrameConfig, FramePump, FrameReport, PumpConfig, RayonJobSystem, RayonPump};
-use kiln_std::{BackendAdapter, BoundBead};
+use kiln_std::{BackendAdapter, BoundBead, CoreEvents, TraceSink};
 
 /// Calls before a script is promoted.
 const HOT_AFTER: u32 = 1_000;
@@ -136,7 +135,7 @@ struct CoreHooks<'a, W: WakeHook> {
     beads: &'a [&'static Bead],
 }
 
-type CoreBroker<W> = Broker<&'static Bead, ThresholdPolicy, ExponentialBackoffPolicy, W, NoEvents>;
+type CoreBroker<W> = Broker<&'static Bead, ThresholdPolicy, ExponentialBackoffPolicy, W, CoreEvents>;
 
 impl<W: WakeHook> Hooks for CoreHooks<'_, W> {
     #[inline(always)]
@@ -231,6 +230,19 @@ fn play(
     run
 }
 
+/// The timeline `--trace FILE` asked for, if any.
+fn trace() -> Option<&'static Arc<TraceSink>> {
+    TRACE.get().and_then(Option::as_ref)
+}
+
+static TRACE: std::sync::OnceLock<Option<Arc<TraceSink>>> = std::sync::OnceLock::new();
+
+/// Mode (a)'s kiln-core events: to the timeline, naming each script by kind.
+fn core_events() -> CoreEvents {
+    let sink = trace().map(|trace| Arc::clone(trace) as Arc<dyn kiln_std::EventSink>);
+    CoreEvents::new(sink).with_names(|bead| Some(format!("kind{}", bead.core_handle() as usize)))
+}
+
 /// The kiln-core beads of a mode: the core handle is the function id.
 fn core_beads(kinds: usize) -> Vec<&'static Bead> {
     (0..kinds).map(|kind| &*Box::leak(Box::new(Bead::new(ptr::without_provenance_mut(kind))))).collect()
@@ -258,7 +270,7 @@ fn frame_pump(
 ) -> (ModeRun, Vec<FrameReport>) {
     let beads = core_beads(settings.kinds);
     let broker: CoreBroker<NoWake> =
-        Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoWake, NoEvents);
+        Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoWake, core_events());
     let mut jit = CraneliftCompiler::new(backend.clone(), define(program));
     let clock = StdClock::new();
     // Size = IR instructions: what Cranelift's work grows with here.
@@ -274,7 +286,15 @@ fn frame_pump(
         program,
         &hooks,
         || {
+            let started = Instant::now();
             let report = frames.pump(&mut jit, &clock, settings.budget.as_nanos() as u64);
+            if let Some(trace) = trace() {
+                let args =
+                    [("jobs run", f64::from(report.jobs.ran)), ("budget µs", settings.budget.as_secs_f64() * 1e6)];
+                trace.slice("frame pump", "frame", started, Instant::now(), &args);
+                trace.counter("queue depth", broker.queue_len() as f64);
+                trace.counter("code bytes", backend.stats().resident_bytes as f64);
+            }
             reports.borrow_mut().push(report);
             Duration::from_nanos(if report.jobs.ran > 0 { report.spent() } else { 0 })
         },
@@ -301,7 +321,7 @@ fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBacke
         ThresholdPolicy::new(HOT_AFTER),
         ExponentialBackoffPolicy::default(),
         pump.clone(),
-        NoEvents,
+        CoreEvents::new(None),
     ));
     // Each pump task compiles with a clone (clones share the unit book).
     let jit = CraneliftCompiler::new(backend.clone(), define(program));
@@ -321,7 +341,11 @@ fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBacke
 /// Mode (c): kiln-std's broker thread.
 fn kiln_std(settings: Settings, program: &'static Program, backend: &CraneliftBackend) -> ModeRun {
     let adapter = BackendAdapter::with_policy(backend.clone(), ThresholdPolicy::new(HOT_AFTER));
-    let beads: Vec<_> = (0..settings.kinds).map(|_| adapter.register(ptr::null_mut(), None)).collect();
+    if let Some(trace) = trace() {
+        adapter.beadie().add_sink(trace.clone());
+    }
+    let beads: Vec<_> =
+        (0..settings.kinds).map(|kind| adapter.register_named(&format!("kind{kind}"), ptr::null_mut(), None)).collect();
     let hooks = StdHooks { program, adapter: &adapter, beads: &beads };
     let native = || beads.iter().filter(|bead| bead.bead().compiled().is_some()).count();
     let run = play("(c) kiln-std broker thread", settings, program, &hooks, || Duration::ZERO, native);
@@ -541,6 +565,7 @@ fn main() {
         Settings { frames: 600, entities: 2_400, paced: true, kinds: 32, budget: Duration::from_millis(2) };
     let mut out = "game_loop.png".to_string();
     let mut numbers = 0;
+    let mut trace_path = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -551,9 +576,10 @@ fn main() {
             }
             "--kinds" => settings.kinds = args.next().and_then(|n| n.parse().ok()).expect("--kinds needs a number"),
             "--out" => out = args.next().expect("--out needs a path"),
+            "--trace" => trace_path = Some(args.next().expect("--trace needs a path")),
             number => {
                 let value: usize = number.parse().expect(
-                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH]",
+                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH] [--trace FILE]",
                 );
                 match numbers {
                     0 => settings.frames = value as u32,
@@ -563,6 +589,8 @@ fn main() {
             }
         }
     }
+    let sink = trace_path.as_ref().map(|path| TraceSink::create(path).expect("the trace file can be created"));
+    TRACE.set(sink).expect("set once");
     let program: &'static Program =
         Box::leak(Box::new(Program::compile(&scripts(settings.kinds)).expect("the scripts parse")));
     let backend = jit::config().build().expect("Cranelift supports this machine");
@@ -596,6 +624,10 @@ fn main() {
     println!("Cranelift units compiled {}, freed {}, live {}", stats.compiled, stats.freed, stats.live_units);
     assert_eq!(stats.live_units, 0, "every mode hands all its code back to Cranelift");
     assert!(runs[0].all_native_at.is_some(), "the frame pump never compiled every script");
+    if let (Some(trace), Some(path)) = (trace(), &trace_path) {
+        trace.finish().expect("the trace is written");
+        println!("wrote {path} (open it in ui.perfetto.dev or chrome://tracing)");
+    }
 
     // The plot is a by-product: a machine without fonts still gets the figures.
     match std::panic::catch_unwind(|| plot(&out, &runs, settings.budget)) {

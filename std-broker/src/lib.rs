@@ -18,9 +18,11 @@ pub mod logs;
 mod policy;
 mod promote;
 mod reclaim;
+mod sink;
 mod state;
 mod sync;
 mod tiered;
+mod trace;
 mod work;
 mod worker;
 
@@ -36,6 +38,8 @@ pub use deopt::{
 pub use entry::{EntryFn, TypedBound};
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
+pub use sink::{CoreEvents, Event, EventKind, EventSink, FunctionRef, LogSink, NameOf};
 pub use state::BeadState;
 pub use tiered::{TierBackend, TieredAdapter, TieredBound};
+pub use trace::TraceSink;
 pub use worker::{Broker, WorkerPool};

@@ -145,6 +145,7 @@ where
                         (true, Some(table)) => table.as_ptr(),
                         _ => ptr::null_mut(),
                     };
+                    bead.note_tier_reached(tier);
                     (bead.install(compiled.entry, compiled.handle.get(), osr, is_final), Some(tier))
                 }
                 None => (bead.uninstall(), None),
@@ -212,6 +213,7 @@ where
         if !is_final {
             bead.arm(1, 0);
         }
+        self.events.swapped(bead, tier);
         Ok(())
     }
 
@@ -255,6 +257,9 @@ where
         .map_err(|refused| refused.error)?;
         self.counters.bailouts.bump();
         self.events.deoptimized(bead, decision);
+        if decision == DeoptDecision::Blacklist && bead.is_blacklisted() {
+            self.events.blacklisted(bead);
+        }
         Ok(decision)
     }
 
@@ -267,6 +272,9 @@ where
         })
         .map_err(|refused| refused.error)?;
         self.events.deoptimized(bead, DeoptDecision::Blacklist);
+        if bead.is_blacklisted() {
+            self.events.blacklisted(bead);
+        }
         Ok(())
     }
 

@@ -1,0 +1,320 @@
+//! Pluggable event sinks: where kiln-std sends what happens to functions.
+//!
+//! kiln-core reports each transition once, through its `Events` hooks;
+//! kiln-std's implementation ([`Sinks`]) turns each into one [`Event`] and
+//! hands it to every sink of the `Beadie`, in the order they were added.
+//! [`LogSink`] (the log lines of [`logs`](crate::logs)) is there from the
+//! start; [`TraceSink`](crate::TraceSink) writes a timeline; a host adds its
+//! own with [`Beadie::add_sink`](crate::Beadie::add_sink) or replaces them all
+//! with [`Beadie::set_sinks`](crate::Beadie::set_sinks).
+//!
+//! Events are built on slow paths only (a promotion, a compile, a bailout, a
+//! quiesce): no per-call path reaches this module. A sink is host code: each
+//! call runs under `catch_unwind` (a panic counts in
+//! [`logger_panics`](crate::logger_panics)), must be cheap and must not
+//! block or call back into kiln.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use kiln_core::{CodeHandle, DeoptDecision, JobKind};
+
+use crate::domain::Domain;
+use crate::extras::ExtrasTable;
+
+/// What happened (see [`Event`]). Tiers are kiln-std's, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind<'a> {
+    /// A call (or, with `site`, a loop back-edge) won a promotion to `tier`.
+    Promoted {
+        /// The tier queued.
+        tier: u8,
+        /// The loop site for an OSR promotion.
+        site: Option<u64>,
+    },
+    /// A promotion found the queue full; the function cools down.
+    QueueFull,
+    /// A worker (or pumping host thread) started compiling the function.
+    CompileStarted {
+        /// The tier being compiled.
+        tier: u8,
+        /// The loop site for an OSR compile.
+        site: Option<u64>,
+    },
+    /// Code was published.
+    Compiled {
+        /// The tier published.
+        tier: u8,
+        /// How long the compile took, if measured.
+        took: Option<Duration>,
+    },
+    /// A compile failed (error, no code or panic).
+    CompileFailed {
+        /// The tier tried.
+        tier: u8,
+        /// Why, if known.
+        reason: Option<&'a str>,
+    },
+    /// Compiled code bailed out and the deopt policy decided.
+    Deoptimized(DeoptDecision),
+    /// The function was blacklisted (compilation refused).
+    Blacklisted,
+    /// The host swapped code in at `tier`.
+    Swapped {
+        /// The tier of the new code.
+        tier: u8,
+    },
+    /// The function is gone.
+    Invalidated,
+    /// A code-memory budget evicted the function's code.
+    Evicted,
+    /// Retired code went back to its backend.
+    Released {
+        /// The code object's handle.
+        code: usize,
+    },
+    /// A quiesce round advanced the epoch.
+    Quiesced {
+        /// The new epoch.
+        epoch: u32,
+        /// Code objects released by the round.
+        released: usize,
+    },
+}
+
+/// One event for the sinks: what happened, to which function, and the
+/// broker's gauges at that moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// What happened.
+    pub kind: EventKind<'a>,
+    function: Option<FunctionRef<'a>>,
+    /// Jobs waiting in the queue, when the sender knows it.
+    pub queue_depth: Option<usize>,
+    /// Code objects compiled and not yet released (kiln's count; a backend
+    /// knows their bytes), when the sender knows it.
+    pub live_code: Option<u64>,
+}
+
+impl Event<'_> {
+    /// The function the event is about (none for `Released`, `Quiesced`).
+    pub fn function(&self) -> Option<FunctionRef<'_>> {
+        self.function
+    }
+}
+
+/// The function an [`Event`] is about.
+#[derive(Clone, Copy)]
+pub struct FunctionRef<'a> {
+    bead: &'a kiln_core::Bead,
+    extras: Option<&'a ExtrasTable>,
+    name: Option<&'a str>,
+}
+
+impl std::fmt::Debug for FunctionRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionRef").field("address", &self.address()).finish()
+    }
+}
+
+impl FunctionRef<'_> {
+    /// The name given at registration. Takes the side table's lock: look
+    /// it up only when you will use it.
+    pub fn name(&self) -> Option<Arc<str>> {
+        match (self.name, self.extras) {
+            (Some(name), _) => Some(name.into()),
+            (None, Some(extras)) => extras.name(self.address()),
+            (None, None) => None,
+        }
+    }
+
+    /// The bead's address (the same as its `Arc<Bead>`'s), for functions
+    /// without a name.
+    pub fn address(&self) -> usize {
+        std::ptr::from_ref(self.bead).addr()
+    }
+
+    /// The kiln-core bead (counts, state).
+    pub fn kiln_bead(&self) -> &kiln_core::Bead {
+        self.bead
+    }
+
+    /// The function as log lines name it: its name or `bead@0x…`.
+    pub fn display_name(&self) -> String {
+        crate::logs::Who { name: self.name(), address: self.address() }.to_string()
+    }
+}
+
+/// Receives kiln-std's events (see the module docs for the contract).
+pub trait EventSink: Send + Sync {
+    /// One event. Must not block, panic or call into kiln.
+    fn event(&self, event: &Event<'_>);
+}
+
+/// The sink that writes kiln-std's log lines (see [`logs`](crate::logs)).
+/// Every `Beadie` starts with one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSink;
+
+/// kiln-std's `Events`: builds each [`Event`] and hands it to the sinks.
+/// Holds its domain weakly (the domain owns the broker that owns this).
+pub(crate) struct Sinks {
+    extras: Arc<ExtrasTable>,
+    domain: Weak<Domain>,
+    sinks: RwLock<Arc<[Arc<dyn EventSink>]>>,
+}
+
+impl Sinks {
+    pub(crate) fn new(extras: Arc<ExtrasTable>, domain: Weak<Domain>) -> Self {
+        Self { extras, domain, sinks: RwLock::new(Arc::new([Arc::new(LogSink) as Arc<dyn EventSink>])) }
+    }
+
+    /// The sinks now (a snapshot: a sink added meanwhile sees later events).
+    pub(crate) fn get(&self) -> Arc<[Arc<dyn EventSink>]> {
+        Arc::clone(&self.sinks.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn set(&self, sinks: Vec<Arc<dyn EventSink>>) {
+        *self.sinks.write().unwrap_or_else(|e| e.into_inner()) = sinks.into();
+    }
+
+    pub(crate) fn add(&self, sink: Arc<dyn EventSink>) {
+        let mut sinks = self.get().to_vec();
+        sinks.push(sink);
+        self.set(sinks);
+    }
+
+    fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
+        let sinks = self.get();
+        if sinks.is_empty() {
+            return;
+        }
+        let (queue_depth, live_code) = self.domain.upgrade().map_or((None, None), |domain| {
+            let (compiled, released) = domain.ledger.counts();
+            (Some(domain.broker.queue_len()), Some(compiled.saturating_sub(released)))
+        });
+        let function = bead.map(|bead| FunctionRef { bead, extras: Some(&self.extras), name: None });
+        let event = Event { kind, function, queue_depth, live_code };
+        for sink in sinks.iter() {
+            crate::code::isolate_logger(|| sink.event(&event));
+        }
+    }
+}
+
+/// Names a kiln-core bead for [`CoreEvents`] (a host's own table).
+pub type NameOf = Box<dyn Fn(&kiln_core::Bead) -> Option<String> + Send + Sync>;
+
+/// Any [`EventSink`] as kiln-core `Events`, for a host that runs a kiln-core
+/// broker itself (kiln-host's frame pump, job-system pumps): events carry
+/// no queue depth or code count (the host adds those as it knows them), and
+/// functions are named by `names`, or by their bead's address.
+pub struct CoreEvents {
+    sink: Option<Arc<dyn EventSink>>,
+    names: Option<NameOf>,
+}
+
+impl std::fmt::Debug for CoreEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreEvents").field("enabled", &self.sink.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl CoreEvents {
+    /// Events sent to `sink`; `None` sends nothing (tracing off).
+    pub fn new(sink: Option<Arc<dyn EventSink>>) -> Self {
+        Self { sink, names: None }
+    }
+
+    /// Names each function with `names`.
+    pub fn with_names(mut self, names: impl Fn(&kiln_core::Bead) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.names = Some(Box::new(names));
+        self
+    }
+
+    fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
+        let Some(sink) = &self.sink else { return };
+        let name = bead.zip(self.names.as_ref()).and_then(|(bead, names)| names(bead));
+        let function = bead.map(|bead| FunctionRef { bead, extras: None, name: name.as_deref() });
+        let event = Event { kind, function, queue_depth: None, live_code: None };
+        crate::code::isolate_logger(|| sink.event(&event));
+    }
+}
+
+/// The hooks both `Events` implementations share, each a call to `send`.
+macro_rules! forward_events {
+    ($type:ty, $took:expr, $why:expr) => {
+        impl kiln_core::Events for $type {
+            fn promoted(&self, bead: &kiln_core::Bead, tier: u8, kind: JobKind) {
+                self.send(Some(bead), EventKind::Promoted { tier, site: site_of(kind) });
+            }
+            fn queue_full(&self, bead: &kiln_core::Bead) {
+                self.send(Some(bead), EventKind::QueueFull);
+            }
+            fn compile_started(&self, bead: &kiln_core::Bead, tier: u8, kind: JobKind) {
+                self.send(Some(bead), EventKind::CompileStarted { tier, site: site_of(kind) });
+            }
+            fn compiled(&self, bead: &kiln_core::Bead, tier: u8, ticks: Option<u64>) {
+                let took = $took(ticks).map(Duration::from_nanos);
+                self.send(Some(bead), EventKind::Compiled { tier, took });
+            }
+            fn compile_failed(&self, bead: &kiln_core::Bead, tier: u8) {
+                let why: Option<String> = $why();
+                self.send(Some(bead), EventKind::CompileFailed { tier, reason: why.as_deref() });
+            }
+            fn deoptimized(&self, bead: &kiln_core::Bead, decision: DeoptDecision) {
+                self.send(Some(bead), EventKind::Deoptimized(decision));
+            }
+            fn blacklisted(&self, bead: &kiln_core::Bead) {
+                self.send(Some(bead), EventKind::Blacklisted);
+            }
+            fn swapped(&self, bead: &kiln_core::Bead, tier: u8) {
+                self.send(Some(bead), EventKind::Swapped { tier });
+            }
+            fn invalidated(&self, bead: &kiln_core::Bead) {
+                self.send(Some(bead), EventKind::Invalidated);
+            }
+            fn evicted(&self, bead: &kiln_core::Bead) {
+                self.send(Some(bead), EventKind::Evicted);
+            }
+            fn released(&self, code: CodeHandle) {
+                self.send(None, EventKind::Released { code: code.get() });
+            }
+            fn quiesced(&self, epoch: u32, released: usize) {
+                self.send(None, EventKind::Quiesced { epoch, released });
+            }
+        }
+    };
+}
+
+// kiln-std's compiler timed the compile itself (a pump's `ticks` are only
+// there when its budget had a clock) and noted why one failed, on this
+// thread, just before: taken here, once, so no later event picks them up.
+forward_events!(Sinks, |ticks: Option<u64>| crate::logs::take_compile_nanos().or(ticks), || {
+    crate::logs::take_compile_nanos();
+    crate::logs::take_failure()
+});
+// A host's pump: its clock's ticks, read as nanoseconds (kiln-host's
+// clocks count them), and no failure reason.
+forward_events!(CoreEvents, |ticks: Option<u64>| ticks, || None);
+
+fn site_of(kind: JobKind) -> Option<u64> {
+    match kind {
+        JobKind::Invoke => None,
+        JobKind::Osr { site } => Some(site),
+    }
+}
+
+impl<P: crate::HotnessPolicy> crate::Beadie<P> {
+    /// Adds `sink`: it receives every later event of this `Beadie`'s
+    /// functions, after the sinks added before it.
+    pub fn add_sink(&self, sink: Arc<dyn EventSink>) {
+        self.chain().domain.broker.events().add(sink);
+    }
+
+    /// Replaces every sink, the default [`LogSink`] included (an empty
+    /// list turns events off; each event then costs one read lock).
+    pub fn set_sinks(&self, sinks: Vec<Arc<dyn EventSink>>) {
+        self.chain().domain.broker.events().set(sinks);
+    }
+}

@@ -186,6 +186,9 @@ impl Sinks {
     }
 
     fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
+        if let (Some(bead), EventKind::Promoted { site: Some(site), .. }) = (bead, kind) {
+            crate::profile::note_osr_site(&self.extras, std::ptr::from_ref(bead).addr(), site);
+        }
         let sinks = self.get();
         if sinks.is_empty() {
             return;

@@ -278,6 +278,37 @@ where
         Ok(())
     }
 
+    /// Blacklists `bead` on a hint (a saved profile said its compiles kept
+    /// failing) for `calls` calls, after which it may be compiled again
+    /// whatever the deopt policy's [`blacklist_decay`](DeoptPolicy::blacklist_decay).
+    /// Only an interpreted bead without code changes (one that runs code or
+    /// has a compile under way this run knows better than the hint);
+    /// `Ok(false)` says it was left alone. No code changes, so the
+    /// generation stays.
+    pub fn blacklist_for(&self, handle: &impl AsBead, calls: NonZeroU32) -> Result<bool, KilnError> {
+        let bead = handle.as_bead();
+        let word = bead.word();
+        match word.phase() {
+            Phase::Invalidated => return Err(KilnError::Invalidated),
+            Phase::Interpreted if !bead.has_code() => {}
+            _ => return Ok(false),
+        }
+        // The CAS races a promoting call's (Interpreted → Queued) as the
+        // blacklist decay's does; under the lock, like every `meta` write.
+        let won = self.shared.with(|_| {
+            let won = bead.state.compare_exchange(word, word.with_phase(Phase::Blacklisted)).is_ok();
+            if won {
+                bead.set_hinted(true);
+                bead.arm(calls.get(), 0);
+            }
+            won
+        });
+        if won {
+            self.events.blacklisted(bead);
+        }
+        Ok(won)
+    }
+
     /// Sends `bead`'s code back to the interpreter without calling it a
     /// bailout (a code-memory budget evicting cold code): the code is
     /// retired, in-flight compiles become stale, the bailout count is

@@ -49,7 +49,7 @@ use kiln_examples::interp::{Hooks, Interpreter};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
 use kiln_host::{FrameConfig, FramePump, FrameReport, PumpConfig, RayonJobSystem, RayonPump};
-use kiln_std::{BackendAdapter, BoundBead, CoreEvents, TraceSink};
+use kiln_std::{BackendAdapter, BoundBead, CoreEvents, Profile, ProfileEntry, ProfileKey, TraceSink};
 
 /// Calls before a script is promoted.
 const HOT_AFTER: u32 = 1_000;
@@ -267,7 +267,8 @@ fn frame_pump(
     settings: Settings,
     program: &'static Program,
     backend: &CraneliftBackend,
-) -> (ModeRun, Vec<FrameReport>) {
+    warm: Option<&Profile>,
+) -> (ModeRun, Vec<FrameReport>, Profile) {
     let beads = core_beads(settings.kinds);
     let broker: CoreBroker<NoWake> =
         Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoWake, core_events());
@@ -277,6 +278,9 @@ fn frame_pump(
     let size = move |request: &CompileRequest<'_, &'static Bead>| {
         program.functions[request.bead.core_handle() as usize].code.len() as u32
     };
+    if let Some(profile) = warm {
+        warm_start(&broker, &beads, program, profile);
+    }
     let mut frames = FramePump::<_, _, 8>::new(&broker, FrameConfig::new(GUESS_NS_PER_INST)).with_cost_model(size);
     let reports = RefCell::new(Vec::new());
     let hooks = CoreHooks { broker: &broker, beads: &beads };
@@ -309,8 +313,46 @@ fn frame_pump(
         GUESS_NS_PER_INST as f64 / 1e3
     );
     drop(frames);
+    let profile = Profile::from_entries(
+        beads
+            .iter()
+            .map(|bead| ProfileEntry::from_record(key_of(program, bead), kiln_core::BeadProfile::of(bead)))
+            .collect(),
+    );
     release(&broker, &beads, &mut jit);
-    (run, reports.into_inner())
+    (run, reports.into_inner(), profile)
+}
+
+/// FNV-1a: a hash that stays the same from run to run and build to build.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// A script's profile key: its kind's name, and a hash of its code.
+fn key_of(program: &Program, bead: &Bead) -> ProfileKey {
+    let function = &program.functions[bead.core_handle() as usize];
+    ProfileKey { id: fnv(&format!("kind{}", function.id)), code_hash: fnv(&format!("{:?}", function.code)) }
+}
+
+/// Mode (a)'s warm start, done by the host (its beads are kiln-core's):
+/// last run's compiled scripts are queued now, hottest first, for the frame
+/// pump to compile within its budget over the first frames (a loading
+/// screen could run the same pump); last run's blacklisted ones start
+/// blacklisted, decaying after 10,000 calls.
+fn warm_start(broker: &CoreBroker<NoWake>, beads: &[&'static Bead], program: &Program, profile: &Profile) {
+    let mut hot: Vec<_> =
+        beads.iter().filter_map(|bead| profile.get(key_of(program, bead)).map(|entry| (*bead, entry))).collect();
+    hot.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.hotness()));
+    let (mut queued, mut blacklisted) = (0, 0);
+    for (bead, entry) in hot {
+        if entry.blacklisted {
+            let calls = core::num::NonZeroU32::new(10_000).expect("non-zero");
+            blacklisted += usize::from(broker.blacklist_for(bead, calls) == Ok(true));
+        } else if entry.tier_reached.is_some() && broker.submit(bead, 0, kiln_core::JobKind::Invoke).is_ok() {
+            queued += 1;
+        }
+    }
+    println!("    warm start: {queued} scripts queued before the first frame, {blacklisted} blacklisted");
 }
 
 /// Mode (b): kiln-host's rayon adapter.
@@ -418,6 +460,25 @@ fn print_table(runs: &[ModeRun]) {
             native
         );
     }
+}
+
+/// The frame pump's first second: what a warm start asks of it (every
+/// compile of last run's hot set at once) against its budget.
+fn print_first_frames(reports: &[FrameReport], budget: Duration, warm: bool) {
+    let first: Vec<f64> = reports
+        .iter()
+        .take(60)
+        .map(|report| if report.jobs.ran > 0 { report.spent() as f64 / 1e6 } else { 0.0 })
+        .collect();
+    let budget_ms = budget.as_secs_f64() * 1e3;
+    let over = first.iter().filter(|&&ms| ms > budget_ms * 1.1).count();
+    println!(
+        "frame pump, first {} frames{}: {} compiles, max {:.3} ms compiling in a frame, {over} frames over budget + 10%",
+        first.len(),
+        if warm { " (warm start)" } else { "" },
+        reports.iter().take(60).map(|report| report.jobs.ran).sum::<u32>(),
+        first.iter().copied().fold(0.0, f64::max),
+    );
 }
 
 /// The frame pump's budget figures. Overrun = time the pump spent past
@@ -566,6 +627,7 @@ fn main() {
     let mut out = "game_loop.png".to_string();
     let mut numbers = 0;
     let mut trace_path = None;
+    let mut profile_path = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -577,9 +639,10 @@ fn main() {
             "--kinds" => settings.kinds = args.next().and_then(|n| n.parse().ok()).expect("--kinds needs a number"),
             "--out" => out = args.next().expect("--out needs a path"),
             "--trace" => trace_path = Some(args.next().expect("--trace needs a path")),
+            "--profile" => profile_path = Some(args.next().expect("--profile needs a path")),
             number => {
                 let value: usize = number.parse().expect(
-                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH] [--trace FILE]",
+                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH] [--trace FILE] [--profile FILE]",
                 );
                 match numbers {
                     0 => settings.frames = value as u32,
@@ -611,10 +674,21 @@ fn main() {
         sizes.iter().max().unwrap()
     );
 
-    let (pumped, reports) = frame_pump(settings, program, &backend);
+    let warm = profile_path.as_ref().and_then(|path| match Profile::load(path) {
+        Ok(profile) => Some(profile),
+        Err(error) => {
+            println!("no warm start from {path}: {error} (this run writes it)");
+            None
+        }
+    });
+    let (pumped, reports, profile) = frame_pump(settings, program, &backend, warm.as_ref());
+    if let Some(path) = &profile_path {
+        profile.save(path).expect("the profile can be written");
+    }
     let runs = [pumped, rayon(settings, program, &backend), kiln_std(settings, program, &backend)];
     print_table(&runs);
     print_budget(&reports, settings.budget);
+    print_first_frames(&reports, settings.budget, warm.is_some());
     for run in &runs[1..] {
         assert_eq!(run.checksum, runs[0].checksum, "{} ended in another world state than {}", run.label, runs[0].label);
     }

@@ -53,6 +53,21 @@ pub struct ProfileEntry {
 }
 
 impl ProfileEntry {
+    /// The entry for a kiln-core bead's record, for a host that runs a
+    /// kiln-core broker itself (kiln-host's frame pump) and keeps its own
+    /// keys; no OSR sites (kiln-std notes those, kiln-core does not).
+    pub fn from_record(key: ProfileKey, record: kiln_core::BeadProfile) -> Self {
+        Self {
+            key,
+            calls: record.calls,
+            backedges: record.backedges,
+            tier_reached: record.tier_reached,
+            osr_sites: Vec::new(),
+            bailouts: record.bailouts,
+            blacklisted: record.blacklisted,
+        }
+    }
+
     /// The number compiles are ordered by: calls plus back-edges.
     pub fn hotness(&self) -> u64 {
         u64::from(self.calls) + u64::from(self.backedges)
@@ -208,15 +223,7 @@ impl Bead {
     pub(crate) fn profile_entry(&self) -> Option<ProfileEntry> {
         let (key, osr_sites) = self.read_extras(|extras| Some((extras.profile_key?, extras.osr_sites.clone())))??;
         let record = kiln_core::BeadProfile::of(&self.kiln_bead);
-        Some(ProfileEntry {
-            key,
-            calls: record.calls,
-            backedges: record.backedges,
-            tier_reached: record.tier_reached,
-            osr_sites,
-            bailouts: record.bailouts,
-            blacklisted: record.blacklisted,
-        })
+        Some(ProfileEntry { osr_sites, ..ProfileEntry::from_record(key, record) })
     }
 }
 

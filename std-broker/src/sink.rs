@@ -90,17 +90,28 @@ pub struct Event<'a> {
     /// What happened.
     pub kind: EventKind<'a>,
     function: Option<FunctionRef<'a>>,
-    /// Jobs waiting in the queue, when the sender knows it.
-    pub queue_depth: Option<usize>,
-    /// Code objects compiled and not yet released (kiln's count; a backend
-    /// knows their bytes), when the sender knows it.
-    pub live_code: Option<u64>,
+    /// Where the gauges are read, on demand (a sink that wants none pays
+    /// nothing for them).
+    domain: Option<&'a Weak<Domain>>,
 }
 
 impl Event<'_> {
     /// The function the event is about (none for `Released`, `Quiesced`).
     pub fn function(&self) -> Option<FunctionRef<'_>> {
         self.function
+    }
+
+    /// Jobs waiting in the queue now, when the sender knows it (a
+    /// `Beadie`'s events; not [`CoreEvents`]).
+    pub fn queue_depth(&self) -> Option<usize> {
+        Some(self.domain?.upgrade()?.broker.queue_len())
+    }
+
+    /// Code objects compiled and not yet released now (kiln's count; a
+    /// backend knows their bytes), when the sender knows it.
+    pub fn live_code(&self) -> Option<u64> {
+        let (compiled, released) = self.domain?.upgrade()?.ledger.counts();
+        Some(compiled.saturating_sub(released))
     }
 }
 
@@ -193,12 +204,8 @@ impl Sinks {
         if sinks.is_empty() {
             return;
         }
-        let (queue_depth, live_code) = self.domain.upgrade().map_or((None, None), |domain| {
-            let (compiled, released) = domain.ledger.counts();
-            (Some(domain.broker.queue_len()), Some(compiled.saturating_sub(released)))
-        });
         let function = bead.map(|bead| FunctionRef { bead, extras: Some(&self.extras), name: None });
-        let event = Event { kind, function, queue_depth, live_code };
+        let event = Event { kind, function, domain: Some(&self.domain) };
         for sink in sinks.iter() {
             crate::code::isolate_logger(|| sink.event(&event));
         }
@@ -239,7 +246,7 @@ impl CoreEvents {
         let Some(sink) = &self.sink else { return };
         let name = bead.zip(self.names.as_ref()).and_then(|(bead, names)| names(bead));
         let function = bead.map(|bead| FunctionRef { bead, extras: None, name: name.as_deref() });
-        let event = Event { kind, function, queue_depth: None, live_code: None };
+        let event = Event { kind, function, domain: None };
         crate::code::isolate_logger(|| sink.event(&event));
     }
 }

@@ -201,10 +201,10 @@ impl TraceSink {
 impl TraceSink {
     /// The event's gauges as counters, where it has them.
     fn gauges(&self, event: &Event<'_>) {
-        if let Some(depth) = event.queue_depth {
+        if let Some(depth) = event.queue_depth() {
             self.counter("queue depth", depth as f64);
         }
-        if let Some(live) = event.live_code {
+        if let Some(live) = event.live_code() {
             self.counter("live code objects", live as f64);
         }
     }

@@ -278,10 +278,11 @@ fn frame_pump(
     let size = move |request: &CompileRequest<'_, &'static Bead>| {
         program.functions[request.bead.core_handle() as usize].code.len() as u32
     };
+    let mut frames = FramePump::<_, _, 8>::new(&broker, FrameConfig::new(GUESS_NS_PER_INST)).with_cost_model(size);
     if let Some(profile) = warm {
         warm_start(&broker, &beads, program, profile);
+        loading_screen(&broker, &mut frames, &mut jit, &clock);
     }
-    let mut frames = FramePump::<_, _, 8>::new(&broker, FrameConfig::new(GUESS_NS_PER_INST)).with_cost_model(size);
     let reports = RefCell::new(Vec::new());
     let hooks = CoreHooks { broker: &broker, beads: &beads };
     let run = play(
@@ -334,11 +335,41 @@ fn key_of(program: &Program, bead: &Bead) -> ProfileKey {
     ProfileKey { id: fnv(&format!("kind{}", function.id)), code_hash: fnv(&format!("{:?}", function.code)) }
 }
 
+/// A loading screen's compile budget per 60 Hz frame (no game update runs).
+const LOADING_BUDGET: Duration = Duration::from_millis(12);
+
+/// The loading screen of a warm start: the frame pump compiles last run's
+/// hot set within [`LOADING_BUDGET`] per frame until none is left, so the
+/// game's first frames find it compiled.
+fn loading_screen<N: kiln_host::CostModel<&'static Bead>>(
+    broker: &CoreBroker<NoWake>,
+    frames: &mut FramePump<'_, &'static Bead, N, 8>,
+    jit: &mut impl kiln_core::Compiler<&'static Bead>,
+    clock: &StdClock,
+) {
+    let (mut count, mut compiles, mut busiest) = (0, 0, 0);
+    while (broker.queue_len() > 0 || frames.held() > 0) && count < 600 {
+        let started = Instant::now();
+        let report = frames.pump(jit, clock, LOADING_BUDGET.as_nanos() as u64);
+        if let Some(trace) = trace() {
+            let args = [("jobs run", f64::from(report.jobs.ran)), ("budget µs", LOADING_BUDGET.as_secs_f64() * 1e6)];
+            trace.slice("loading screen pump", "frame", started, Instant::now(), &args);
+        }
+        count += 1;
+        compiles += report.jobs.ran;
+        busiest = busiest.max(report.spent());
+    }
+    println!(
+        "    loading screen: {compiles} compiles in {count} frames, busiest {:.2} ms (budget {} ms)",
+        busiest as f64 / 1e6,
+        LOADING_BUDGET.as_millis()
+    );
+}
+
 /// Mode (a)'s warm start, done by the host (its beads are kiln-core's):
 /// last run's compiled scripts are queued now, hottest first, for the frame
-/// pump to compile within its budget over the first frames (a loading
-/// screen could run the same pump); last run's blacklisted ones start
-/// blacklisted, decaying after 10,000 calls.
+/// pump to compile on the loading screen; last run's blacklisted ones
+/// start blacklisted, decaying after 10,000 calls.
 fn warm_start(broker: &CoreBroker<NoWake>, beads: &[&'static Bead], program: &Program, profile: &Profile) {
     let mut hot: Vec<_> =
         beads.iter().filter_map(|bead| profile.get(key_of(program, bead)).map(|entry| (*bead, entry))).collect();

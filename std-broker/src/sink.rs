@@ -181,26 +181,24 @@ impl Sinks {
         Self { extras, domain, sinks: RwLock::new(Arc::new([Arc::new(LogSink) as Arc<dyn EventSink>])) }
     }
 
-    /// The sinks now (a snapshot: a sink added meanwhile sees later events).
-    pub(crate) fn get(&self) -> Arc<[Arc<dyn EventSink>]> {
-        Arc::clone(&self.sinks.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
     pub(crate) fn set(&self, sinks: Vec<Arc<dyn EventSink>>) {
         *self.sinks.write().unwrap_or_else(|e| e.into_inner()) = sinks.into();
     }
 
     pub(crate) fn add(&self, sink: Arc<dyn EventSink>) {
-        let mut sinks = self.get().to_vec();
-        sinks.push(sink);
-        self.set(sinks);
+        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        let mut list = sinks.to_vec();
+        list.push(sink);
+        *sinks = list.into();
     }
 
     fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
         if let (Some(bead), EventKind::Promoted { site: Some(site), .. }) = (bead, kind) {
             crate::profile::note_osr_site(&self.extras, std::ptr::from_ref(bead).addr(), site);
         }
-        let sinks = self.get();
+        // The read lock is held while the sinks run (they must not call
+        // into kiln, so none adds a sink meanwhile); no `Arc` is cloned.
+        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
         if sinks.is_empty() {
             return;
         }

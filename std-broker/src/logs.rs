@@ -50,15 +50,21 @@ fn logged(record: impl FnOnce()) {
     crate::code::isolate_logger(record);
 }
 
+/// The level `kind`'s line is written at; `None`: no line.
+#[inline]
+pub(crate) fn level_of(kind: &EventKind<'_>) -> Option<log::Level> {
+    match kind {
+        EventKind::CompileFailed { .. } => Some(log::Level::Warn),
+        EventKind::Released { .. } | EventKind::Quiesced { .. } => Some(log::Level::Trace),
+        // The `compiled` or `failed` line says it; a timeline shows the start.
+        EventKind::CompileStarted { .. } => None,
+        _ => Some(log::Level::Debug),
+    }
+}
+
 impl EventSink for LogSink {
     fn event(&self, event: &Event<'_>) {
-        let level = match event.kind {
-            EventKind::CompileFailed { .. } => log::Level::Warn,
-            EventKind::Released { .. } | EventKind::Quiesced { .. } => log::Level::Trace,
-            // The `compiled` or `failed` line says it; a timeline shows the start.
-            EventKind::CompileStarted { .. } => return,
-            _ => log::Level::Debug,
-        };
+        let Some(level) = level_of(&event.kind) else { return };
         // Names are looked up (one lock of the side table) only when the
         // line will be written.
         if !log::log_enabled!(target: "kiln", level) {

@@ -14,6 +14,7 @@
 //! [`logger_panics`](crate::logger_panics)), must be cheap and must not
 //! block or call back into kiln.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -174,15 +175,24 @@ pub(crate) struct Sinks {
     extras: Arc<ExtrasTable>,
     domain: Weak<Domain>,
     sinks: RwLock<Arc<[Arc<dyn EventSink>]>>,
+    /// False while the sinks are the default (a [`LogSink`] alone): events
+    /// then go straight to it, without the lock or a dynamic call, so a
+    /// promotion costs what it did before sinks existed (the `crossing`
+    /// figure of `ci/callgrind_std.sh`).
+    custom: AtomicBool,
 }
 
 impl Sinks {
     pub(crate) fn new(extras: Arc<ExtrasTable>, domain: Weak<Domain>) -> Self {
-        Self { extras, domain, sinks: RwLock::new(Arc::new([Arc::new(LogSink) as Arc<dyn EventSink>])) }
+        let sinks = RwLock::new(Arc::new([Arc::new(LogSink) as Arc<dyn EventSink>]) as Arc<[_]>);
+        Self { extras, domain, sinks, custom: AtomicBool::new(false) }
     }
 
     pub(crate) fn set(&self, sinks: Vec<Arc<dyn EventSink>>) {
         *self.sinks.write().unwrap_or_else(|e| e.into_inner()) = sinks.into();
+        // Release pairs with the Acquire in `send`: a sender that sees the
+        // flag finds the new list under the lock.
+        self.custom.store(true, Ordering::Release);
     }
 
     pub(crate) fn add(&self, sink: Arc<dyn EventSink>) {
@@ -190,11 +200,23 @@ impl Sinks {
         let mut list = sinks.to_vec();
         list.push(sink);
         *sinks = list.into();
+        // Release: as in `set`.
+        self.custom.store(true, Ordering::Release);
     }
 
     fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
         if let (Some(bead), EventKind::Promoted { site: Some(site), .. }) = (bead, kind) {
             crate::profile::note_osr_site(&self.extras, std::ptr::from_ref(bead).addr(), site);
+        }
+        if !self.custom.load(Ordering::Acquire) {
+            // The default: the log sink alone (it isolates its logger
+            // itself). A line above the log's level costs one compare.
+            if crate::logs::level_of(&kind).is_none_or(|level| level > log::max_level()) {
+                return;
+            }
+            let function = bead.map(|bead| FunctionRef { bead, extras: Some(&self.extras), name: None });
+            LogSink.event(&Event { kind, function, domain: Some(&self.domain) });
+            return;
         }
         // The read lock is held while the sinks run (they must not call
         // into kiln, so none adds a sink meanwhile); no `Arc` is cloned.

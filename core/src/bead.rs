@@ -21,7 +21,7 @@ use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 ///  core             the host's opaque function pointer (update_core)
 ///  invocation_mark  calls counted = invocation_mark - countdown
 ///  backedge_countdown / backedge_mark   the same pair for loop back-edges
-///  meta             bailouts (16 bits) | tier cap (8 bits)
+///  meta             bailouts (16) | tier cap (8) | highest tier reached + 1 (4) | hinted blacklist (1)
 /// ```
 ///
 /// Counting uses a plain load and store, not a locked read-modify-write:
@@ -65,6 +65,17 @@ const BAILOUT_MASK: u32 = 0xFFFF;
 /// re-arm lost to a racing counting call (see `broker::PENDING`).
 pub(crate) const MAX_COUNTDOWN: u32 = 1 << 16;
 const CAP_SHIFT: u32 = 16;
+const CAP_MASK: u32 = 0xFF << CAP_SHIFT;
+/// The highest tier ever installed, plus one (0: never compiled; 4 bits
+/// hold `MAX_TIER + 1`), for hotness profiles (see `profile`). Written
+/// under the broker's lock, like the rest of `meta`.
+const REACHED_SHIFT: u32 = 24;
+const REACHED_MASK: u32 = 0xF << REACHED_SHIFT;
+const _: () = assert!(crate::state::MAX_TIER < 0xF, "the reached tier fits its 4 bits");
+/// Set while the bead is blacklisted on a hint (a saved profile): the
+/// blacklist decays whatever the deopt policy says (see
+/// `Broker::blacklist_for`).
+const HINTED: u32 = 1 << 28;
 
 impl Bead {
     crate::sync::const_fn! {
@@ -192,6 +203,13 @@ impl Bead {
         (self.meta.load(Ordering::Relaxed) >> CAP_SHIFT) as u8
     }
 
+    /// The highest tier code was ever installed at in this bead's life (a
+    /// recycled pool slot starts again), kept after the code is gone.
+    pub fn tier_reached(&self) -> Option<u8> {
+        let reached = ((self.meta.load(Ordering::Relaxed) & REACHED_MASK) >> REACHED_SHIFT) as u8;
+        reached.checked_sub(1)
+    }
+
     /// Takes the installed code out of a bead nobody else can reach (it is
     /// being dropped), unpublishing it. The caller must still retire the
     /// handle ([`Broker::retire`](crate::Broker::retire)): a thread may be
@@ -239,7 +257,27 @@ impl Bead {
 
     pub(crate) fn set_tier_cap(&self, cap: u8) {
         let meta = self.meta.load(Ordering::Relaxed);
-        self.meta.store(meta & BAILOUT_MASK | u32::from(cap) << CAP_SHIFT, Ordering::Relaxed);
+        self.meta.store(meta & !CAP_MASK | u32::from(cap) << CAP_SHIFT, Ordering::Relaxed);
+    }
+
+    /// Notes that code for `tier` is being installed (under the lock).
+    pub(crate) fn note_tier_reached(&self, tier: u8) {
+        if self.tier_reached().is_none_or(|reached| tier > reached) {
+            let meta = self.meta.load(Ordering::Relaxed);
+            let reached = u32::from(tier) + 1;
+            self.meta.store(meta & !REACHED_MASK | reached << REACHED_SHIFT, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the bead is blacklisted on a hint (see [`HINTED`]).
+    pub(crate) fn is_hinted(&self) -> bool {
+        self.meta.load(Ordering::Relaxed) & HINTED != 0
+    }
+
+    /// Marks (or clears) a hinted blacklist (under the lock).
+    pub(crate) fn set_hinted(&self, hinted: bool) {
+        let meta = self.meta.load(Ordering::Relaxed);
+        self.meta.store(if hinted { meta | HINTED } else { meta & !HINTED }, Ordering::Relaxed);
     }
 
     /// Publishes code: OSR table first, then the entry, so a reader that sees
@@ -450,8 +488,18 @@ mod tests {
         bead.set_tier_cap(0);
         assert_eq!(bead.add_bailout(), 2);
         assert_eq!(bead.tier_cap(), 0);
+        bead.note_tier_reached(2);
+        bead.note_tier_reached(1);
+        assert_eq!(bead.add_bailout(), 3);
         bead.reset_bailouts();
-        assert_eq!((bead.bailout_count(), bead.tier_cap()), (0, 0));
+        assert_eq!((bead.bailout_count(), bead.tier_cap(), bead.tier_reached()), (0, 0, Some(2)));
+        bead.set_tier_cap(5);
+        assert_eq!(bead.tier_reached(), Some(2), "the cap leaves the reached tier alone");
+        bead.set_hinted(true);
+        bead.note_tier_reached(crate::state::MAX_TIER);
+        assert_eq!((bead.tier_reached(), bead.tier_cap(), bead.is_hinted()), (Some(crate::state::MAX_TIER), 5, true));
+        bead.set_hinted(false);
+        assert!(!bead.is_hinted());
     }
 
     #[test]

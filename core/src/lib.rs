@@ -18,6 +18,7 @@ mod osr;
 mod policy;
 #[cfg(not(loom))]
 mod pool;
+mod profile;
 mod pump;
 mod queue;
 pub mod reclaim;
@@ -43,6 +44,7 @@ pub use policy::{
 };
 #[cfg(not(loom))]
 pub use pool::BeadPool;
+pub use profile::{BeadProfile, ProfileRecord, records as profile_records};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use pump::StdClock;

@@ -63,6 +63,7 @@ pub(crate) const TRANSITIONS: &[Transition] = &[
     arrow(17, Blacklisted, Interpreted, "Broker::on_invoke", "the blacklist decays", false),
     arrow(18, Compiled, Invalidated, "Broker::invalidate", "from any state but Invalidated", true),
     arrow(19, Queued, Invalidated, "Broker::invalidate_or_hand_back", "from any state but Invalidated", true),
+    arrow(20, Interpreted, Blacklisted, "Broker::blacklist_for", "a saved profile's hint", false),
 ];
 
 #[cfg(test)]

@@ -95,6 +95,17 @@ impl<const N: usize> BeadPool<N> {
         used - self.slots.with(|slots| slots.free.len())
     }
 
+    /// Calls `f` with each registered, live bead of the pool and its
+    /// [`BeadProfile`](crate::BeadProfile), in slot order (for a hotness
+    /// profile; see [`profile_records`](crate::profile_records)). Reads only:
+    /// no lock, no allocation. A bead registered meanwhile may be missed.
+    pub fn for_each_profile(&self, mut f: impl FnMut(&Bead, crate::BeadProfile)) {
+        let used = self.never_used.load(Ordering::Relaxed).min(N);
+        for bead in self.beads[..used].iter().filter(|bead| !bead.is_invalidated()) {
+            f(bead, crate::BeadProfile::of(bead));
+        }
+    }
+
     fn index_of(&self, bead: &Bead) -> Option<usize> {
         let base = self.beads.as_ptr() as usize;
         let offset = (bead as *const Bead as usize).checked_sub(base)?;
@@ -142,6 +153,18 @@ mod tests {
         assert_eq!(again.invocation_count(), 0);
         assert_eq!(again.core_handle(), core::ptr::from_mut(&mut marker).cast());
         assert!(again.generation() > old_generation, "generations keep counting across lives");
+    }
+
+    #[test]
+    fn profiles_cover_the_live_beads() {
+        let pool = BeadPool::<4>::new();
+        let a = pool.register(core::ptr::null_mut()).unwrap();
+        let b = pool.register(core::ptr::null_mut()).unwrap();
+        a.tick();
+        pool.invalidate(b, invalidate_directly).unwrap();
+        let mut seen = heapless::Vec::<u32, 4>::new();
+        pool.for_each_profile(|_, profile| seen.push(profile.calls).unwrap());
+        assert_eq!(seen.as_slice(), &[1]);
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //!
 //!   (18) invalidate, (19) invalidate_or_hand_back: any state but
 //!   Invalidated ──► Invalidated (terminal; code retired or handed back)
+//!   (20) blacklist_for: Interpreted ──► Blacklisted on a saved profile's
+//!   hint; it decays by (17) whatever the deopt policy says
 //! ```
 //!
 //! Each arrow, as the transition table in `lifecycle.rs` lists it (a test
@@ -51,12 +53,13 @@
 //! (17) Blacklisted ──► Interpreted Broker::on_invoke (the blacklist decays); generation kept
 //! (18) Compiled    ──► Invalidated Broker::invalidate (from any state but Invalidated); generation +1
 //! (19) Queued      ──► Invalidated Broker::invalidate_or_hand_back (from any state but Invalidated); generation +1
+//! (20) Interpreted ──► Blacklisted Broker::blacklist_for (a saved profile's hint); generation kept
 //! ```
 //!
-//! Every arrow except (1), (2) and (17) is taken under the broker's lock,
-//! so the other fields of the bead never change half-way through a
+//! Every arrow except (1), (2), (17) and (20) is taken under the broker's
+//! lock, so the other fields of the bead never change half-way through a
 //! transition; (1) and (2) are a CAS on this word (exactly one racing
-//! caller wins), (17) a CAS under the lock. Every arrow that changes the
+//! caller wins), (17) and (20) a CAS under the lock. Every arrow that changes the
 //! published code (5, 8–16, 18, 19) goes through `Broker::change_code`,
 //! which also applies the generation rule: every change of code bumps the
 //! generation, except a publish by the job of the current generation (5).

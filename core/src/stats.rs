@@ -59,6 +59,27 @@ pub trait Events {
     fn released(&self, code: CodeHandle) {
         let _ = code;
     }
+    /// A pumper claimed `bead`'s job and is about to compile it at `tier`
+    /// (on the compiling thread; `compiled` or `compile_failed` follows on
+    /// the same thread unless the job goes stale or is abandoned).
+    fn compile_started(&self, bead: &Bead, tier: u8, kind: JobKind) {
+        let _ = (bead, tier, kind);
+    }
+    /// The host swapped code in ([`Broker::swap_compiled`](crate::Broker::swap_compiled)).
+    fn swapped(&self, bead: &Bead, tier: u8) {
+        let _ = (bead, tier);
+    }
+    /// `bead` entered the Blacklisted phase (a bailout, a failed compile or
+    /// [`Broker::blacklist`](crate::Broker::blacklist)); it follows the
+    /// `deoptimized` or `compile_failed` event of the same transition.
+    fn blacklisted(&self, bead: &Bead) {
+        let _ = bead;
+    }
+    /// A quiesce round advanced the epoch to `epoch` and released
+    /// `released` code handles (each also reported by `released`).
+    fn quiesced(&self, epoch: u32, released: usize) {
+        let _ = (epoch, released);
+    }
 }
 
 /// Events that do nothing.
@@ -91,6 +112,18 @@ impl<E: Events + ?Sized> Events for &E {
     }
     fn released(&self, code: CodeHandle) {
         (**self).released(code)
+    }
+    fn compile_started(&self, bead: &Bead, tier: u8, kind: JobKind) {
+        (**self).compile_started(bead, tier, kind)
+    }
+    fn swapped(&self, bead: &Bead, tier: u8) {
+        (**self).swapped(bead, tier)
+    }
+    fn blacklisted(&self, bead: &Bead) {
+        (**self).blacklisted(bead)
+    }
+    fn quiesced(&self, epoch: u32, released: usize) {
+        (**self).quiesced(epoch, released)
     }
 }
 
@@ -129,6 +162,15 @@ impl Events for LogEvents {
     }
     fn released(&self, code: CodeHandle) {
         trace!("code {:?} released", code.get());
+    }
+    fn swapped(&self, bead: &Bead, tier: u8) {
+        debug!("bead@{:?}: code swapped in at tier {:?}", bead_address(bead), tier);
+    }
+    fn blacklisted(&self, bead: &Bead) {
+        debug!("bead@{:?}: blacklisted", bead_address(bead));
+    }
+    fn quiesced(&self, epoch: u32, released: usize) {
+        trace!("quiesced: epoch {:?}, {:?} released", epoch, released);
     }
 }
 

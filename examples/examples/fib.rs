@@ -35,7 +35,7 @@ use kiln_cranelift::CraneliftBackend;
 use kiln_examples::interp::{Hooks, Interpreter, Plain};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
-use kiln_std::{BackendAdapter, BoundBead, ThresholdPolicy};
+use kiln_std::{BackendAdapter, BoundBead, ThresholdPolicy, TraceSink};
 
 #[cfg(feature = "llvm")]
 #[path = "fib/llvm_rows.rs"]
@@ -170,7 +170,19 @@ fn format_time(time: Duration) -> String {
 
 fn main() {
     env_logger::init();
-    let mut args = std::env::args().skip(1).map(|arg| arg.parse::<u64>().expect("usage: fib [n] [runs] [reps]"));
+    // `--trace FILE` writes a timeline (Chrome trace event JSON) of every
+    // kiln-std row's compiles; the other arguments are numbers.
+    let mut trace_path = None;
+    let mut numbers = Vec::new();
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        match arg.as_str() {
+            "--trace" => trace_path = Some(raw.next().expect("--trace needs a path")),
+            _ => numbers.push(arg),
+        }
+    }
+    let trace = trace_path.as_ref().map(|path| TraceSink::create(path).expect("the trace file can be created"));
+    let mut args = numbers.iter().map(|arg| arg.parse::<u64>().expect("usage: fib [n] [runs] [reps] [--trace FILE]"));
     let n = args.next().unwrap_or(20) as i64;
     let runs = args.next().unwrap_or(500) as u32;
     let reps = args.next().unwrap_or(5).max(1) as usize;
@@ -203,6 +215,11 @@ fn main() {
     // runs once untimed first, then the timed runs are interleaved so drift
     // on a busy machine spreads over all rows.
     let kilns: Vec<_> = rows.iter().map(|row| Run::kiln(*row, &backend)).collect();
+    if let Some(trace) = &trace {
+        for adapter in kilns.iter().flatten() {
+            adapter.beadie().add_sink(trace.clone());
+        }
+    }
     let mut times = vec![Vec::new(); rows.len()];
     #[cfg(feature = "llvm")]
     let mut llvm_rows = llvm_rows::LlvmRows::new(program, &backend);
@@ -245,4 +262,8 @@ fn main() {
         "Cranelift units compiled {}, freed {}, live {} (kiln released retired code after quiescence)",
         stats.compiled, stats.freed, stats.live_units
     );
+    if let (Some(trace), Some(path)) = (trace, trace_path) {
+        trace.finish().expect("the trace is written");
+        println!("wrote {path} (open it in ui.perfetto.dev or chrome://tracing)");
+    }
 }

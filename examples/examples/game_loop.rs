@@ -42,15 +42,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_core::{
-    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoEvents, NoWake, StdClock, ThresholdPolicy,
-    WakeHook,
+    Bead, Broker, CompileRequest, ExponentialBackoffPolicy, KilnError, NoWake, StdClock, ThresholdPolicy, WakeHook,
 };
 use kiln_cranelift::{CraneliftBackend, CraneliftCompiler, FunctionDef};
 use kiln_examples::interp::{Hooks, Interpreter};
 use kiln_examples::ir::{FuncId, Program};
 use kiln_examples::jit;
 use kiln_host::{FrameConfig, FramePump, FrameReport, PumpConfig, RayonJobSystem, RayonPump};
-use kiln_std::{BackendAdapter, BoundBead};
+use kiln_std::{BackendAdapter, BoundBead, CoreEvents, Profile, ProfileEntry, ProfileKey, TraceSink};
 
 /// Calls before a script is promoted.
 const HOT_AFTER: u32 = 1_000;
@@ -136,7 +135,7 @@ struct CoreHooks<'a, W: WakeHook> {
     beads: &'a [&'static Bead],
 }
 
-type CoreBroker<W> = Broker<&'static Bead, ThresholdPolicy, ExponentialBackoffPolicy, W, NoEvents>;
+type CoreBroker<W> = Broker<&'static Bead, ThresholdPolicy, ExponentialBackoffPolicy, W, CoreEvents>;
 
 impl<W: WakeHook> Hooks for CoreHooks<'_, W> {
     #[inline(always)]
@@ -231,6 +230,19 @@ fn play(
     run
 }
 
+/// The timeline `--trace FILE` asked for, if any.
+fn trace() -> Option<&'static Arc<TraceSink>> {
+    TRACE.get().and_then(Option::as_ref)
+}
+
+static TRACE: std::sync::OnceLock<Option<Arc<TraceSink>>> = std::sync::OnceLock::new();
+
+/// Mode (a)'s kiln-core events: to the timeline, naming each script by kind.
+fn core_events() -> CoreEvents {
+    let sink = trace().map(|trace| Arc::clone(trace) as Arc<dyn kiln_std::EventSink>);
+    CoreEvents::new(sink).with_names(|bead| Some(format!("kind{}", bead.core_handle() as usize)))
+}
+
 /// The kiln-core beads of a mode: the core handle is the function id.
 fn core_beads(kinds: usize) -> Vec<&'static Bead> {
     (0..kinds).map(|kind| &*Box::leak(Box::new(Bead::new(ptr::without_provenance_mut(kind))))).collect()
@@ -255,10 +267,11 @@ fn frame_pump(
     settings: Settings,
     program: &'static Program,
     backend: &CraneliftBackend,
-) -> (ModeRun, Vec<FrameReport>) {
+    warm: Option<&Profile>,
+) -> (ModeRun, Vec<FrameReport>, Profile) {
     let beads = core_beads(settings.kinds);
     let broker: CoreBroker<NoWake> =
-        Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoWake, NoEvents);
+        Broker::new(ThresholdPolicy::new(HOT_AFTER), ExponentialBackoffPolicy::default(), NoWake, core_events());
     let mut jit = CraneliftCompiler::new(backend.clone(), define(program));
     let clock = StdClock::new();
     // Size = IR instructions: what Cranelift's work grows with here.
@@ -266,6 +279,10 @@ fn frame_pump(
         program.functions[request.bead.core_handle() as usize].code.len() as u32
     };
     let mut frames = FramePump::<_, _, 8>::new(&broker, FrameConfig::new(GUESS_NS_PER_INST)).with_cost_model(size);
+    if let Some(profile) = warm {
+        warm_start(&broker, &beads, program, profile);
+        loading_screen(&broker, &mut frames, &mut jit, &clock);
+    }
     let reports = RefCell::new(Vec::new());
     let hooks = CoreHooks { broker: &broker, beads: &beads };
     let run = play(
@@ -274,7 +291,15 @@ fn frame_pump(
         program,
         &hooks,
         || {
+            let started = Instant::now();
             let report = frames.pump(&mut jit, &clock, settings.budget.as_nanos() as u64);
+            if let Some(trace) = trace() {
+                let args =
+                    [("jobs run", f64::from(report.jobs.ran)), ("budget µs", settings.budget.as_secs_f64() * 1e6)];
+                trace.slice("frame pump", "frame", started, Instant::now(), &args);
+                trace.counter("queue depth", broker.queue_len() as f64);
+                trace.counter("code bytes", backend.stats().resident_bytes as f64);
+            }
             reports.borrow_mut().push(report);
             Duration::from_nanos(if report.jobs.ran > 0 { report.spent() } else { 0 })
         },
@@ -289,8 +314,76 @@ fn frame_pump(
         GUESS_NS_PER_INST as f64 / 1e3
     );
     drop(frames);
+    let profile = Profile::from_entries(
+        beads
+            .iter()
+            .map(|bead| ProfileEntry::from_record(key_of(program, bead), kiln_core::BeadProfile::of(bead)))
+            .collect(),
+    );
     release(&broker, &beads, &mut jit);
-    (run, reports.into_inner())
+    (run, reports.into_inner(), profile)
+}
+
+/// FNV-1a: a hash that stays the same from run to run and build to build.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// A script's profile key: its kind's name, and a hash of its code.
+fn key_of(program: &Program, bead: &Bead) -> ProfileKey {
+    let function = &program.functions[bead.core_handle() as usize];
+    ProfileKey { id: fnv(&format!("kind{}", function.id)), code_hash: fnv(&format!("{:?}", function.code)) }
+}
+
+/// A loading screen's compile budget per 60 Hz frame (no game update runs).
+const LOADING_BUDGET: Duration = Duration::from_millis(12);
+
+/// The loading screen of a warm start: the frame pump compiles last run's
+/// hot set within [`LOADING_BUDGET`] per frame until none is left, so the
+/// game's first frames find it compiled.
+fn loading_screen<N: kiln_host::CostModel<&'static Bead>>(
+    broker: &CoreBroker<NoWake>,
+    frames: &mut FramePump<'_, &'static Bead, N, 8>,
+    jit: &mut impl kiln_core::Compiler<&'static Bead>,
+    clock: &StdClock,
+) {
+    let (mut count, mut compiles, mut busiest) = (0, 0, 0);
+    while (broker.queue_len() > 0 || frames.held() > 0) && count < 600 {
+        let started = Instant::now();
+        let report = frames.pump(jit, clock, LOADING_BUDGET.as_nanos() as u64);
+        if let Some(trace) = trace() {
+            let args = [("jobs run", f64::from(report.jobs.ran)), ("budget µs", LOADING_BUDGET.as_secs_f64() * 1e6)];
+            trace.slice("loading screen pump", "frame", started, Instant::now(), &args);
+        }
+        count += 1;
+        compiles += report.jobs.ran;
+        busiest = busiest.max(report.spent());
+    }
+    println!(
+        "    loading screen: {compiles} compiles in {count} frames, busiest {:.2} ms (budget {} ms)",
+        busiest as f64 / 1e6,
+        LOADING_BUDGET.as_millis()
+    );
+}
+
+/// Mode (a)'s warm start, done by the host (its beads are kiln-core's):
+/// last run's compiled scripts are queued now, hottest first, for the frame
+/// pump to compile on the loading screen; last run's blacklisted ones
+/// start blacklisted, decaying after 10,000 calls.
+fn warm_start(broker: &CoreBroker<NoWake>, beads: &[&'static Bead], program: &Program, profile: &Profile) {
+    let mut hot: Vec<_> =
+        beads.iter().filter_map(|bead| profile.get(key_of(program, bead)).map(|entry| (*bead, entry))).collect();
+    hot.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.hotness()));
+    let (mut queued, mut blacklisted) = (0, 0);
+    for (bead, entry) in hot {
+        if entry.blacklisted {
+            let calls = core::num::NonZeroU32::new(10_000).expect("non-zero");
+            blacklisted += usize::from(broker.blacklist_for(bead, calls) == Ok(true));
+        } else if entry.tier_reached.is_some() && broker.submit(bead, 0, kiln_core::JobKind::Invoke).is_ok() {
+            queued += 1;
+        }
+    }
+    println!("    warm start: {queued} scripts queued before the first frame, {blacklisted} blacklisted");
 }
 
 /// Mode (b): kiln-host's rayon adapter.
@@ -301,7 +394,7 @@ fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBacke
         ThresholdPolicy::new(HOT_AFTER),
         ExponentialBackoffPolicy::default(),
         pump.clone(),
-        NoEvents,
+        CoreEvents::new(None),
     ));
     // Each pump task compiles with a clone (clones share the unit book).
     let jit = CraneliftCompiler::new(backend.clone(), define(program));
@@ -321,7 +414,11 @@ fn rayon(settings: Settings, program: &'static Program, backend: &CraneliftBacke
 /// Mode (c): kiln-std's broker thread.
 fn kiln_std(settings: Settings, program: &'static Program, backend: &CraneliftBackend) -> ModeRun {
     let adapter = BackendAdapter::with_policy(backend.clone(), ThresholdPolicy::new(HOT_AFTER));
-    let beads: Vec<_> = (0..settings.kinds).map(|_| adapter.register(ptr::null_mut(), None)).collect();
+    if let Some(trace) = trace() {
+        adapter.beadie().add_sink(trace.clone());
+    }
+    let beads: Vec<_> =
+        (0..settings.kinds).map(|kind| adapter.register_named(&format!("kind{kind}"), ptr::null_mut(), None)).collect();
     let hooks = StdHooks { program, adapter: &adapter, beads: &beads };
     let native = || beads.iter().filter(|bead| bead.bead().compiled().is_some()).count();
     let run = play("(c) kiln-std broker thread", settings, program, &hooks, || Duration::ZERO, native);
@@ -394,6 +491,25 @@ fn print_table(runs: &[ModeRun]) {
             native
         );
     }
+}
+
+/// The frame pump's first second: what a warm start asks of it (every
+/// compile of last run's hot set at once) against its budget.
+fn print_first_frames(reports: &[FrameReport], budget: Duration, warm: bool) {
+    let first: Vec<f64> = reports
+        .iter()
+        .take(60)
+        .map(|report| if report.jobs.ran > 0 { report.spent() as f64 / 1e6 } else { 0.0 })
+        .collect();
+    let budget_ms = budget.as_secs_f64() * 1e3;
+    let over = first.iter().filter(|&&ms| ms > budget_ms * 1.1).count();
+    println!(
+        "frame pump, first {} frames{}: {} compiles, max {:.3} ms compiling in a frame, {over} frames over budget + 10%",
+        first.len(),
+        if warm { " (warm start)" } else { "" },
+        reports.iter().take(60).map(|report| report.jobs.ran).sum::<u32>(),
+        first.iter().copied().fold(0.0, f64::max),
+    );
 }
 
 /// The frame pump's budget figures. Overrun = time the pump spent past
@@ -541,6 +657,8 @@ fn main() {
         Settings { frames: 600, entities: 2_400, paced: true, kinds: 32, budget: Duration::from_millis(2) };
     let mut out = "game_loop.png".to_string();
     let mut numbers = 0;
+    let mut trace_path = None;
+    let mut profile_path = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -551,9 +669,11 @@ fn main() {
             }
             "--kinds" => settings.kinds = args.next().and_then(|n| n.parse().ok()).expect("--kinds needs a number"),
             "--out" => out = args.next().expect("--out needs a path"),
+            "--trace" => trace_path = Some(args.next().expect("--trace needs a path")),
+            "--profile" => profile_path = Some(args.next().expect("--profile needs a path")),
             number => {
                 let value: usize = number.parse().expect(
-                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH]",
+                    "usage: game_loop [frames] [entities] [--kinds N] [--budget-us N] [--unpaced] [--out PATH] [--trace FILE] [--profile FILE]",
                 );
                 match numbers {
                     0 => settings.frames = value as u32,
@@ -563,6 +683,8 @@ fn main() {
             }
         }
     }
+    let sink = trace_path.as_ref().map(|path| TraceSink::create(path).expect("the trace file can be created"));
+    TRACE.set(sink).expect("set once");
     let program: &'static Program =
         Box::leak(Box::new(Program::compile(&scripts(settings.kinds)).expect("the scripts parse")));
     let backend = jit::config().build().expect("Cranelift supports this machine");
@@ -583,10 +705,21 @@ fn main() {
         sizes.iter().max().unwrap()
     );
 
-    let (pumped, reports) = frame_pump(settings, program, &backend);
+    let warm = profile_path.as_ref().and_then(|path| match Profile::load(path) {
+        Ok(profile) => Some(profile),
+        Err(error) => {
+            println!("no warm start from {path}: {error} (this run writes it)");
+            None
+        }
+    });
+    let (pumped, reports, profile) = frame_pump(settings, program, &backend, warm.as_ref());
+    if let Some(path) = &profile_path {
+        profile.save(path).expect("the profile can be written");
+    }
     let runs = [pumped, rayon(settings, program, &backend), kiln_std(settings, program, &backend)];
     print_table(&runs);
     print_budget(&reports, settings.budget);
+    print_first_frames(&reports, settings.budget, warm.is_some());
     for run in &runs[1..] {
         assert_eq!(run.checksum, runs[0].checksum, "{} ended in another world state than {}", run.label, runs[0].label);
     }
@@ -596,6 +729,10 @@ fn main() {
     println!("Cranelift units compiled {}, freed {}, live {}", stats.compiled, stats.freed, stats.live_units);
     assert_eq!(stats.live_units, 0, "every mode hands all its code back to Cranelift");
     assert!(runs[0].all_native_at.is_some(), "the frame pump never compiled every script");
+    if let (Some(trace), Some(path)) = (trace(), &trace_path) {
+        trace.finish().expect("the trace is written");
+        println!("wrote {path} (open it in ui.perfetto.dev or chrome://tracing)");
+    }
 
     // The plot is a by-product: a machine without fonts still gets the figures.
     match std::panic::catch_unwind(|| plot(&out, &runs, settings.budget)) {

@@ -27,6 +27,7 @@ use crate::code_object::{self, Books, ReleaseCode};
 use crate::extras::ExtrasTable;
 use crate::job::JobHandle;
 use crate::policy::PolicyLadder;
+use crate::sink::Sinks;
 
 /// Jobs the queue can hold at most (`Beadie::with_policy_and_capacity` may
 /// lower it). Inline in the broker, so kept moderate: debug builds copy the
@@ -35,7 +36,7 @@ pub(crate) const QUEUE: usize = 1024;
 /// Retired code objects waiting for quiescence.
 pub(crate) const RETIRE: usize = 1024;
 
-pub(crate) type CoreBroker = kiln_core::Broker<JobHandle, PolicyLadder, DynDeopt, Waker, LogEvents, QUEUE, RETIRE>;
+pub(crate) type CoreBroker = kiln_core::Broker<JobHandle, PolicyLadder, DynDeopt, Waker, Sinks, QUEUE, RETIRE>;
 
 /// The broker-level deopt policy (compile failures), type-erased.
 pub(crate) struct DynDeopt(pub(crate) Box<dyn kiln_core::DeoptPolicy + Send + Sync>);
@@ -72,96 +73,6 @@ impl kiln_core::WakeHook for Waker {
         // announces was pushed under the broker's lock before this call;
         // a polling worker sees it through the queue length.
         self.wakes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Logs every transition once, through `log` (target `kiln`), naming the
-/// function (see `crate::logs` for the lines, levels and format). kiln-core
-/// logs none of these transitions itself (its events are these), so each
-/// appears once. Tiers in the records are kiln's, numbered from 0 (the
-/// first compiled tier), as everywhere in kiln-std's API.
-///
-/// The logger is host code: each hook runs it under `catch_unwind`, so a
-/// panicking logger neither kills a worker nor unwinds into kiln-core (see
-/// [`logger_panics`](crate::logger_panics)). Names are looked up (one lock
-/// of the side table) only when the line will be written.
-pub(crate) struct LogEvents(pub(crate) Arc<ExtrasTable>);
-
-/// Runs one log call, containing a panic of the logger.
-fn logged(record: impl FnOnce()) {
-    crate::code::isolate_logger(record);
-}
-
-impl LogEvents {
-    /// The function `bead` stands for, for a log line: its name if it was
-    /// given one, else the bead's address. A kiln-std bead starts with its
-    /// kiln-core bead (`#[repr(C)]`, checked in `bead`), so both have the
-    /// address the side table is keyed by.
-    fn who(&self, bead: &kiln_core::Bead) -> crate::logs::Who {
-        let key = std::ptr::from_ref(bead).addr();
-        crate::logs::Who { name: self.0.name(key), address: key }
-    }
-}
-
-impl kiln_core::Events for LogEvents {
-    fn promoted(&self, bead: &kiln_core::Bead, tier: u8, kind: kiln_core::JobKind) {
-        if log::log_enabled!(target: "kiln", log::Level::Debug) {
-            let (who, calls) = (self.who(bead), bead.invocation_count());
-            let what = match kind {
-                kiln_core::JobKind::Invoke => "call".to_owned(),
-                kiln_core::JobKind::Osr { site } => format!("back-edge at site {site}"),
-            };
-            logged(|| log::debug!(target: "kiln", "{who}: promoted to tier {tier} by a {what}, after {calls} calls"));
-        }
-    }
-    fn queue_full(&self, bead: &kiln_core::Bead) {
-        if log::log_enabled!(target: "kiln", log::Level::Debug) {
-            let who = self.who(bead);
-            logged(|| log::debug!(target: "kiln", "{who}: queue full, cools down before asking again"));
-        }
-    }
-    fn compiled(&self, bead: &kiln_core::Bead, tier: u8, ticks: Option<u64>) {
-        // kiln-std's compiler timed the compile itself (a pump's `ticks`
-        // are only there when its budget had a clock). Taken whatever the
-        // level, so no later line picks it up.
-        let took = crate::logs::take_compile_time().or_else(|| ticks.map(crate::logs::Micros::from_nanos));
-        if log::log_enabled!(target: "kiln", log::Level::Debug) {
-            let who = self.who(bead);
-            match took {
-                Some(took) => logged(|| log::debug!(target: "kiln", "{who}: compiled at tier {tier} in {took}")),
-                None => logged(|| log::debug!(target: "kiln", "{who}: compiled at tier {tier}")),
-            }
-        }
-    }
-    fn compile_failed(&self, bead: &kiln_core::Bead, tier: u8) {
-        let why = crate::logs::take_failure();
-        crate::logs::take_compile_time();
-        if log::log_enabled!(target: "kiln", log::Level::Warn) {
-            let (who, state) = (self.who(bead), bead.state());
-            let why = why.map_or_else(String::new, |why| format!(": {why}"));
-            logged(|| log::warn!(target: "kiln", "{who}: compile at tier {tier} failed{why}; now {state:?}"));
-        }
-    }
-    fn deoptimized(&self, bead: &kiln_core::Bead, decision: kiln_core::DeoptDecision) {
-        if log::log_enabled!(target: "kiln", log::Level::Debug) {
-            let who = self.who(bead);
-            logged(|| log::debug!(target: "kiln", "{who}: bailed out, {decision:?}"));
-        }
-    }
-    fn invalidated(&self, bead: &kiln_core::Bead) {
-        if log::log_enabled!(target: "kiln", log::Level::Debug) {
-            let who = self.who(bead);
-            logged(|| log::debug!(target: "kiln", "{who}: invalidated"));
-        }
-    }
-    fn evicted(&self, bead: &kiln_core::Bead) {
-        if log::log_enabled!(target: "kiln", log::Level::Debug) {
-            let who = self.who(bead);
-            logged(|| log::debug!(target: "kiln", "{who}: evicted (code memory), back to the interpreter"));
-        }
-    }
-    fn released(&self, code: CodeHandle) {
-        logged(|| log::trace!(target: "kiln", "code at {:#x} released", code.get()));
     }
 }
 
@@ -209,8 +120,15 @@ impl Domain {
         panics: Arc<HostPanics>,
     ) -> Arc<Self> {
         let extras = Arc::<ExtrasTable>::default();
-        let domain = Arc::new(Domain {
-            broker: kiln_core::Broker::new(policy, deopt, Waker::default(), LogEvents(Arc::clone(&extras))),
+        // The sinks read the domain's gauges (queue depth, live code) through
+        // a weak link: the domain owns the broker that owns them.
+        let domain = Arc::new_cyclic(|domain| Domain {
+            broker: kiln_core::Broker::new(
+                policy,
+                deopt,
+                Waker::default(),
+                Sinks::new(Arc::clone(&extras), domain.clone()),
+            ),
             ledger: Arc::default(),
             reclaimer: Reclaimer::default(),
             panics,
@@ -359,7 +277,7 @@ impl Compiler<JobHandle> for StdCompiler {
         // reason left by a failed compile whose job went stale (no event)
         // is dropped here.
         crate::logs::take_failure();
-        crate::logs::take_compile_time();
+        crate::logs::take_compile_nanos();
         let started = std::time::Instant::now();
         let result = self.compile_work(request).inspect_err(crate::logs::note_failure);
         crate::logs::note_compile_time(started.elapsed());

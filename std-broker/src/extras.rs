@@ -9,8 +9,8 @@
 //! flag bit on the bead ([`HAS_EXTRAS`](crate::bead)) says whether it has
 //! an entry, so a bead without one never takes this table's lock: not when
 //! it is invalidated, not when it drops. The function's name and an
-//! attached compile factory live here too; later per-bead parts (a profile
-//! key) belong here as well.
+//! attached compile factory and a profile key (with the OSR sites a keyed
+//! function used) live here too.
 //!
 //! The lock is held only to read or change an entry; host callbacks taken
 //! from an entry (the `on_invalidate` hook) run after it is released, so a
@@ -41,6 +41,10 @@ pub(crate) struct Extras {
     pub(crate) name: Option<Arc<str>>,
     /// The compile factory attached to the bead, if any.
     pub(crate) factory: Option<AttachedFactory>,
+    /// The host's key for hotness profiles (see `profile`).
+    pub(crate) profile_key: Option<crate::profile::ProfileKey>,
+    /// Loop sites a keyed function was promoted at (see `profile`).
+    pub(crate) osr_sites: Vec<u64>,
 }
 
 /// The side table of one domain. See the module docs. Shared (an `Arc`)

@@ -18,11 +18,15 @@ mod extras;
 mod job;
 pub mod logs;
 mod policy;
+mod profile;
 mod promote;
 mod reclaim;
+mod sink;
 mod state;
 mod sync;
 mod tiered;
+mod trace;
+mod warm;
 mod work;
 mod worker;
 
@@ -38,6 +42,10 @@ pub use deopt::{
 pub use entry::{EntryFn, TypedBound};
 pub use kiln_core::{Budget, OsrEntry, PumpReport, Stats};
 pub use policy::{HotnessPolicy, ThresholdPolicy, TieredPolicy};
+pub use profile::{MAX_OSR_SITES, Profile, ProfileEntry, ProfileError, ProfileKey};
+pub use sink::{CoreEvents, Event, EventKind, EventSink, FunctionRef, LogSink, NameOf};
 pub use state::BeadState;
 pub use tiered::{TierBackend, TieredAdapter, TieredBound};
+pub use trace::TraceSink;
+pub use warm::{WarmStart, WarmStartConfig};
 pub use worker::{Broker, WorkerPool};

@@ -20,6 +20,9 @@
 //! | `debug` | `fib: bailed out, Recompile` | compiled code bailed out and the deopt policy decided |
 //! | `debug` | `fib: invalidated` | the function is gone |
 //! | `debug` | `fib: evicted (code memory), back to the interpreter` | a code-memory budget evicted the function's code |
+//! | `debug` | `fib: blacklisted` | the function's compiles are refused (after its `bailed out` or `failed` line) |
+//! | `debug` | `fib: code swapped in at tier 1` | the host swapped code in |
+//! | `trace` | `quiesced: epoch 12, 3 released` | a quiesce round advanced the epoch |
 //! | `warn` | `fib: reload refused: …`, `fib: swap refused: …` | a host request kiln could not apply |
 //! | `error` | `host callback compile panicked (caught; kiln goes on): …` | a host callback panicked (see [`Beadie::host_panics`](crate::Beadie::host_panics)) |
 //! | `trace` | `code at 0x… released` | retired code went back to its backend |
@@ -40,6 +43,82 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::code::CompileFailure;
+use crate::sink::{Event, EventKind, EventSink, LogSink};
+
+/// Runs one log call, containing a panic of the logger.
+fn logged(record: impl FnOnce()) {
+    crate::code::isolate_logger(record);
+}
+
+/// The level `kind`'s line is written at; `None`: no line.
+#[inline]
+pub(crate) fn level_of(kind: &EventKind<'_>) -> Option<log::Level> {
+    match kind {
+        EventKind::CompileFailed { .. } => Some(log::Level::Warn),
+        EventKind::Released { .. } | EventKind::Quiesced { .. } => Some(log::Level::Trace),
+        // The `compiled` or `failed` line says it; a timeline shows the start.
+        EventKind::CompileStarted { .. } => None,
+        _ => Some(log::Level::Debug),
+    }
+}
+
+impl EventSink for LogSink {
+    fn event(&self, event: &Event<'_>) {
+        let Some(level) = level_of(&event.kind) else { return };
+        // Names are looked up (one lock of the side table) only when the
+        // line will be written.
+        if !log::log_enabled!(target: "kiln", level) {
+            return;
+        }
+        let who = event.function().map_or_else(String::new, |function| function.display_name());
+        match event.kind {
+            EventKind::Promoted { tier, site } => {
+                let calls = event.function().map_or(0, |function| function.kiln_bead().invocation_count());
+                let what = match site {
+                    None => "call".to_owned(),
+                    Some(site) => format!("back-edge at site {site}"),
+                };
+                logged(
+                    || log::debug!(target: "kiln", "{who}: promoted to tier {tier} by a {what}, after {calls} calls"),
+                );
+            }
+            EventKind::QueueFull => {
+                logged(|| log::debug!(target: "kiln", "{who}: queue full, cools down before asking again"));
+            }
+            EventKind::CompileStarted { .. } => {}
+            EventKind::Compiled { tier, took: Some(took) } => {
+                let took = Micros::from_nanos(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+                logged(|| log::debug!(target: "kiln", "{who}: compiled at tier {tier} in {took}"));
+            }
+            EventKind::Compiled { tier, took: None } => {
+                logged(|| log::debug!(target: "kiln", "{who}: compiled at tier {tier}"));
+            }
+            EventKind::CompileFailed { tier, reason } => {
+                let state = event.function().map(|function| function.kiln_bead().state());
+                let why = reason.map_or_else(String::new, |why| format!(": {why}"));
+                let now = state.map_or_else(String::new, |state| format!("; now {state:?}"));
+                logged(|| log::warn!(target: "kiln", "{who}: compile at tier {tier} failed{why}{now}"));
+            }
+            EventKind::Deoptimized(decision) => {
+                logged(|| log::debug!(target: "kiln", "{who}: bailed out, {decision:?}"));
+            }
+            EventKind::Blacklisted => logged(|| log::debug!(target: "kiln", "{who}: blacklisted")),
+            EventKind::Swapped { tier } => {
+                logged(|| log::debug!(target: "kiln", "{who}: code swapped in at tier {tier}"));
+            }
+            EventKind::Invalidated => logged(|| log::debug!(target: "kiln", "{who}: invalidated")),
+            EventKind::Evicted => {
+                logged(|| log::debug!(target: "kiln", "{who}: evicted (code memory), back to the interpreter"));
+            }
+            EventKind::Released { code } => {
+                logged(|| log::trace!(target: "kiln", "code at {code:#x} released"));
+            }
+            EventKind::Quiesced { epoch, released } => {
+                logged(|| log::trace!(target: "kiln", "quiesced: epoch {epoch}, {released} released"));
+            }
+        }
+    }
+}
 
 /// A function as a log line names it: its name, or its bead's address.
 pub(crate) struct Who {
@@ -98,9 +177,9 @@ pub(crate) fn note_compile_time(took: std::time::Duration) {
     LAST_COMPILE_NANOS.with(|last| last.set(Some(nanos)));
 }
 
-/// Takes the time noted by [`note_compile_time`], if any.
-pub(crate) fn take_compile_time() -> Option<Micros> {
-    LAST_COMPILE_NANOS.with(Cell::take).map(Micros::from_nanos)
+/// Takes the time noted by [`note_compile_time`], in nanoseconds, if any.
+pub(crate) fn take_compile_nanos() -> Option<u64> {
+    LAST_COMPILE_NANOS.with(Cell::take)
 }
 
 /// Notes why a compile on this thread failed, for the failure's log line.

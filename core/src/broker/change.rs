@@ -145,6 +145,7 @@ where
                         (true, Some(table)) => table.as_ptr(),
                         _ => ptr::null_mut(),
                     };
+                    bead.note_tier_reached(tier);
                     (bead.install(compiled.entry, compiled.handle.get(), osr, is_final), Some(tier))
                 }
                 None => (bead.uninstall(), None),
@@ -212,6 +213,7 @@ where
         if !is_final {
             bead.arm(1, 0);
         }
+        self.events.swapped(bead, tier);
         Ok(())
     }
 
@@ -255,6 +257,9 @@ where
         .map_err(|refused| refused.error)?;
         self.counters.bailouts.bump();
         self.events.deoptimized(bead, decision);
+        if decision == DeoptDecision::Blacklist && bead.is_blacklisted() {
+            self.events.blacklisted(bead);
+        }
         Ok(decision)
     }
 
@@ -267,7 +272,41 @@ where
         })
         .map_err(|refused| refused.error)?;
         self.events.deoptimized(bead, DeoptDecision::Blacklist);
+        if bead.is_blacklisted() {
+            self.events.blacklisted(bead);
+        }
         Ok(())
+    }
+
+    /// Blacklists `bead` on a hint (a saved profile said its compiles kept
+    /// failing) for `calls` calls, after which it may be compiled again
+    /// whatever the deopt policy's [`blacklist_decay`](DeoptPolicy::blacklist_decay).
+    /// Only an interpreted bead without code changes (one that runs code or
+    /// has a compile under way this run knows better than the hint);
+    /// `Ok(false)` says it was left alone. No code changes, so the
+    /// generation stays.
+    pub fn blacklist_for(&self, handle: &impl AsBead, calls: NonZeroU32) -> Result<bool, KilnError> {
+        let bead = handle.as_bead();
+        let word = bead.word();
+        match word.phase() {
+            Phase::Invalidated => return Err(KilnError::Invalidated),
+            Phase::Interpreted if !bead.has_code() => {}
+            _ => return Ok(false),
+        }
+        // The CAS races a promoting call's (Interpreted → Queued) as the
+        // blacklist decay's does; under the lock, like every `meta` write.
+        let won = self.shared.with(|_| {
+            let won = bead.state.compare_exchange(word, word.with_phase(Phase::Blacklisted)).is_ok();
+            if won {
+                bead.set_hinted(true);
+                bead.arm(calls.get(), 0);
+            }
+            won
+        });
+        if won {
+            self.events.blacklisted(bead);
+        }
+        Ok(won)
     }
 
     /// Sends `bead`'s code back to the interpreter without calling it a

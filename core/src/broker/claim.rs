@@ -10,7 +10,7 @@
 use super::{Broker, ClaimError};
 use crate::bead::BeadRef;
 use crate::compiler::{Compiled, Compiler};
-use crate::deopt::{Bailout, BailoutReason, DeoptPolicy};
+use crate::deopt::{Bailout, BailoutReason, DeoptDecision, DeoptPolicy};
 use crate::job::{Job, JobOwner, Ticket};
 use crate::policy::{Decision, HotnessPolicy};
 use crate::pump::{Budget, Handled, JobRunner, PumpReport, PumpStop, pump_jobs};
@@ -66,7 +66,10 @@ where
                 result
             });
             match claimed {
-                Ok(ticket) => return Ok(Job::new(self, ticket)),
+                Ok(ticket) => {
+                    self.events.compile_started(ticket.bead.bead(), ticket.tier, ticket.kind);
+                    return Ok(Job::new(self, ticket));
+                }
                 Err(Err(error)) => return Err(error),
                 // Dropped outside the lock: the handle's drop may run host code.
                 Err(Ok(entry)) => {
@@ -174,9 +177,12 @@ where
             Some(decision)
         });
         match applied {
-            Some(_) => {
+            Some(decision) => {
                 self.counters.failures.bump();
                 self.events.compile_failed(bead, ticket.tier);
+                if decision == DeoptDecision::Blacklist && bead.is_blacklisted() {
+                    self.events.blacklisted(bead);
+                }
                 true
             }
             None => {

@@ -293,13 +293,16 @@ where
     /// Blacklisted bead whose countdown ran out: give it another chance if
     /// the deopt policy lets blacklists decay.
     fn decay(&self, bead: &Bead, word: StateWord) {
-        match self.deopt.blacklist_decay() {
+        // A blacklist taken from a hint (a saved profile) decays whatever
+        // the policy says: the hint may be stale.
+        match self.deopt.blacklist_decay().or_else(|| bead.is_hinted().then_some(core::num::NonZeroU32::MIN)) {
             Some(_) => {
                 let revived = word.with_phase(Phase::Interpreted);
                 let won = self.shared.with(|_| {
                     let won = bead.state.compare_exchange(word, revived).is_ok();
                     if won {
                         bead.reset_bailouts();
+                        bead.set_hinted(false);
                     }
                     won
                 });

@@ -44,11 +44,14 @@ where
     /// instead of a compiler (a layer that frees code itself).
     pub fn quiesce_with(&self, release: impl FnMut(CodeHandle)) -> usize {
         let mut releasable = heapless::Vec::<CodeHandle, RETIRE>::new();
-        self.shared.with(|shared| {
+        let epoch = self.shared.with(|shared| {
             shared.reclaim.advance(&mut releasable);
             self.mirror_reclaim(shared);
+            shared.reclaim.epoch()
         });
-        self.release_all(release, &releasable)
+        let released = self.release_all(release, &releasable);
+        self.events.quiesced(epoch, released);
+        released
     }
 
     /// One round of registered threads: every registered thread reported a
@@ -67,7 +70,11 @@ where
             self.mirror_reclaim(shared);
             advanced
         });
-        advanced.then(|| self.release_all(release, &releasable))
+        advanced.then(|| {
+            let released = self.release_all(release, &releasable);
+            self.events.quiesced(expected.wrapping_add(1), released);
+            released
+        })
     }
 
     /// The reclamation epoch. A registered thread reads it and reports it as

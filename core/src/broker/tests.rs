@@ -455,3 +455,38 @@ fn a_counting_first_caller_rechecks_a_waiting_bead_without_the_lock() {
     });
     assert_eq!(bead.state(), BeadState::Queued);
 }
+
+#[test]
+fn a_hinted_blacklist_decays_whatever_the_policy_says() {
+    // ThresholdDeoptPolicy never lets a blacklist decay by itself.
+    let bead = Bead::new(ptr::null_mut());
+    let broker = broker(ThresholdPolicy::new(2), ThresholdDeoptPolicy::default());
+    assert_eq!(broker.blacklist_for(&bead, NonZeroU32::new(5).unwrap()), Ok(true));
+    assert!(bead.is_blacklisted());
+    let generation = bead.generation();
+    for _ in 0..5 {
+        assert!(broker.on_invoke(&bead).is_none());
+        assert_eq!(broker.queue_len(), 0, "no compile while blacklisted");
+    }
+    assert!(broker.on_invoke(&bead).is_none());
+    assert!(!bead.is_blacklisted(), "decayed after its calls");
+    assert_eq!(bead.generation(), generation, "no code changed");
+    for _ in 0..3 {
+        broker.on_invoke(&bead);
+    }
+    assert_eq!(broker.queue_len(), 1, "promoted as usual afterwards");
+}
+
+#[test]
+fn a_hint_leaves_a_bead_with_code_or_work_alone() {
+    let bead = Bead::new(ptr::null_mut());
+    let broker = broker(ThresholdPolicy::new(1), ThresholdDeoptPolicy::default());
+    broker.on_invoke(&bead);
+    assert_eq!(bead.state(), BeadState::Queued);
+    assert_eq!(broker.blacklist_for(&bead, NonZeroU32::MIN), Ok(false));
+    broker.pump(&mut FakeJit::default(), Budget::unlimited());
+    assert_eq!(bead.state(), BeadState::Compiled(0));
+    assert_eq!(bead.tier_reached(), Some(0));
+    assert_eq!(broker.blacklist_for(&bead, NonZeroU32::MIN), Ok(false));
+    assert!(broker.on_invoke(&bead).is_some(), "the code still runs");
+}

@@ -128,6 +128,7 @@ fn take<'b, 'a>(
             assert_eq!(broker.record_bailout_with(&bead, guard, |_| decision), Ok(decision));
         }
         "Broker::blacklist" => broker.blacklist(&bead).unwrap(),
+        "Broker::blacklist_for" => assert_eq!(broker.blacklist_for(&bead, NonZeroU32::MIN), Ok(true)),
         "Broker::evict" => broker.evict(&bead, NonZeroU32::MIN).unwrap(),
         "Broker::reload" => {
             broker.reload(&bead).unwrap();

@@ -359,7 +359,7 @@ fn hot_loops_get_an_osr_entry_through_backedges() {
             break entry;
         }
         iteration += 1;
-        if iteration % 1_000 == 0 {
+        if iteration.is_multiple_of(1_000) {
             assert!(Instant::now() < deadline, "the loop never got an OSR entry");
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -55,6 +55,19 @@ if git ls-files | grep -E '(^|/)target/'; then
 fi
 
 echo "--- cargo package --workspace (builds every package from its files)"
+# cargo verifies each package against the workspace's other packages
+# through a local registry under target/package, and extracts them into
+# $CARGO_HOME/registry/src/<that registry>/NAME-VERSION. An extraction left
+# by an earlier run from the same path is reused though its package
+# changed (same version), so a second clone at the same path verified
+# kiln-std against the first clone's kiln-core. Remove ours first (never
+# a crates.io extraction).
+for dir in "${published[@]}" "${unpublished[@]}"; do
+  [ -f "$dir/Cargo.toml" ] || continue
+  for stale in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$(name_of "$dir")"-[0-9]*; do
+    case "$stale" in */index.crates.io-*) ;; *) if [ -d "$stale" ]; then rm -rf "$stale"; fi ;; esac
+  done
+done
 cargo package --workspace "${dirty[@]}"
 
 # The features docs.rs builds: the `features = [...]` of each published

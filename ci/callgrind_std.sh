@@ -9,7 +9,8 @@
 # the harness loop (`backedge` also passes its site through the harness,
 # one instruction more than the others). `register` is per bead (100,000 beads registered into a
 # reserved vector) and `crossing` per threshold crossing (200 beads queued,
-# no worker thread, so no wake-up), both whole.
+# no worker thread, so no wake-up), both whole; `pump` per job (those 200
+# jobs run by one `Beadie::pump`: a worker's own work per promotion).
 #
 # Fails (exit 1) when a figure exceeds its record by more than 10 %, or a
 # record is missing. Instruction counts are deterministic, so a failure is a
@@ -26,7 +27,7 @@ readonly REGISTER=100000
 readonly CROSSINGS=200
 readonly RECORD=ci/callgrind_std.record
 readonly MAX_GROWTH_PERCENT=10
-readonly LOOPS=(beadie bound tiered counting backedge blacklisted waiting osr_entry register crossing)
+readonly LOOPS=(beadie bound tiered counting backedge blacklisted waiting osr_entry register crossing pump)
 
 update=0
 [[ "${1:-}" == "--update" ]] && update=1
@@ -67,7 +68,7 @@ for loop in "${LOOPS[@]}"; do
   total="$(count "$loop")"
   case "$loop" in
     register) figure[$loop]="$(awk -v t="$total" -v n="$REGISTER" 'BEGIN { printf "%.2f", t / n }')" ;;
-    crossing) figure[$loop]="$(awk -v t="$total" -v n="$CROSSINGS" 'BEGIN { printf "%.2f", t / n }')" ;;
+    crossing | pump) figure[$loop]="$(awk -v t="$total" -v n="$CROSSINGS" 'BEGIN { printf "%.2f", t / n }')" ;;
     *) figure[$loop]="$(awk -v t="$total" -v h="$harness" -v n="$N" 'BEGIN { printf "%.2f", (t - h) / n }')" ;;
   esac
 done
@@ -75,7 +76,7 @@ done
 if [[ "$update" == 1 ]]; then
   {
     echo "# kiln-std's paths in instructions (callgrind, rustc $(rustc --version | cut -d' ' -f2), x86_64):"
-    echo "# per call net of the harness; register per bead; crossing per crossing."
+    echo "# per call net of the harness; register per bead; crossing per crossing; pump per job."
     echo "# Written by 'bash ci/callgrind_std.sh --update'; ci/callgrind_std.sh fails above +$MAX_GROWTH_PERCENT %."
     for loop in "${LOOPS[@]}"; do
       echo "$loop ${figure[$loop]}"

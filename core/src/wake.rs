@@ -25,6 +25,19 @@
 pub trait WakeHook {
     /// Work was queued; arrange for jobs to be pumped soon.
     fn wake(&self);
+
+    /// A promotion was pushed, or refused by a full queue, leaving `queued`
+    /// jobs in the queue (read just after the push: another thread's push
+    /// or pop may already show in it). Called on every push, after [`wake`](Self::wake)
+    /// (which is coalesced), from the pushing thread, with the same
+    /// contract as `wake` (never under the broker's lock, must not block or
+    /// call back into the broker). For a host that reacts to the queue's
+    /// depth as well as to its first job: kiln-std wakes a sleeping worker
+    /// once 16 jobs wait. The default does nothing.
+    #[inline]
+    fn pushed(&self, queued: usize) {
+        let _ = queued;
+    }
 }
 
 /// A wake hook for hosts that pump on their own schedule: wakes nothing.

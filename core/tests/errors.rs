@@ -831,3 +831,52 @@ fn an_osr_promotion_refused_by_a_full_queue_is_retried_after_a_cooldown() {
     assert!(broker.policy().backedge_decides.get() > asked, "the back-edge policy was never asked again");
     assert_eq!(looping.state(), BeadState::Queued, "the OSR compile was never retried");
 }
+
+/// A wake hook that records what `pushed` was told.
+#[derive(Debug, Default)]
+struct DepthHook {
+    wakes: Cell<u32>,
+    pushed: RefCell<Vec<usize>>,
+}
+
+impl WakeHook for &DepthHook {
+    fn wake(&self) {
+        self.wakes.set(self.wakes.get() + 1);
+    }
+    fn pushed(&self, queued: usize) {
+        self.pushed.borrow_mut().push(queued);
+    }
+}
+
+#[test]
+fn the_wake_hook_hears_every_push_with_the_queue_depth_but_wakes_once_a_burst() {
+    let beads: [Bead; 4] = std::array::from_fn(|_| new_bead());
+    let hook = DepthHook::default();
+    let broker: Broker<&Bead, ThresholdPolicy, AlwaysRecompilePolicy, &DepthHook, NoEvents, 3, 4> =
+        Broker::new(ThresholdPolicy::new(1), AlwaysRecompilePolicy, &hook, NoEvents);
+    for bead in &beads[..3] {
+        assert_eq!(broker.on_invoke(&bead), None);
+    }
+    assert_eq!(*hook.pushed.borrow(), [1, 2, 3]);
+    assert_eq!(hook.wakes.get(), 1, "wake is coalesced: one per burst");
+    // A push refused by the full queue is heard too, with the depth it found.
+    assert_eq!(broker.submit(&&beads[3], 0, JobKind::Invoke), Err(KilnError::QueueFull));
+    assert_eq!(*hook.pushed.borrow(), [1, 2, 3, 3]);
+    // A call that wins nothing pushes nothing.
+    assert_eq!(broker.on_invoke(&&beads[0]), None);
+    assert_eq!(hook.pushed.borrow().len(), 4);
+    let mut jit = Jit::default();
+    assert_eq!(broker.pump(&mut jit, Budget::unlimited()).published, 3);
+    assert_eq!(broker.submit(&&beads[3], 0, JobKind::Invoke), Ok(()));
+    assert_eq!(*hook.pushed.borrow(), [1, 2, 3, 3, 1]);
+    assert_eq!(hook.wakes.get(), 2, "a pump ended the first burst");
+    broker.pump(&mut jit, Budget::unlimited());
+    broker.quiesce(&mut jit);
+    broker.quiesce(&mut jit);
+    for bead in &beads {
+        broker.invalidate(&bead).expect("a live bead");
+    }
+    broker.quiesce(&mut jit);
+    broker.quiesce(&mut jit);
+    assert!(jit.all_released());
+}

@@ -29,7 +29,10 @@
 //!   reserved beforehand);
 //! - `crossing`: the call that crosses the threshold and queues the compile
 //!   ([`CROSSINGS`] beads, each one call below its threshold beforehand; no
-//!   worker, so no wake-up is counted).
+//!   worker, so no wake-up is counted);
+//! - `pump`: a worker's work per job: [`CROSSINGS`] queued jobs of free
+//!   compiles run by one `Beadie::pump` (pop, claim, compile, publish, the
+//!   compile's events and timing), counted whole.
 
 use std::hint::black_box;
 use std::ptr;
@@ -165,6 +168,11 @@ fn kiln_count_crossing(beadie: &Beadie, beads: &[Arc<Bead>]) {
     }
 }
 
+#[inline(never)]
+fn kiln_count_pump(beadie: &Beadie) -> kiln_std::PumpReport {
+    beadie.pump(kiln_std::Budget::unlimited())
+}
+
 fn compiled_beadie() -> (Beadie, Arc<Bead>) {
     let beadie = Beadie::with_policy(ThresholdPolicy::new(1));
     let bead = beadie.register(ptr::null_mut(), None);
@@ -259,12 +267,22 @@ fn run(path: &str) {
             kiln_count_crossing(&beadie, &beads);
             assert!(beads.iter().all(|bead| bead.state() == kiln_std::BeadState::Queued));
         }
+        "pump" => {
+            let beadie = idle_beadie(1);
+            let beads: Vec<_> = (0..CROSSINGS).map(|_| beadie.register(ptr::null_mut(), None)).collect();
+            for bead in &beads {
+                assert!(beadie.on_invoke(bead, |_| native_ptr()).is_none());
+            }
+            let report = kiln_count_pump(&beadie);
+            assert_eq!(report.published as usize, CROSSINGS);
+            assert!(beads.iter().all(|bead| bead.compiled().is_some()));
+        }
         other => panic!("path_count: unknown loop `{other}`"),
     }
 }
 
 fn main() {
-    const ALL: [&str; 11] = [
+    const ALL: [&str; 12] = [
         "harness",
         "beadie",
         "bound",
@@ -276,6 +294,7 @@ fn main() {
         "osr_entry",
         "register",
         "crossing",
+        "pump",
     ];
     match std::env::args().nth(1) {
         Some(path) => run(&path),

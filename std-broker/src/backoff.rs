@@ -3,32 +3,52 @@
 //! Nobody wakes a kiln-std worker (see `worker`): it finds work by looking
 //! at the queue's length between sleeps. How long it sleeps is the whole
 //! trade-off between promotion latency after a pause and what an idle
-//! process costs, so the schedule is one value ([`Backoff`]) and one pure
-//! function ([`Backoff::sleep_after`]) that a test can walk without a clock.
+//! process costs, so the schedule is one value ([`Backoff`]) and two pure
+//! functions ([`Backoff::first_after`], [`Backoff::capped`]) that a test
+//! can walk without a clock.
 //!
 //! Every wake-up costs about the same whatever the worker then does (a timer
 //! expiry, a switch into the thread and back; 20–35 µs of CPU on the busy
 //! VM the figures in BENCHMARKS.md come from, ~90 % of it outside kiln), so
 //! idle CPU is the wake-up rate, and the schedule lowers the rate the longer
-//! the worker has been idle:
+//! the worker has been idle. A burst of promotions does not wait for the
+//! poll: it wakes a sleeping worker (see `sleepers`).
+//!
+//! The first sleep after a pump depends on what it ran. After a burst
+//! (16 jobs or more) it is 20 µs: the burst's stragglers, fewer than a
+//! burst and so waking nobody, are coming. After fewer jobs it is 250 µs:
+//! promotions that trickle in one by one (a Zipf-like warm-up's long tail)
+//! are then taken a few at a time, where each wake-up of the worker would
+//! preempt an interpreter thread on a busy machine. With 20 µs after every
+//! pump the measured Zipf storm's wall time rose by about a sixth; with
+//! 250 µs after every pump a uniform storm's last beads waited for it.
+//!
+//! There is no spinning or yielding phase. It was there (200 µs of
+//! `yield_now` after each job) to catch the rest of a burst in
+//! microseconds, but on a machine whose cores all run interpreter threads a
+//! yielding worker goes to the back of the run queue and, in measured
+//! warm-up storms, looked at the queue again only after another thread's
+//! whole time slice (up to 3 ms), while a sleeping one is woken by the
+//! burst itself.
 //!
 //! | idle for | sleeps | promotion waits up to | wake-ups per second |
 //! |---|---|---|---|
-//! | < 200 µs | none: it yields | microseconds | (busy) |
-//! | < 1 s | 20 µs doubling to 1 ms | ~1 ms | ~1,000 |
+//! | < 1 s | 20 µs (after a burst) or 250 µs doubling to 1 ms | ~1 ms | ~1,000 |
 //! | < 10 s | doubling on to 20 ms | ~20 ms | 50 |
 //! | longer | doubling on to 100 ms | ~100 ms | 10 |
 
 use std::time::Duration;
 
-/// An idle worker's schedule: yield, then timed sleeps doubling from
-/// `first` up to a cap that rises with the time idle.
+use crate::sleepers::BURST;
+
+/// An idle worker's schedule: timed sleeps doubling from a first sleep up
+/// to a cap that rises with the time idle.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
-    /// Idle this briefly, a worker yields instead of sleeping: a burst of
-    /// promotions (warm-up) is picked up in microseconds.
-    pub(crate) yield_for: Duration,
-    /// The first timed sleep; each poll doubles it up to the current cap.
+    /// The first sleep after a pump that ran a burst.
+    pub(crate) after_burst: Duration,
+    /// The first sleep otherwise (after fewer jobs, and at start); each
+    /// poll doubles the sleep up to the current cap.
     pub(crate) first: Duration,
     /// The cap while idle for less than `stay_warm`: the bound on
     /// promotion latency after a pause.
@@ -45,8 +65,8 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// kiln-std's schedule (the table in the module docs).
     pub(crate) const DEFAULT: Backoff = Backoff {
-        yield_for: Duration::from_micros(200),
-        first: Duration::from_micros(20),
+        after_burst: Duration::from_micros(20),
+        first: Duration::from_micros(250),
         warm: Duration::from_millis(1),
         stay_warm: Duration::from_secs(1),
         cold: Duration::from_millis(20),
@@ -54,18 +74,21 @@ impl Backoff {
         deep: Duration::from_millis(100),
     };
 
-    /// The sleep of a worker idle for `idle` whose previous sleep was
-    /// `previous` (`None` since its last job): `None` means yield.
-    pub(crate) fn sleep_after(&self, idle: Duration, previous: Option<Duration>) -> Option<Duration> {
-        if idle < self.yield_for {
-            return None;
-        }
+    /// The first sleep after a pump that ran `ran` jobs (the worker then
+    /// doubles each sleep).
+    pub(crate) fn first_after(&self, ran: usize) -> Duration {
+        if ran >= BURST { self.after_burst } else { self.first }
+    }
+
+    /// The sleep a worker idle for `idle` takes when it would sleep
+    /// `wanted`: at most the cap of its idle time.
+    pub(crate) fn capped(&self, idle: Duration, wanted: Duration) -> Duration {
         let cap = match idle {
             idle if idle < self.stay_warm => self.warm,
             idle if idle < self.stay_cold => self.cold,
             _ => self.deep,
         };
-        Some(previous.map_or(self.first, |previous| previous * 2).min(cap))
+        wanted.min(cap)
     }
 }
 
@@ -78,26 +101,25 @@ mod tests {
     /// The sleeps of a worker idle from `from` on, each sleep taking exactly
     /// its length: (idle at the sleep, sleep).
     fn walk(backoff: &Backoff, mut idle: Duration, until: Duration) -> Vec<(Duration, Duration)> {
-        let (mut previous, mut sleeps) = (None, Vec::new());
+        let (mut wanted, mut sleeps) = (backoff.first_after(0), Vec::new());
         while idle < until {
-            match backoff.sleep_after(idle, previous) {
-                None => idle += Duration::from_micros(1),
-                Some(sleep) => {
-                    sleeps.push((idle, sleep));
-                    previous = Some(sleep);
-                    idle += sleep;
-                }
-            }
+            let sleep = backoff.capped(idle, wanted);
+            sleeps.push((idle, sleep));
+            wanted = sleep * 2;
+            idle += sleep;
         }
         sleeps
     }
 
     #[test]
-    fn a_fresh_idle_worker_yields_then_sleeps_from_the_first_poll() {
+    fn a_burst_is_followed_by_a_short_sleep_and_a_lone_job_by_a_longer_one() {
         let backoff = Backoff::DEFAULT;
-        assert_eq!(backoff.sleep_after(Duration::ZERO, None), None);
-        assert_eq!(backoff.sleep_after(Duration::from_micros(199), None), None);
-        assert_eq!(backoff.sleep_after(Duration::from_micros(200), None), Some(backoff.first));
+        assert_eq!(backoff.first_after(0), backoff.first);
+        assert_eq!(backoff.first_after(BURST - 1), backoff.first);
+        assert_eq!(backoff.first_after(BURST), backoff.after_burst);
+        assert!(backoff.after_burst < backoff.first);
+        assert_eq!(backoff.capped(Duration::ZERO, backoff.first), backoff.first);
+        assert_eq!(backoff.capped(Duration::from_millis(500), backoff.warm * 2), backoff.warm);
     }
 
     #[test]

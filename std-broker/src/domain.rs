@@ -28,6 +28,7 @@ use crate::extras::ExtrasTable;
 use crate::job::JobHandle;
 use crate::policy::PolicyLadder;
 use crate::sink::Sinks;
+use crate::sleepers::Sleepers;
 
 /// Jobs the queue can hold at most (`Beadie::with_policy_and_capacity` may
 /// lower it). Inline in the broker, so kept moderate: debug builds copy the
@@ -50,14 +51,16 @@ impl kiln_core::DeoptPolicy for DynDeopt {
     }
 }
 
-/// kiln-std's wake hook: counts wake-ups and wakes nobody. kiln-std's
-/// workers poll the queue by themselves (a capped backoff: within 1 ms
-/// after any idle time; see `worker`), so the call that crosses a threshold
-/// — the thread that calls `wake` — never pays a syscall or an unpark.
-/// Coalescing happens in kiln-core (at most one `wake` per burst).
+/// kiln-std's wake hook. The first job of a burst (kiln-core's coalesced
+/// `wake`) is only counted: kiln-std's workers poll the queue by
+/// themselves, so a lone promotion's caller never pays a syscall or an
+/// unpark (see `worker`). A push that leaves a burst queued wakes one
+/// sleeping worker (see `sleepers`).
 #[derive(Default)]
 pub(crate) struct Waker {
     wakes: AtomicU64,
+    /// The domain's workers asleep between polls.
+    pub(crate) sleepers: Sleepers,
 }
 
 impl Waker {
@@ -73,6 +76,11 @@ impl kiln_core::WakeHook for Waker {
         // announces was pushed under the broker's lock before this call;
         // a polling worker sees it through the queue length.
         self.wakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn pushed(&self, queued: usize) {
+        self.sleepers.wake_for_burst(queued);
     }
 }
 

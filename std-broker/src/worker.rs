@@ -4,33 +4,42 @@
 //! calls it `Broker`: see `kiln_std::Broker`); [`WorkerThreads`] are the
 //! threads themselves.
 //!
-//! # Who wakes a worker: nobody (polling with a capped backoff)
+//! # Who wakes a worker: a burst, never a lone promotion
 //!
-//! The call that crosses a threshold never wakes a worker: it pushes the
-//! job, sets kiln-core's wake flag and returns (no syscall, no unpark; see
-//! `domain::Waker`). Waking a thread parked in the kernel costs the waker
-//! a futex syscall and, in a VM, an inter-processor interrupt: 8–15 µs on
-//! the interpreter thread, which is what kiln-std paid before after 200 ms
-//! of idleness. Instead an idle worker looks at the queue by itself — one
-//! Relaxed load of its length, no lock — on the schedule in `backoff`: it
-//! yields for 200 µs after its last job, then sleeps from 20 µs doubling
-//! to 1 ms for the first second, to 20 ms until 10 s, to 100 ms after.
+//! The call that crosses a threshold pushes the job, sets kiln-core's wake
+//! flag and, alone, returns: no syscall, no unpark (see `domain::Waker`).
+//! Waking a thread parked in the kernel costs the waker a futex syscall
+//! and, in a VM, an inter-processor interrupt: 8–15 µs on the interpreter
+//! thread, which is what kiln-std paid before after 200 ms of idleness. An
+//! idle worker looks at the queue by itself — one Relaxed load of its
+//! length, no lock — on the schedule in `backoff`: sleeps from 250 µs
+//! doubling to 1 ms for the first second, to 20 ms until 10 s, to 100 ms
+//! after.
 //!
-//! The trade-off, stated: the interpreter thread never pays for a wake-up,
-//! at any idle time; a promotion waits for its worker up to ~1 ms within a
+//! A burst is different (`sleepers`): when a push leaves 16 or more jobs
+//! queued and a worker is asleep, the pushing call unparks one worker.
+//! In a warm-up storm, where every bead's calls are interpreted until the
+//! worker reaches its job, that one syscall, paid by one crossing call in
+//! sixteen or more, is worth a poll's wait for a thousand beads.
+//!
+//! The trade-off, stated: a lone promotion never costs its caller a
+//! wake-up, at any idle time, and waits for its worker up to ~1 ms within a
 //! second of the last compile, ~20 ms within 10 s, ~100 ms after a longer
-//! idle; an idle process costs each worker's wake-ups (10 a second after
-//! 10 s; each a timer expiry, a load and back to sleep, plus a reclamation
-//! step that finds nothing to do). A wake-up costs 20–35 µs of CPU on the
-//! busy VM of BENCHMARKS.md whoever makes it, so polling every 1 ms forever
-//! would cost ~2 % of a core, every 20 ms ~0.15 %, every 100 ms ~0.03 %.
+//! idle; a burst costs one of its callers one unpark and is picked up in
+//! tens of microseconds; an idle process costs each worker's wake-ups (10
+//! a second after 10 s; each a timer expiry, a load and back to sleep, plus
+//! a reclamation step that finds nothing to do). A wake-up costs 20–35 µs
+//! of CPU on the busy VM of BENCHMARKS.md whoever makes it, so polling
+//! every 1 ms forever would cost ~2 % of a core, every 20 ms ~0.15 %, every
+//! 100 ms ~0.03 %. Woken, a worker asks the scheduler for a short slice
+//! (`thread_hints`) so that it gets a core among busy interpreter threads
+//! within tens of microseconds rather than one of their 3 ms slices.
 //!
 //! Rejected: parking without a timeout after a long idle and letting a
-//! later call of the interpreter thread (the crossing bead's re-check, 64
-//! calls on) pay the unpark. It would keep the crossing call cheap on
-//! paper but put the same 8–15 µs syscall on the interpreter thread a few
-//! calls later, and a job queued by a bead never called again would wait
-//! for the safety timeout anyway.
+//! later call of the interpreter thread pay the unpark for a lone
+//! promotion. It would put the same 8–15 µs syscall on the interpreter
+//! thread for every promotion after a pause, and a job queued by a bead
+//! never called again would wait for the safety timeout anyway.
 //!
 //! The logger is host code: a worker's log calls are isolated like
 //! kiln-std's event hooks (see `logger_panics`).
@@ -246,24 +255,13 @@ impl WorkerThreads {
     }
 }
 
-/// Asks the kernel to wake this thread within 1 µs of a timed sleep's end
-/// (the default slack is 50 µs, which would dominate 20 µs polls).
-fn tighten_timer_slack() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only changes
-    // the calling thread's timer slack; no memory is passed.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
-    }
-}
-
 fn run(domain: &Arc<Domain>, stop: &AtomicBool, backoff: &Backoff) {
-    tighten_timer_slack();
+    crate::thread_hints::apply_to_worker();
     let clock = StdClock::new();
     let mut compiler = domain.compiler();
     let mut idle_since = Instant::now();
     let mut reclaimed = Instant::now();
-    let mut poll = None;
+    let mut wanted = backoff.first_after(0);
     // Acquire (both loads) pairs with the Release store in `begin_shutdown`.
     while !stop.load(Ordering::Acquire) {
         // The lock-free look at the queue: a stale zero delays a job by one
@@ -281,7 +279,7 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool, backoff: &Backoff) {
                     )
                 });
                 idle_since = Instant::now();
-                poll = None;
+                wanted = backoff.first_after(report.ran as usize);
             }
             if report.ran > 0 {
                 domain.reclaim_step();
@@ -295,11 +293,9 @@ fn run(domain: &Arc<Domain>, stop: &AtomicBool, backoff: &Backoff) {
         if stop.load(Ordering::Acquire) {
             break;
         }
-        poll = backoff.sleep_after(idle_since.elapsed(), poll);
-        match poll {
-            None => std::thread::yield_now(),
-            Some(sleep) => std::thread::park_timeout(sleep),
-        }
+        let sleep = backoff.capped(idle_since.elapsed(), wanted);
+        wanted = sleep * 2;
+        domain.broker.wake_hook().sleepers.sleep(sleep, || domain.broker.queue_len());
     }
 }
 
@@ -331,9 +327,9 @@ mod tests {
     }
 
     /// The schedule compressed about a thousandfold, so a test walks every
-    /// phase (yield, warm, cold, deep) many times in a second or two.
+    /// phase (warm, cold, deep) many times in a second or two.
     const FAST: Backoff = Backoff {
-        yield_for: Duration::from_micros(50),
+        after_burst: Duration::from_micros(5),
         first: Duration::from_micros(10),
         warm: Duration::from_micros(100),
         stay_warm: Duration::from_millis(2),
@@ -343,9 +339,9 @@ mod tests {
     };
 
     /// No promotion is lost whatever phase the idle workers are in: many
-    /// cycles of quiet (a gap picked so the workers are yielding, warm,
-    /// cold or deep) and a burst of crossings, each of which must be
-    /// compiled. A lost wake-up (a worker that stops polling, or misses a
+    /// cycles of quiet (a gap picked so the workers are in a first short
+    /// sleep, warm, cold or deep) and crossings, lone or a burst that wakes
+    /// a worker, each of which must be compiled. A lost wake-up (a worker that stops polling, or misses a
     /// job queued while it decided to sleep) hangs a bead and fails the
     /// test at its deadline, which is far above the deepest poll.
     #[test]
@@ -358,10 +354,12 @@ mod tests {
         let mut promoted = 0;
         for cycle in 0..240 {
             std::thread::sleep(Duration::from_micros(GAPS_US[cycle % GAPS_US.len()]));
-            let burst: Vec<Arc<Bead>> =
-                (0..1 + cycle % 3).map(|_| beadie.register(std::ptr::null_mut(), None)).collect();
+            // Mostly lone promotions (found by a poll); every fourth a
+            // burst that wakes a sleeping worker (see `sleepers`).
+            let size = [1, 2, 3, 2 * crate::sleepers::BURST][(cycle / GAPS_US.len()) % 4];
+            let burst: Vec<Arc<Bead>> = (0..size).map(|_| beadie.register(std::ptr::null_mut(), None)).collect();
             for bead in &burst {
-                // None, or already the entry: a yielding worker may compile
+                // None, or already the entry: a polling worker may compile
                 // it before the crossing call reads the bead again.
                 let crossing = beadie.on_invoke(bead, |_| native as extern "C" fn() -> i64 as *mut ());
                 assert!(crossing.is_none_or(|entry| entry == native as extern "C" fn() -> i64 as *mut ()));
@@ -379,5 +377,84 @@ mod tests {
         assert_eq!(domain.ledger.counts().0, promoted);
         workers.begin_shutdown(&domain);
         assert_eq!(workers.wait(Duration::from_secs(10)), 0);
+    }
+
+    /// Sleeps that never end by themselves within a test: only a wake-up
+    /// gets the worker to a job.
+    const NEVER_POLLS: Backoff = Backoff {
+        after_burst: Duration::from_secs(60),
+        first: Duration::from_secs(60),
+        warm: Duration::from_secs(60),
+        stay_warm: Duration::from_secs(60),
+        cold: Duration::from_secs(60),
+        stay_cold: Duration::from_secs(60),
+        deep: Duration::from_secs(60),
+    };
+
+    /// Queues `lone` promotions through `cross`, checks that none is run
+    /// while the queue holds fewer than a burst, then one more, and checks
+    /// that the burst woke the sleeping worker through kiln-std's push path.
+    fn a_burst_wakes_the_worker_through(cross: impl Fn(&Beadie, &Arc<Bead>)) {
+        let beadie =
+            Beadie::with_config(ThresholdPolicy::new(1), BeadieConfig { workers: 0, ..BeadieConfig::default() });
+        let domain = Arc::clone(&beadie.register(std::ptr::null_mut(), None).domain);
+        let mut workers = WorkerThreads::start_with(&domain, 1, "burst-test", NEVER_POLLS);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while domain.broker.wake_hook().sleepers.asleep() == 0 {
+            assert!(Instant::now() < deadline, "the worker never went to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let beads: Vec<Arc<Bead>> =
+            (0..crate::sleepers::BURST).map(|_| beadie.register(std::ptr::null_mut(), None)).collect();
+        for bead in &beads[1..] {
+            cross(&beadie, bead);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(beadie.stats().queue_depth as usize, crate::sleepers::BURST - 1, "a lone promotion wakes nobody");
+        assert_eq!(domain.broker.wake_hook().sleepers.asleep(), 1);
+        cross(&beadie, &beads[0]);
+        for bead in &beads {
+            while bead.compiled().is_none() && bead.osr_entry(7).is_none() {
+                assert!(Instant::now() < deadline, "the burst did not wake the worker");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        workers.begin_shutdown(&domain);
+        assert_eq!(workers.wait(Duration::from_secs(10)), 0);
+    }
+
+    #[test]
+    fn a_burst_of_crossing_calls_wakes_a_sleeping_worker() {
+        a_burst_wakes_the_worker_through(|beadie, bead| {
+            // None, or the entry: the burst's last crossing call may read the
+            // bead again after the worker it woke compiled it.
+            let entry = beadie.on_invoke(bead, |_| native as extern "C" fn() -> i64 as *mut ());
+            assert!(entry.is_none_or(|entry| entry == native as extern "C" fn() -> i64 as *mut ()));
+        });
+    }
+
+    #[test]
+    fn a_burst_of_back_edges_wakes_a_sleeping_worker() {
+        a_burst_wakes_the_worker_through(|beadie, bead| {
+            let osr = |_: &Arc<Bead>| {
+                let native = native as extern "C" fn() -> i64 as *mut ();
+                OsrCompileResult { entry: native, osr: vec![kiln_core::OsrEntry { site: 7, code: native }] }
+            };
+            for _ in 0..100 {
+                if bead.state() != crate::BeadState::Interpreted {
+                    return;
+                }
+                let entry = beadie.on_backedge(bead, 7, osr);
+                assert!(entry.is_none_or(|entry| entry == native as extern "C" fn() -> i64 as *mut ()));
+            }
+            panic!("100 back-edges did not queue an OSR compile");
+        });
+    }
+
+    #[test]
+    fn a_burst_of_host_submits_wakes_a_sleeping_worker() {
+        a_burst_wakes_the_worker_through(|beadie, bead| {
+            assert_eq!(beadie.submit(bead, |_| native as extern "C" fn() -> i64 as *mut ()), SubmitResult::Accepted);
+        });
     }
 }

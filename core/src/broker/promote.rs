@@ -358,6 +358,10 @@ where
             self.queue_len.store(shared.queue.len(), Ordering::Relaxed);
             pushed
         });
+        // The depth just stored, or a later one if another thread pushed or
+        // popped since: `pushed` is a hint (the depth is not carried out of
+        // the lock, which costs the crossing call a copy of the push result).
+        let queue_len = || self.queue_len.load(Ordering::Relaxed);
         match pushed {
             Pushed::Queued | Pushed::Evicted(_) => {
                 if let Pushed::Evicted(evicted) = pushed {
@@ -366,6 +370,7 @@ where
                 self.counters.promotions.bump();
                 self.events.promoted(bead, tier, kind);
                 self.wake();
+                self.wake_hook.pushed(queue_len());
                 Ok(())
             }
             Pushed::Refused(refused) => {
@@ -375,6 +380,7 @@ where
                 });
                 self.turned_away(bead, word.generation());
                 drop(refused);
+                self.wake_hook.pushed(queue_len());
                 Err(KilnError::QueueFull)
             }
         }

@@ -204,10 +204,26 @@ impl Sinks {
         self.custom.store(true, Ordering::Release);
     }
 
-    fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
-        if let (Some(bead), EventKind::Promoted { site: Some(site), .. }) = (bead, kind) {
+    /// A keyed function's OSR promotion notes its loop site for the
+    /// profile, whoever listens.
+    #[inline]
+    fn note_site(&self, bead: &kiln_core::Bead, site: Option<u64>) {
+        if let Some(site) = site {
             crate::profile::note_osr_site(&self.extras, std::ptr::from_ref(bead).addr(), site);
         }
+    }
+
+    /// Whether `event` would reach nobody: the sinks are the default log
+    /// sink alone and the log is below the event's line's level (or the
+    /// event has no line).
+    #[inline]
+    fn skips(&self, event: &EventKind<'_>) -> bool {
+        // Acquire: as in `send`.
+        !self.custom.load(Ordering::Acquire)
+            && crate::logs::level_of(event).is_none_or(|level| level > log::max_level())
+    }
+
+    fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
         if !self.custom.load(Ordering::Acquire) {
             // The default: the log sink alone (it isolates its logger
             // itself). A line above the log's level costs one compare.
@@ -262,6 +278,14 @@ impl CoreEvents {
         self
     }
 
+    #[inline]
+    fn note_site(&self, _: &kiln_core::Bead, _: Option<u64>) {}
+
+    #[inline]
+    fn skips(&self, _: &EventKind<'_>) -> bool {
+        self.sink.is_none()
+    }
+
     fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
         let Some(sink) = &self.sink else { return };
         let name = bead.zip(self.names.as_ref()).and_then(|(bead, names)| names(bead));
@@ -271,22 +295,40 @@ impl CoreEvents {
     }
 }
 
-/// The hooks both `Events` implementations share, each a call to `send`.
+/// The hooks both `Events` implementations share. The frequent ones ask
+/// `skips` first (the level of the event's log line folds to a constant)
+/// and build nothing more when no sink would take the event: with the default log sink and
+/// the log below that level, an event costs a flag and a level compare
+/// (`ci/callgrind_std.sh`'s `crossing` and `pump` figures carry one each).
 macro_rules! forward_events {
     ($type:ty, $took:expr, $why:expr) => {
         impl kiln_core::Events for $type {
             fn promoted(&self, bead: &kiln_core::Bead, tier: u8, kind: JobKind) {
-                self.send(Some(bead), EventKind::Promoted { tier, site: site_of(kind) });
+                let site = site_of(kind);
+                self.note_site(bead, site);
+                let event = EventKind::Promoted { tier, site };
+                if !self.skips(&event) {
+                    self.send(Some(bead), event);
+                }
             }
             fn queue_full(&self, bead: &kiln_core::Bead) {
-                self.send(Some(bead), EventKind::QueueFull);
+                if !self.skips(&EventKind::QueueFull) {
+                    self.send(Some(bead), EventKind::QueueFull);
+                }
             }
             fn compile_started(&self, bead: &kiln_core::Bead, tier: u8, kind: JobKind) {
-                self.send(Some(bead), EventKind::CompileStarted { tier, site: site_of(kind) });
+                let event = EventKind::CompileStarted { tier, site: site_of(kind) };
+                if !self.skips(&event) {
+                    self.send(Some(bead), event);
+                }
             }
             fn compiled(&self, bead: &kiln_core::Bead, tier: u8, ticks: Option<u64>) {
-                let took = $took(ticks).map(Duration::from_nanos);
-                self.send(Some(bead), EventKind::Compiled { tier, took });
+                // A time noted and not taken here is dropped by the next
+                // compile's start.
+                if !self.skips(&EventKind::Compiled { tier, took: None }) {
+                    let took = $took(ticks).map(Duration::from_nanos);
+                    self.send(Some(bead), EventKind::Compiled { tier, took });
+                }
             }
             fn compile_failed(&self, bead: &kiln_core::Bead, tier: u8) {
                 let why: Option<String> = $why();
@@ -308,7 +350,10 @@ macro_rules! forward_events {
                 self.send(Some(bead), EventKind::Evicted);
             }
             fn released(&self, code: CodeHandle) {
-                self.send(None, EventKind::Released { code: code.get() });
+                let event = EventKind::Released { code: code.get() };
+                if !self.skips(&event) {
+                    self.send(None, event);
+                }
             }
             fn quiesced(&self, epoch: u32, released: usize) {
                 self.send(None, EventKind::Quiesced { epoch, released });

@@ -258,7 +258,7 @@ impl WorkerThreads {
 fn run(domain: &Arc<Domain>, stop: &AtomicBool, backoff: &Backoff) {
     crate::thread_hints::apply_to_worker();
     let clock = StdClock::new();
-    let mut compiler = domain.compiler();
+    let mut compiler = domain.compiler_on_timed_pump();
     let mut idle_since = Instant::now();
     let mut reclaimed = Instant::now();
     let mut wanted = backoff.first_after(0);

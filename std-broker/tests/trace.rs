@@ -125,3 +125,50 @@ fn custom_sinks_replace_the_log_sink_and_see_each_event_once() {
     seen[..2].sort();
     assert_eq!(seen, ["promoted", "started", "compiled", "swapped", "deoptimized", "blacklisted", "quiesced"]);
 }
+
+/// Records each `Compiled` event's time.
+#[derive(Default)]
+struct Times(Mutex<Vec<Option<Duration>>>);
+
+impl EventSink for Times {
+    fn event(&self, event: &Event<'_>) {
+        if let EventKind::Compiled { took, .. } = event.kind {
+            self.0.lock().unwrap().push(took);
+        }
+    }
+}
+
+/// A compile that takes at least 2 ms.
+fn slow_native(_: &Arc<kiln_std::Bead>) -> *mut () {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2) {
+        std::hint::spin_loop();
+    }
+    native as *mut ()
+}
+
+#[test]
+fn a_compiled_event_carries_the_compile_time_from_a_worker_and_from_a_host_pump() {
+    // A worker's pump is timed by kiln-core's clock (its compiler does not
+    // time the compile again); a host's pump may have no clock, and then
+    // kiln-std's compiler times it.
+    for workers in [1, 0] {
+        let times = Arc::new(Times::default());
+        let beadie = Beadie::with_config(ThresholdPolicy::new(1), BeadieConfig { workers, ..BeadieConfig::default() });
+        beadie.set_sinks(vec![times.clone()]);
+        let bead = beadie.register(std::ptr::null_mut(), None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while beadie.on_invoke(&bead, slow_native).is_none() {
+            if workers == 0 {
+                beadie.pump(kiln_std::Budget::unlimited());
+            }
+            assert!(Instant::now() < deadline, "never compiled");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let seen = times.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{workers} workers: one compiled event");
+        let took = seen[0].unwrap_or_else(|| panic!("{workers} workers: the compiled event has no time"));
+        assert!(took >= Duration::from_millis(2), "{workers} workers: {took:?} for a 2 ms compile");
+        assert!(took < Duration::from_secs(5));
+    }
+}

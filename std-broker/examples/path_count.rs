@@ -37,9 +37,8 @@
 use std::hint::black_box;
 use std::ptr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use kiln_std::{BackendAdapter, Bead, Beadie, BeadieConfig, JitBackend, OsrCompileResult, OsrEntry, ThresholdPolicy};
+use kiln_std::{BackendAdapter, Bead, Beadie, OsrCompileResult, OsrEntry, ThresholdPolicy};
 
 /// Calls per per-call loop.
 const N: u64 = 1_000_000;
@@ -49,39 +48,10 @@ const REGISTER: usize = 100_000;
 /// queue capacity, so every one is queued).
 const CROSSINGS: usize = 200;
 
-extern "C" fn native() -> i64 {
-    1
-}
+#[path = "../tests/support/native.rs"]
+mod native;
 
-fn native_ptr() -> *mut () {
-    native as extern "C" fn() -> i64 as *mut ()
-}
-
-/// A backend whose "compile" hands out `native`.
-struct NativeBackend;
-
-impl JitBackend for NativeBackend {
-    type FunctionDef = ();
-    type Error = std::convert::Infallible;
-    fn compile(&self, _bead: &Arc<Bead>, _def: ()) -> Result<*mut (), Self::Error> {
-        Ok(native_ptr())
-    }
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    panic!("path_count: the fixture never reached its state");
-}
-
-/// A broker with no worker thread: queued jobs stay queued.
-fn idle_beadie(threshold: u32) -> Beadie {
-    Beadie::with_config(ThresholdPolicy::new(threshold), BeadieConfig { workers: 0, ..BeadieConfig::default() })
-}
+use native::{NativeBackend, idle_beadie, native_ptr, wait_for};
 
 #[inline(never)]
 fn kiln_count_harness(bead: &Arc<Bead>) {

@@ -9,12 +9,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use kiln_std::{
-    BackendAdapter, Bead, BeadState, Beadie, BeadieConfig, Budget, HotnessPolicy, JitBackend, OsrCompileResult,
-    OsrEntry, ThresholdPolicy, TieredAdapter,
+    BackendAdapter, BeadState, Beadie, BeadieConfig, Budget, HotnessPolicy, OsrCompileResult, OsrEntry,
+    ThresholdPolicy, TieredAdapter,
 };
 
 /// Live heap bytes per registered bead through `Beadie::register`, the
@@ -91,37 +89,10 @@ fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, i64) {
     (result, ALLOCATIONS.with(Cell::get) - allocations, LIVE_BYTES.with(Cell::get) - bytes)
 }
 
-extern "C" fn native() -> i64 {
-    1
-}
+#[path = "support/native.rs"]
+mod native;
 
-fn native_ptr() -> *mut () {
-    native as extern "C" fn() -> i64 as *mut ()
-}
-
-struct NativeBackend;
-
-impl JitBackend for NativeBackend {
-    type FunctionDef = ();
-    type Error = std::convert::Infallible;
-    fn compile(&self, _bead: &Arc<Bead>, _def: ()) -> Result<*mut (), Self::Error> {
-        Ok(native_ptr())
-    }
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    panic!("never reached the state the test needs");
-}
-
-fn idle_beadie(threshold: u32) -> Beadie {
-    Beadie::with_config(ThresholdPolicy::new(threshold), BeadieConfig { workers: 0, ..BeadieConfig::default() })
-}
+use native::{NativeBackend, idle_beadie, native_ptr, wait_for};
 
 const CALLS: usize = 10_000;
 

@@ -14,11 +14,13 @@
 //! threads plus a count read without the lock. A push that finds fewer than
 //! `BURST` jobs queued pays a compare; one that finds a burst but no
 //! sleeper (the worker is already running) a fence and a Relaxed load.
+//! `tests/loom.rs` models the protocol (a worker going to sleep against a
+//! burst push) with loom's untimed park, where a lost wake-up would be a
+//! deadlock, and shows that without the two fences it is one.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
-use std::thread::Thread;
 use std::time::Duration;
+
+use crate::sync::{AtomicUsize, Mutex, Ordering, Thread, fence, lock};
 
 /// Queued jobs at which a push wakes a sleeping worker: fewer is a lone
 /// promotion (it waits for the poll), this many is a burst.
@@ -39,9 +41,9 @@ impl Sleepers {
     /// sleep early; so may a spurious or stale unpark (the worker then
     /// just looks at the queue once more).
     pub(crate) fn sleep(&self, sleep: Duration, queued: impl Fn() -> usize) {
-        let me = std::thread::current();
+        let me = crate::sync::current();
         {
-            let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            let mut threads = lock(&self.threads);
             threads.push(me.clone());
             self.count.store(threads.len(), Ordering::Relaxed);
         }
@@ -52,9 +54,9 @@ impl Sleepers {
         // a job.
         fence(Ordering::SeqCst);
         if queued() == 0 {
-            std::thread::park_timeout(sleep);
+            crate::sync::park_timeout(sleep);
         }
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let mut threads = lock(&self.threads);
         // Still listed: nobody woke this sleep (a timeout, or work seen
         // before parking). Not listed: a waker took it out and unparked it.
         if let Some(at) = threads.iter().position(|thread| thread.id() == me.id()) {
@@ -82,7 +84,7 @@ impl Sleepers {
     #[inline(never)]
     fn wake_one(&self) {
         let thread = {
-            let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            let mut threads = lock(&self.threads);
             let thread = threads.pop();
             self.count.store(threads.len(), Ordering::Relaxed);
             thread
@@ -99,7 +101,7 @@ impl Sleepers {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;

@@ -24,7 +24,7 @@ use kiln_core::{
 use loom::sync::Arc;
 use loom::thread;
 
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, unused_imports)]
 #[path = "../src/sync.rs"]
 mod sync;
 

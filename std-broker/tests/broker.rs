@@ -134,9 +134,7 @@ fn invalidate_while_compiling_releases_the_result_and_runs_the_hook_once() {
     // worker releases the code object right after, on its own thread, so
     // the test waits for both. "At once": no quiescence is ever declared
     // here, so the release did not wait for one.
-    wait_until("the stale result released", || {
-        beadie.stats().stale_results == 1 && beadie.code_counts().1 == 1
-    });
+    wait_until("the stale result released", || beadie.stats().stale_results == 1 && beadie.code_counts().1 == 1);
     assert_eq!(bead.compiled(), None, "a stale result is never installed");
     assert_eq!(bead.state(), BeadState::Deopt);
     assert_eq!(hook_runs.load(Ordering::SeqCst), 1);

@@ -17,6 +17,10 @@ mod adapter;
 mod bevy_jobs;
 #[cfg(feature = "std")]
 mod job_system;
+#[cfg(feature = "std")]
+mod pump_config;
+#[cfg(feature = "std")]
+mod pump_outcome;
 #[cfg(feature = "rayon")]
 mod rayon_jobs;
 #[cfg(feature = "std")]
@@ -36,7 +40,7 @@ pub use source::JobSource;
 
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use adapter::{AttachError, JobSystemPump, PumpConfig, PumpStats, StopTimeout};
+pub use adapter::JobSystemPump;
 #[cfg(feature = "bevy")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bevy")))]
 pub use bevy_jobs::{BevyJobSystem, BevyPump};
@@ -46,6 +50,12 @@ pub use job_system::JobSystem;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use kiln_core::StdClock;
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use pump_config::PumpConfig;
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use pump_outcome::{AttachError, PumpStats, StopTimeout};
 #[cfg(feature = "rayon")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub use rayon_jobs::{RayonJobSystem, RayonPump};

@@ -477,9 +477,12 @@ mod tests {
         let plan = Plan::new(&config);
         let run = run::<KilnStd>(&config, &plan);
         assert_eq!(run.calls, 60_000);
-        // 3,000 calls per bead against a threshold of 1,000: the first
-        // 1,000 of each bead are interpreted, so at most two thirds native.
-        assert!(run.native_calls <= 40_000, "{run:?}");
+        // 3,000 calls per bead against a threshold of 1,000: the first 999
+        // of each bead are interpreted; the 1,000th crosses the threshold
+        // and runs native only if the worker it woke compiled the bead
+        // before that call returned (kiln-core's crossing call returns code
+        // already installed). So at most 2,001 native calls a bead.
+        assert!(run.native_calls <= 20 * 2_001, "{run:?}");
         assert_eq!(run.curve.len(), (run.wall.as_nanos() / config.bucket.as_nanos()) as usize + 1);
         if let Some(all) = run.all_native {
             assert!(run.hottest_tenth_native.expect("all beads went native") <= all);

@@ -297,12 +297,11 @@ impl Compiler<JobHandle> for StdCompiler {
         // is dropped here.
         crate::logs::take_failure();
         crate::logs::take_compile_nanos();
-        if !self.times_itself {
-            return self.compile_work(request).inspect_err(crate::logs::note_failure);
-        }
-        let started = std::time::Instant::now();
+        let started = self.times_itself.then(std::time::Instant::now);
         let result = self.compile_work(request).inspect_err(crate::logs::note_failure);
-        crate::logs::note_compile_time(started.elapsed());
+        if let Some(started) = started {
+            crate::logs::note_compile_time(started.elapsed());
+        }
         result
     }
 

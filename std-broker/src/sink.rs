@@ -215,7 +215,7 @@ impl Sinks {
 
     /// Whether `event` would reach nobody: the sinks are the default log
     /// sink alone and the log is below the event's line's level (or the
-    /// event has no line).
+    /// event has no line). A line above the log's level costs one compare.
     #[inline]
     fn skips(&self, event: &EventKind<'_>) -> bool {
         // Acquire: as in `send`.
@@ -224,12 +224,12 @@ impl Sinks {
     }
 
     fn send(&self, bead: Option<&kiln_core::Bead>, kind: EventKind<'_>) {
+        if self.skips(&kind) {
+            return;
+        }
         if !self.custom.load(Ordering::Acquire) {
             // The default: the log sink alone (it isolates its logger
-            // itself). A line above the log's level costs one compare.
-            if crate::logs::level_of(&kind).is_none_or(|level| level > log::max_level()) {
-                return;
-            }
+            // itself).
             let function = bead.map(|bead| FunctionRef { bead, extras: Some(&self.extras), name: None });
             LogSink.event(&Event { kind, function, domain: Some(&self.domain) });
             return;

@@ -14,7 +14,7 @@
 //! threads plus a count read without the lock. A push that finds fewer than
 //! `BURST` jobs queued pays a compare; one that finds a burst but no
 //! sleeper (the worker is already running) a fence and a Relaxed load.
-//! `tests/loom.rs` models the protocol (a worker going to sleep against a
+//! `tests/loom_sleepers.rs` models the protocol (a worker going to sleep against a
 //! burst push) with loom's untimed park, where a lost wake-up would be a
 //! deadlock, and shows that without the two fences it is one.
 

@@ -27,21 +27,6 @@ mod sleepers;
 
 use sleepers::{BURST, Sleepers};
 
-/// What the model needs of a registry of sleeping workers.
-trait Registry: Default + Send + Sync + 'static {
-    fn sleep(&self, queued: impl Fn() -> usize);
-    fn wake_for_burst(&self, queued: usize);
-}
-
-impl Registry for Sleepers {
-    fn sleep(&self, queued: impl Fn() -> usize) {
-        Sleepers::sleep(self, Duration::from_secs(60), queued);
-    }
-    fn wake_for_burst(&self, queued: usize) {
-        Sleepers::wake_for_burst(self, queued);
-    }
-}
-
 /// The same registry's protocol with Relaxed accesses and no fences,
 /// transcribed without blocking: loom cannot unwind out of a deadlock
 /// cleanly (it aborts), so this transcription returns whether the worker
@@ -85,15 +70,16 @@ mod unfenced {
 /// One worker polls the queue and sleeps while it is empty; the main
 /// thread pushes a burst (a Relaxed store, as kiln-core's queue length is
 /// written) and calls `wake_for_burst`. The worker must get out.
-fn worker_against_a_burst<R: Registry>() {
+#[test]
+fn a_burst_push_never_loses_a_worker_going_to_sleep() {
     loom::model(|| {
-        let registry = Arc::new(R::default());
+        let registry = Arc::new(Sleepers::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let worker = {
             let (registry, queued) = (Arc::clone(&registry), Arc::clone(&queued));
             thread::spawn(move || {
                 while queued.load(Relaxed) == 0 {
-                    registry.sleep(|| queued.load(Relaxed));
+                    registry.sleep(Duration::from_secs(60), || queued.load(Relaxed));
                 }
             })
         };
@@ -101,11 +87,6 @@ fn worker_against_a_burst<R: Registry>() {
         registry.wake_for_burst(BURST);
         worker.join().unwrap();
     });
-}
-
-#[test]
-fn a_burst_push_never_loses_a_worker_going_to_sleep() {
-    worker_against_a_burst::<Sleepers>();
 }
 
 #[test]
